@@ -1,0 +1,150 @@
+"""The `automixer` command: thin verbs that hand off to the library.
+
+A mistake the user can make (a bad config, a missing file) is printed as one line on stderr with
+exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from automixer.errors import AutomixerError, NotBuiltError
+
+app = typer.Typer(
+    name="automixer",
+    help="Find the best pretraining data mixture: proxy sweeps, surrogates, solver, recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output gets a fixed width wide enough for the tables.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
+RunDirArg = Annotated[
+    Path, typer.Argument(help="A run directory written by `automixer sweep`.", show_default=False)
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def user_errors(fn: F) -> F:
+    """Turn the package's own errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutomixerError as e:
+            err_console.print(f"[bold red]error:[/] {e.format()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; finished work is kept, run the command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def data(config: ConfigArg, quiet: QuietOpt = False) -> None:
+    """Build the domain corpora (documents, tokenizer, token shards) and print the domains table."""
+    from automixer.stages import run_data
+
+    run_data(config, progress=not quiet, console=console)
+
+
+def _not_built(verb: str, issue: int) -> None:
+    raise NotBuiltError(f"'automixer {verb}' is not built yet (tracked in issue {issue})")
+
+
+@app.command()
+@user_errors
+def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
+    """The whole loop: data, sweep, fit, solve, export, report."""
+    _not_built("run", 7)
+
+
+@app.command()
+@user_errors
+def sweep(config: ConfigArg, quiet: QuietOpt = False) -> None:
+    """Plan and train the proxy swarm; resumes where it stopped."""
+    _not_built("sweep", 5)
+
+
+@app.command()
+@user_errors
+def worker(
+    storage: Annotated[str, typer.Option(help="Ledger URL of the running sweep.")],
+) -> None:
+    """Join a running sweep from another process or machine."""
+    _not_built("worker", 5)
+
+
+@app.command()
+@user_errors
+def fit(run_dir: RunDirArg) -> None:
+    """Fit surrogates on a sweep and print the cross-validation table."""
+    _not_built("fit", 6)
+
+
+@app.command()
+@user_errors
+def solve(run_dir: RunDirArg) -> None:
+    """The optimal mixture, with predicted scores and intervals."""
+    _not_built("solve", 6)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: RunDirArg,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="yaml, json, megatron, olmo-core, hf-datasets or csv."),
+    ] = "yaml",
+) -> None:
+    """Write the recipe in a framework's format."""
+    _not_built("export", 7)
+
+
+@app.command()
+@user_errors
+def report(run_dir: RunDirArg) -> None:
+    """Write a self-contained HTML report with figures."""
+    _not_built("report", 7)
+
+
+@app.command()
+@user_errors
+def replay(
+    runs_table: Annotated[Path, typer.Argument(help="CSV or parquet of weights and metrics.")],
+) -> None:
+    """Fit, cross-validate, predict and solve on runs another system produced."""
+    _not_built("replay", 6)
+
+
+@app.command()
+@user_errors
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="A recipe written by `automixer export`.")],
+) -> None:
+    """Train a larger model on the recipe and on baseline mixtures, and compare."""
+    _not_built("validate", 7)
+
+
+def main() -> None:
+    app(prog_name="automixer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,523 @@
+"""Typed configuration for every stage of automixer.
+
+One YAML file describes a whole experiment. `load_config` reads it with safe YAML loading,
+validates it against the pydantic models below and reports the first problem as one line that
+names the file, the YAML line and the field. `dump_config` writes the resolved config back as
+YAML; `config_hash` is the provenance key that every run directory and result row carries.
+
+Relative paths in a config are taken relative to the working directory the command runs in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from automixer.errors import ConfigError
+from automixer.mixture import WeightIssue, check_weights
+
+ABILITIES = ("code", "math", "stem", "commonsense")
+"""The four abilities that the built-in eval suites are grouped into."""
+
+
+class FieldIssue(ValueError):
+    """A cross-field problem, with the path (below the validating model) of the field at fault."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+DomainName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
+
+
+class RunSection(_Section):
+    name: str = "automixer"
+    """Name of the experiment; it prefixes the run directory's name."""
+    out_dir: Path = Path("runs")
+    """Folder that holds run directories (one per config hash)."""
+    cache_dir: Path = Path(".cache/automixer")
+    """Folder for cached documents, tokenizers and token shards, shared by all runs."""
+    seed: int = 0
+    """Master seed: splits, designs, training and cross-validation derive their seeds from it."""
+
+
+class HFSource(_Section):
+    path: str
+    """Dataset name on the Hugging Face Hub (e.g. 'HuggingFaceFW/fineweb-edu') or a local folder
+    written by `datasets.save_to_disk`."""
+    name: str | None = None
+    """Dataset configuration name (the second argument of `datasets.load_dataset`)."""
+    data_files: list[str] | None = None
+    """Local data files for a packaged builder (`path: json`, `parquet`, `text`, `csv`)."""
+    split: str = "train"
+    """Split to read."""
+    revision: str | None = None
+    """Git revision of the dataset repository; pin it for reproducible sweeps."""
+    streaming: bool = False
+    """Stream the dataset instead of downloading it whole (for large corpora)."""
+
+
+class DomainSection(_Section):
+    name: DomainName
+    """Domain name: the weight column and metric suffix everywhere downstream."""
+    builtin: str | None = None
+    """Name of a built-in offline corpus (see `automixer.data.builtin.BUILTINS`)."""
+    files: list[str] | None = None
+    """Glob patterns of local jsonl / parquet / plain-text files."""
+    hf: HFSource | None = None
+    """A Hugging Face dataset."""
+    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
+    """File format for `files`; `auto` goes by the file extension."""
+    text_field: str = "text"
+    """Column or JSON key that holds the document text (jsonl, parquet and `hf`)."""
+    max_documents: int | None = Field(default=None, gt=0)
+    """Read at most this many documents (after filtering) from the source."""
+    max_bytes: int | None = Field(default=None, gt=0)
+    """Read at most this many UTF-8 bytes of text from the source."""
+    licence: str | None = None
+    """Licence of the text, recorded in the manifest (built-in corpora know their own)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DomainSection:
+        given = [k for k in ("builtin", "files", "hf") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one source among 'builtin', 'files' and 'hf'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.files is not None and not self.files:
+            raise FieldIssue("needs at least one glob pattern", ("files",))
+        return self
+
+
+class DataSection(_Section):
+    val_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
+    """Share of each domain's documents held out for validation bits-per-byte."""
+    min_chars: int = Field(default=64, ge=1)
+    """Documents shorter than this many characters are dropped."""
+    dedup: bool = True
+    """Remove exact duplicate documents within and across domains and splits."""
+    contamination_ngram: int = Field(default=13, ge=4, le=50)
+    """Word n-gram length of the contamination check against evaluation items."""
+    decontaminate: bool = True
+    """Drop training documents that share an n-gram with an evaluation item."""
+    max_epochs: float = Field(default=4.0, gt=0.0)
+    """How many times a proxy may see a domain's training tokens; the loader refuses more."""
+
+
+class TokenizerSection(_Section):
+    path: Path | None = None
+    """Use this `tokenizer.json` instead of training one."""
+    vocab_size: int = 4096
+    """Vocabulary size of the trained byte-level BPE (small by default for proxies)."""
+    sample_bytes_per_domain: int = Field(default=2_000_000, gt=0)
+    """Bytes of training text drawn from each domain to train the tokenizer (domain-balanced)."""
+    min_frequency: int = Field(default=2, ge=1)
+    """Minimum pair frequency for a BPE merge."""
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _vocab_big_enough(cls, v: int) -> int:
+        # 256 byte symbols, the end-of-text token, and at least one merge.
+        if v < 258:
+            raise ValueError(
+                f"vocabulary of {v} is too small: a byte-level BPE needs at least 258 "
+                "(256 byte symbols, 1 special token, 1 merge)"
+            )
+        if v > 2**31 - 1:
+            raise ValueError(f"vocabulary of {v} is too large")
+        return v
+
+
+class ProxySection(_Section):
+    preset: str = "quickstart"
+    """Proxy model preset (see `proxies.presets`)."""
+    tokens: int = Field(default=2_000_000, gt=0)
+    """Training tokens per proxy."""
+    seq_len: int = Field(default=256, ge=8)
+    """Sequence length of training windows."""
+    batch_size: int = Field(default=16, ge=1)
+    """Sequences per optimizer step, per proxy."""
+    lr: float = Field(default=0.02, gt=0.0)
+    """Peak learning rate of Muon (hidden matrices)."""
+    adam_lr: float = Field(default=3e-3, gt=0.0)
+    """Peak learning rate of AdamW (embeddings, norms, router, head)."""
+    warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+    schedule: Literal["cosine", "wsd"] = "wsd"
+    """Learning-rate decay after warmup: cosine, or warmup-stable-decay."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cpu', or 'cuda[:N]'."""
+    pack_size: int = Field(default=8, ge=1)
+    """Proxies trained together in one packed model."""
+
+
+Weights = dict[str, float]
+
+
+class SweepSection(_Section):
+    n_runs: int = Field(default=60, ge=2)
+    """Number of distinct mixtures to train (anchors included)."""
+    replicates: int = Field(default=3, ge=0)
+    """Extra seeds of one mixture, to measure seed noise against the spread between mixtures."""
+    design: Literal["dirichlet", "sobol"] = "dirichlet"
+    """Dirichlet sampling around the natural prior (RegMix), or Sobol points on the simplex."""
+    concentration: tuple[float, float] = (0.1, 5.0)
+    """Range of Dirichlet concentration multipliers, spread log-uniformly."""
+    min_distance: float = Field(default=0.02, ge=0.0)
+    """Smallest L1 distance between two planned mixtures."""
+    anchors: dict[str, Weights] = Field(default_factory=dict)
+    """Extra mixtures always trained, by name (natural and uniform are always included)."""
+    storage: str | None = None
+    """Ledger URL (SQLite file in the run directory by default; postgresql://... for many
+    machines). Credentials may come from the environment instead."""
+    executor: Literal["local", "ray"] = "local"
+    """Where proxies run."""
+    workers: int = Field(default=1, ge=1)
+    """Worker processes (local) or Ray tasks running at once."""
+    heartbeat_s: float = Field(default=30.0, gt=0.0)
+    """A run whose worker has not reported for 4x this long is queued again."""
+
+    @field_validator("concentration")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"needs 0 < low <= high, got {list(v)}")
+        return v
+
+
+class EvalsSection(_Section):
+    suites: list[str] | None = None
+    """Built-in suites to score (all by default)."""
+    files: list[str] = Field(default_factory=list)
+    """Extra task files (JSONL in automixer's task format)."""
+    n_per_suite: int = Field(default=200, ge=1)
+    """Seeded subsample of items per suite."""
+    abilities: dict[str, dict[str, float]] | None = None
+    """Per ability, weights over its suites (equal weights by default)."""
+
+
+class SurrogateSection(_Section):
+    model: str = "auto"
+    """Surrogate by name ('linear', 'lightgbm', 'loglinear', 'gp', 'ensemble'), or 'auto' to pick
+    per target by cross-validation."""
+    candidates: list[str] = Field(default_factory=lambda: ["linear", "loglinear", "gp", "lightgbm"])
+    """Surrogates that 'auto' chooses among."""
+    transform: Literal["none", "sqrt", "log"] = "sqrt"
+    """Transform of the weights before fitting."""
+    cv_folds: int = Field(default=5, ge=2)
+    """Folds of the repeated K-fold cross-validation."""
+    cv_repeats: int = Field(default=3, ge=1)
+    """Repeats of the K-fold cross-validation."""
+
+
+class SolveSection(_Section):
+    objective: dict[str, float] = Field(default_factory=lambda: {a: 0.25 for a in ABILITIES})
+    """Weights over abilities (or any metric names) of the objective to maximise."""
+    method: Literal["exact", "topk", "tpe", "cmaes"] = "exact"
+    """Solver: gradient-based on the surrogate, RegMix's simulate-and-average-top-k, or Optuna."""
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Per-domain [low, high] bounds on the weight."""
+    max_epochs: float = Field(default=4.0, gt=0.0)
+    """Repetition cap of the full run: w_d <= max_epochs * tokens_d / target_tokens."""
+    target_tokens: float | None = Field(default=None, gt=0.0)
+    """Token budget of the full run; enables the repetition caps."""
+    prior_penalty: float = Field(default=0.0, ge=0.0)
+    """Strength of the penalty toward the natural mixture."""
+    penalty: Literal["kl", "l1"] = "kl"
+    """Kind of penalty toward the natural mixture."""
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds_ordered(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if not (0.0 <= lo <= hi <= 1.0):
+                raise FieldIssue(f"needs 0 <= low <= high <= 1, got [{lo}, {hi}]", (name,))
+        return v
+
+
+ExportFormat = Literal["yaml", "json", "megatron", "olmo-core", "hf-datasets", "csv"]
+EXPORT_FORMATS: list[ExportFormat] = ["yaml", "json", "megatron", "olmo-core", "hf-datasets", "csv"]
+
+
+class ExportSection(_Section):
+    formats: list[ExportFormat] = Field(default_factory=lambda: list(EXPORT_FORMATS))
+    """Recipe formats written by `automixer export`."""
+    target_tokens: float = Field(default=1e12, gt=0.0)
+    """Token budget of the full pretraining run that the recipe is for."""
+
+
+class Config(_Section):
+    """A whole automixer experiment."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    """Names, folders and the master seed."""
+    domains: list[DomainSection]
+    """The data domains to mix."""
+    data: DataSection = Field(default_factory=DataSection)
+    """Splitting, deduplication, decontamination and repetition limits."""
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    """The tokenizer shared by all proxies."""
+    proxy: ProxySection = Field(default_factory=ProxySection)
+    """The proxy models and their training budget."""
+    sweep: SweepSection = Field(default_factory=SweepSection)
+    """The mixtures to train and where they run."""
+    evals: EvalsSection = Field(default_factory=EvalsSection)
+    """The evaluation suites."""
+    surrogate: SurrogateSection = Field(default_factory=SurrogateSection)
+    """The surrogate regressions."""
+    solve: SolveSection = Field(default_factory=SolveSection)
+    """The objective, the constraints and the solver."""
+    export: ExportSection = Field(default_factory=ExportSection)
+    """The exported recipes."""
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = self.domain_names
+        if not names:
+            raise FieldIssue("needs at least one domain", ("domains",))
+        seen: set[str] = set()
+        for i, n in enumerate(names):
+            if n in seen:
+                raise FieldIssue(f"domain '{n}' is defined twice", ("domains", i, "name"))
+            seen.add(n)
+        for anchor, weights in self.sweep.anchors.items():
+            try:
+                check_weights(weights, names)
+            except WeightIssue as e:
+                path: tuple[str | int, ...] = ("sweep", "anchors", anchor)
+                raise FieldIssue(str(e), path + ((e.key,) if e.key else ())) from None
+        for name in self.solve.bounds:
+            if name not in seen:
+                raise FieldIssue(_unknown_domain(name, names), ("solve", "bounds", name))
+        if self.solve.bounds:
+            lo = sum(self.solve.bounds.get(n, (0.0, 1.0))[0] for n in names)
+            hi = sum(self.solve.bounds.get(n, (0.0, 1.0))[1] for n in names)
+            if lo > 1.0 + 1e-9 or hi < 1.0 - 1e-9:
+                raise FieldIssue(
+                    f"no mixture fits: lower bounds sum to {lo:.4g}, upper bounds to {hi:.4g}",
+                    ("solve", "bounds"),
+                )
+        for key, w in self.solve.objective.items():
+            if not math.isfinite(w) or w < 0:
+                raise FieldIssue(
+                    f"objective weight must be finite and >= 0, got {w}",
+                    ("solve", "objective", key),
+                )
+        if self.solve.objective and sum(self.solve.objective.values()) <= 0:
+            raise FieldIssue("objective weights are all zero", ("solve", "objective"))
+        if self.sweep.n_runs < 2 + len(self.sweep.anchors):
+            raise FieldIssue(
+                f"n_runs={self.sweep.n_runs} leaves no room beside natural, uniform and "
+                f"{len(self.sweep.anchors)} anchors",
+                ("sweep", "n_runs"),
+            )
+        return self
+
+
+def _unknown_domain(name: str, names: list[str]) -> str:
+    near = get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return f"unknown domain '{name}'{hint}; known: {', '.join(names)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading, writing and hashing
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; every problem is a `ConfigError` naming file and field."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file not found", file=p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config: {e}", file=p) from None
+    return parse_config(text, source=str(p))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text as a `Config` (see `load_config`)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and cmark is not None and (mark is None or cmark.line != mark.line):
+            problem += f" ({context} at line {cmark.line + 1})"
+        raise ConfigError(f"malformed YAML: {problem}", file=source, line=line) from None
+    if data is None:
+        raise ConfigError("config is empty", file=source)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "a config is a mapping of sections (run, domains, ...)", file=source, line=1
+        )
+    _check_duplicate_keys(node, source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _to_config_error(e, node, source) from None
+
+
+def _check_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = str(k.value)
+            if key in seen:
+                raise ConfigError(
+                    f"key '{key}' appears twice",
+                    file=source,
+                    field=f"{path}.{key}".lstrip("."),
+                    line=k.start_mark.line + 1,
+                )
+            seen.add(key)
+            _check_duplicate_keys(v, source, f"{path}.{key}")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _check_duplicate_keys(v, source, f"{path}[{i}]")
+
+
+def _to_config_error(err: ValidationError, node: yaml.Node | None, source: str) -> ConfigError:
+    first = err.errors(include_url=False)[0]
+    loc: tuple[str | int, ...] = tuple(first["loc"])
+    ctx = first.get("ctx") or {}
+    cause = ctx.get("error")
+    msg = first["msg"]
+    if isinstance(cause, FieldIssue):
+        loc = loc + cause.path
+        msg = str(cause)
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    # Drop pydantic's union/tagged noise from the location (it is not a YAML key).
+    loc = tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
+    if first["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        valid = _field_names_at(loc[:-1])
+        near = get_close_matches(key, valid, n=1, cutoff=0.5)
+        msg = f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+        if valid:
+            msg += f"; valid keys: {', '.join(valid)}"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    line = _line_of(node, loc)
+    return ConfigError(msg, file=source, field=_format_loc(loc) or None, line=line)
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if str(k.value) == str(part):
+                    child, line = v, k.start_mark.line + 1
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _field_names_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The valid keys of the model that `loc` points into (for 'did you mean')."""
+    tp: Any = Config
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+            info = tp.model_fields.get(part)
+            if info is None:
+                return []
+            tp = info.annotation
+        else:
+            args = typing.get_args(_unwrap(tp))
+            tp = args[-1] if args else None
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    if origin is Annotated:
+        return typing.get_args(tp)[0]
+    return tp
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config (defaults filled in) as plain data."""
+    return config.model_dump(mode="json")
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (what every run directory saves)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+_NOT_HASHED = {
+    ("run", "out_dir"),
+    ("run", "cache_dir"),
+    ("sweep", "storage"),
+    ("sweep", "workers"),
+    ("sweep", "executor"),
+    ("proxy", "device"),
+}
+
+
+def config_hash(config: Config) -> str:
+    """A short hash of everything in the config that can change a result.
+
+    Where things are written and run (folders, ledger URL, executor, device) is left out, so a
+    sweep resumed on another machine or folder keeps its identity.
+    """
+    data = config_to_dict(config)
+    for section, key in _NOT_HASHED:
+        data[section].pop(key, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a name."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "run"

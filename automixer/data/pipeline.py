@@ -1,0 +1,311 @@
+"""From a config to ready token shards: read, filter, deduplicate, split, decontaminate, tokenize.
+
+`prepare_data` builds what is missing and reuses every cached piece:
+
+    cache_dir/docs/<domain>-<key>.parquet     documents with their hash and split
+    cache_dir/tokenizers/<key>/tokenizer.json the trained BPE
+    cache_dir/shards/<key>/{train,val}.bin    token arrays (+ .json metadata)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenizers import Tokenizer
+
+from automixer.config import Config, DomainSection
+from automixer.data.loader import MixtureLoader
+from automixer.data.shards import Shard, build_shard
+from automixer.data.sources import (
+    iter_raw_documents,
+    limit_documents,
+    source_description,
+    source_fingerprint,
+    source_licence,
+)
+from automixer.data.splits import ContaminationIndex, SplitDocs, split_documents
+from automixer.data.tokenizer import get_tokenizer
+from automixer.errors import DataError
+from automixer.io import atomic_path, hash_json
+
+
+@dataclass
+class DomainData:
+    name: str
+    source: str
+    licence: str
+    fingerprint: dict[str, Any]
+    train: Shard
+    val: Shard
+    duplicates: int
+    contaminated: int
+    """Training documents dropped for sharing an n-gram with an evaluation item."""
+    checked: bool
+    """Whether the domain was checked against evaluation items at all."""
+
+    @property
+    def contamination_rate(self) -> float:
+        total = self.train.documents + self.contaminated
+        return self.contaminated / total if total else 0.0
+
+    @property
+    def bytes_per_token(self) -> float:
+        return (self.train.bytes + self.val.bytes) / max(1, self.train.tokens + self.val.tokens)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "domain": self.name,
+            "source": self.source,
+            "licence": self.licence,
+            "documents_train": self.train.documents,
+            "documents_val": self.val.documents,
+            "tokens_train": self.train.tokens,
+            "tokens_val": self.val.tokens,
+            "bytes_train": self.train.bytes,
+            "bytes_val": self.val.bytes,
+            "bytes_per_token": round(self.bytes_per_token, 4),
+            "duplicates_removed": self.duplicates,
+            "contaminated_removed": self.contaminated,
+            "contamination_rate": self.contamination_rate if self.checked else None,
+        }
+
+
+@dataclass
+class DataBundle:
+    """Everything the sweep needs from the data stage."""
+
+    domains: dict[str, DomainData]
+    tokenizer: Tokenizer
+    tokenizer_path: Path
+    tokenizer_hash: str
+    eval_items_checked: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.domains)
+
+    def train_arrays(self) -> dict[str, np.ndarray]:
+        return {d: v.train.open() for d, v in self.domains.items()}
+
+    def val_arrays(self) -> dict[str, np.ndarray]:
+        return {d: v.val.open() for d, v in self.domains.items()}
+
+    def natural_weights(self) -> dict[str, float]:
+        """The natural mixture: each domain's share of training tokens."""
+        total = sum(v.train.tokens for v in self.domains.values())
+        return {d: v.train.tokens / total for d, v in self.domains.items()}
+
+    def bytes_per_token(self) -> dict[str, float]:
+        return {d: v.bytes_per_token for d, v in self.domains.items()}
+
+    def loader(
+        self, weights: Mapping[str, float], config: Config, seed: int, tokens: int | None = None
+    ) -> MixtureLoader:
+        return MixtureLoader(
+            self.train_arrays(),
+            weights,
+            tokens or config.proxy.tokens,
+            config.proxy.seq_len,
+            config.proxy.batch_size,
+            seed=seed,
+            max_epochs=config.data.max_epochs,
+        )
+
+    def table(self) -> pl.DataFrame:
+        return pl.DataFrame([v.row() for v in self.domains.values()])
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "tokenizer": {
+                "path": str(self.tokenizer_path),
+                "hash": self.tokenizer_hash,
+                "vocab_size": self.tokenizer.get_vocab_size(),
+            },
+            "eval_items_checked": self.eval_items_checked,
+            "natural_weights": self.natural_weights(),
+            "domains": {
+                d: {
+                    **v.row(),
+                    "fingerprint": v.fingerprint,
+                    "shards": {"train": str(v.train.path), "val": str(v.val.path)},
+                }
+                for d, v in self.domains.items()
+            },
+        }
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _doc_key(domain: DomainSection, index: int, config: Config) -> dict[str, Any]:
+    return {
+        "source": source_fingerprint(domain, index),
+        "min_chars": config.data.min_chars,
+        "val_fraction": config.data.val_fraction,
+        "seed": config.run.seed,
+        "dedup": config.data.dedup,
+        "version": 1,
+    }
+
+
+def _load_domain_docs(
+    domain: DomainSection, index: int, config: Config, cache: Path, progress: Progress
+) -> tuple[pl.DataFrame, str]:
+    key = hash_json(_doc_key(domain, index, config))
+    path = cache / "docs" / f"{domain.name}-{key}.parquet"
+    if path.is_file():
+        return pl.read_parquet(path), key
+    task = progress.add_task(f"reading {domain.name}", total=None)
+
+    def counted(docs: Iterator[str]) -> Iterator[str]:
+        for d in docs:
+            progress.advance(task)
+            yield d
+
+    raw = limit_documents(iter_raw_documents(domain, index), domain, config.data.min_chars)
+    split = split_documents(
+        counted(raw),
+        seed=config.run.seed,
+        val_fraction=config.data.val_fraction,
+        dedup=config.data.dedup,
+    )
+    progress.update(task, total=progress.tasks[task].completed)
+    frame = pl.DataFrame(
+        {
+            "text": split.train + split.val,
+            "hash": split.train_hashes + split.val_hashes,
+            "split": ["train"] * len(split.train) + ["val"] * len(split.val),
+        },
+        schema={"text": pl.String, "hash": pl.String, "split": pl.String},
+    )
+    frame = frame.with_columns(pl.lit(split.duplicates).alias("within_duplicates").cast(pl.Int64))
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+    return frame, key
+
+
+def _flags(
+    index: ContaminationIndex | None, texts: Sequence[str], cache: Path, key: str
+) -> np.ndarray:
+    if index is None or len(index) == 0 or not texts:
+        return np.zeros(len(texts), dtype=bool)
+    path = cache / "contamination" / f"{key}.npy"
+    if path.is_file():
+        flags = np.load(path)
+        if len(flags) == len(texts):
+            return np.asarray(flags, dtype=bool)
+    flags = index.flag(texts)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.save(fh, flags)
+    return flags
+
+
+def prepare_data(
+    config: Config, *, eval_texts: Sequence[str] = (), progress: bool = True
+) -> DataBundle:
+    """Build (or reuse) the documents, tokenizer and token shards of every domain."""
+    cache = Path(config.run.cache_dir)
+    splits: dict[str, SplitDocs] = {}
+    keys: dict[str, str] = {}
+    seen: set[str] = set()
+    contam = ContaminationIndex(eval_texts, config.data.contamination_ngram) if eval_texts else None
+    eval_key = hash_json(sorted(hashlib.sha1(t.encode()).hexdigest() for t in eval_texts))
+    with _progress(progress) as bar:
+        for i, domain in enumerate(config.domains):
+            frame, key = _load_domain_docs(domain, i, config, cache, bar)
+            keys[domain.name] = key
+            within = int(frame["within_duplicates"][0]) if frame.height else 0
+            out = SplitDocs(duplicates=within)
+            for text, digest, split in zip(
+                frame["text"], frame["hash"], frame["split"], strict=True
+            ):
+                if config.data.dedup and digest in seen:
+                    out.duplicates += 1
+                    continue
+                seen.add(digest)
+                out.add(text, digest, split)
+            if config.data.decontaminate and contam is not None:
+                flags = _flags(
+                    contam,
+                    out.train,
+                    cache,
+                    f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}",
+                )
+                if flags.any():
+                    keep = ~flags
+                    out.contaminated = int(flags.sum())
+                    out.train = [t for t, k in zip(out.train, keep, strict=True) if k]
+                    out.train_hashes = [h for h, k in zip(out.train_hashes, keep, strict=True) if k]
+            if not out.train:
+                raise DataError(
+                    f"domain '{domain.name}' has no training documents left after filtering "
+                    f"(min_chars={config.data.min_chars}, deduplication, decontamination)",
+                    field=f"domains[{i}]",
+                )
+            if not out.val:  # tiny domains: hold out the last training document
+                out.val, out.val_hashes = [out.train.pop()], [out.train_hashes.pop()]
+                if not out.train:
+                    raise DataError(
+                        f"domain '{domain.name}' has a single document; it needs at least two "
+                        "(one to train on, one to validate)",
+                        field=f"domains[{i}]",
+                    )
+            splits[domain.name] = out
+
+        tokenizer, tok_path, tok_hash = get_tokenizer(
+            config.tokenizer, {d: s.train for d, s in splits.items()}, cache, config.run.seed
+        )
+
+        domains: dict[str, DomainData] = {}
+        for i, domain in enumerate(config.domains):
+            s = splits[domain.name]
+            task = bar.add_task(f"tokenizing {domain.name}", total=len(s.train) + len(s.val))
+            shard_key = hash_json(
+                {
+                    "train": hash_json(s.train_hashes),
+                    "val": hash_json(s.val_hashes),
+                    "tokenizer": tok_hash,
+                }
+            )
+            folder = cache / "shards" / f"{domain.name}-{shard_key}"
+            advance = functools.partial(bar.advance, task)
+            train = build_shard(folder / "train.bin", s.train, tokenizer, advance)
+            val = build_shard(folder / "val.bin", s.val, tokenizer, advance)
+            domains[domain.name] = DomainData(
+                name=domain.name,
+                source=source_description(domain),
+                licence=source_licence(domain),
+                fingerprint=source_fingerprint(domain, i),
+                train=train,
+                val=val,
+                duplicates=s.duplicates,
+                contaminated=s.contaminated,
+                checked=contam is not None,
+            )
+    return DataBundle(
+        domains=domains,
+        tokenizer=tokenizer,
+        tokenizer_path=tok_path,
+        tokenizer_hash=tok_hash,
+        eval_items_checked=len(eval_texts),
+    )

@@ -1,0 +1,270 @@
+"""Where a domain's documents come from: built-in corpora, local files, Hugging Face datasets.
+
+`iter_documents` yields a domain's raw documents; `source_fingerprint` is what the caches key on
+(a change of source, version or file contents gives a new key); `source_licence` what the
+manifest records.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from automixer.config import DomainSection
+from automixer.data.builtin import BUILTINS
+from automixer.errors import DataError
+
+
+def _field(index: int, name: str) -> str:
+    return f"domains[{index}].{name}"
+
+
+def resolve_files(domain: DomainSection, index: int) -> list[Path]:
+    """Expand a domain's glob patterns; a pattern that matches nothing is an error."""
+    out: list[Path] = []
+    for pattern in domain.files or []:
+        matches = sorted(
+            p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file()
+        )
+        if not matches:
+            raise DataError(f"'{pattern}' matches no file", field=_field(index, "files"))
+        out.extend(Path(m) for m in matches)
+    return out
+
+
+def _format_of(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    if ext in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if ext == ".parquet":
+        return "parquet"
+    return "text"
+
+
+def _open_text(path: Path) -> Any:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def _read_file(path: Path, fmt: str, text_field: str, index: int) -> Iterator[str]:
+    if fmt == "text":
+        try:
+            with _open_text(path) as fh:
+                yield fh.read()
+        except (UnicodeDecodeError, OSError) as e:
+            raise DataError(
+                f"cannot read text: {e}", file=path, field=_field(index, "files")
+            ) from None
+    elif fmt == "jsonl":
+        try:
+            with _open_text(path) as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(
+                            f"malformed JSON: {e.msg}", file=path, line=lineno
+                        ) from None
+                    if not isinstance(row, dict) or text_field not in row:
+                        raise DataError(
+                            f"no '{text_field}' key in this row (set text_field)",
+                            file=path,
+                            line=lineno,
+                            field=_field(index, "text_field"),
+                        )
+                    value = row[text_field]
+                    if isinstance(value, str):
+                        yield value
+        except (UnicodeDecodeError, OSError, EOFError) as e:
+            raise DataError(f"cannot read: {e}", file=path) from None
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.ParquetFile(path)
+            names = table.schema_arrow.names
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise DataError(f"unreadable parquet file: {e}", file=path) from None
+        if text_field not in names:
+            raise DataError(
+                f"no column '{text_field}' (columns: {', '.join(names)})",
+                file=path,
+                field=_field(index, "text_field"),
+            )
+        try:
+            for batch in table.iter_batches(columns=[text_field], batch_size=4096):
+                for value in batch.column(0).to_pylist():
+                    if isinstance(value, str):
+                        yield value
+        except Exception as e:
+            raise DataError(f"unreadable parquet file: {e}", file=path) from None
+    else:  # pragma: no cover - the config's Literal rules this out
+        raise DataError(f"unknown format {fmt}", field=_field(index, "format"))
+
+
+def _read_hf(domain: DomainSection, index: int) -> Iterator[str]:
+    assert domain.hf is not None
+    hf = domain.hf
+    import datasets
+
+    try:
+        local = Path(hf.path)
+        if local.is_dir() and (
+            (local / "dataset_info.json").is_file()
+            or (local / "state.json").is_file()
+            or (local / "dataset_dict.json").is_file()
+        ):
+            ds: Any = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if hf.split not in ds:
+                    raise DataError(
+                        f"split '{hf.split}' not in {list(ds)}", field=_field(index, "hf.split")
+                    )
+                ds = ds[hf.split]
+        else:
+            ds = datasets.load_dataset(
+                hf.path,
+                hf.name,
+                split=hf.split,
+                revision=hf.revision,
+                data_files=hf.data_files,
+                streaming=hf.streaming,
+            )
+    except DataError:
+        raise
+    except Exception as e:  # datasets raises many types: offline, missing, bad config
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"cannot load Hugging Face dataset '{hf.path}': {first}", field=_field(index, "hf")
+        ) from None
+    features = getattr(ds, "column_names", None)
+    if features is not None and domain.text_field not in features:
+        raise DataError(
+            f"no column '{domain.text_field}' (columns: {', '.join(features)})",
+            field=_field(index, "text_field"),
+        )
+    for row in ds:
+        value = row.get(domain.text_field)
+        if isinstance(value, str):
+            yield value
+
+
+def iter_raw_documents(domain: DomainSection, index: int) -> Iterator[str]:
+    """A domain's documents as its source gives them (before filtering and limits)."""
+    if domain.builtin is not None:
+        corpus = BUILTINS.get(domain.builtin)
+        if corpus is None:
+            from difflib import get_close_matches
+
+            near = get_close_matches(domain.builtin, list(BUILTINS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise DataError(
+                f"unknown built-in corpus '{domain.builtin}'{hint}; known: {', '.join(BUILTINS)}",
+                field=_field(index, "builtin"),
+            )
+        yield from corpus.read()
+    elif domain.files is not None:
+        for path in resolve_files(domain, index):
+            yield from _read_file(path, _format_of(path, domain.format), domain.text_field, index)
+    else:
+        yield from _read_hf(domain, index)
+
+
+def limit_documents(docs: Iterable[str], domain: DomainSection, min_chars: int) -> Iterator[str]:
+    """Drop short documents and stop at the domain's document and byte limits."""
+    n_docs = 0
+    n_bytes = 0
+    for doc in docs:
+        doc = doc.strip()
+        if len(doc) < min_chars:
+            continue
+        size = len(doc.encode("utf-8"))
+        if domain.max_bytes is not None and n_bytes + size > domain.max_bytes:
+            if n_docs == 0:  # a first document larger than the cap is cut, not dropped
+                yield doc.encode("utf-8")[: domain.max_bytes].decode("utf-8", "ignore")
+            return
+        yield doc
+        n_docs += 1
+        n_bytes += size
+        if domain.max_documents is not None and n_docs >= domain.max_documents:
+            return
+
+
+def source_fingerprint(domain: DomainSection, index: int) -> dict[str, Any]:
+    """Everything about the source that changes its documents (for cache keys and manifests)."""
+    base: dict[str, Any] = {"max_documents": domain.max_documents, "max_bytes": domain.max_bytes}
+    if domain.builtin is not None:
+        corpus = BUILTINS.get(domain.builtin)
+        versions = corpus.versions() if corpus else {}
+        return {
+            **base,
+            "kind": "builtin",
+            "name": domain.builtin,
+            "versions": versions,
+            "reader": 2,
+        }
+    if domain.files is not None:
+        files = [
+            {"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+            for p in resolve_files(domain, index)
+        ]
+        return {
+            **base,
+            "kind": "files",
+            "files": files,
+            "format": domain.format,
+            "text_field": domain.text_field,
+        }
+    assert domain.hf is not None
+    files = [
+        {
+            "path": str(Path(p).resolve()),
+            "size": Path(p).stat().st_size,
+            "mtime_ns": Path(p).stat().st_mtime_ns,
+        }
+        for pattern in domain.hf.data_files or []
+        for p in sorted(glob.glob(pattern))
+    ]
+    return {
+        **base,
+        "kind": "hf",
+        **domain.hf.model_dump(),
+        "text_field": domain.text_field,
+        "local_files": files,
+    }
+
+
+def source_licence(domain: DomainSection) -> str:
+    if domain.licence:
+        return domain.licence
+    if domain.builtin is not None and domain.builtin in BUILTINS:
+        return BUILTINS[domain.builtin].licence
+    return "unknown"
+
+
+def source_description(domain: DomainSection) -> str:
+    if domain.builtin is not None:
+        corpus = BUILTINS.get(domain.builtin)
+        versions = ", ".join(f"{k} {v}" for k, v in (corpus.versions() if corpus else {}).items())
+        return f"builtin:{domain.builtin} ({versions})"
+    if domain.files is not None:
+        return "files:" + ",".join(domain.files)
+    assert domain.hf is not None
+    return (
+        f"hf:{domain.hf.path}"
+        + (f"/{domain.hf.name}" if domain.hf.name else "")
+        + f"[{domain.hf.split}]"
+    )

@@ -1,0 +1,114 @@
+"""The shared tokenizer: a byte-level BPE trained with Hugging Face `tokenizers`, or a given file.
+
+Trained on a domain-balanced sample (the same number of bytes from each domain's training
+split), so that no domain's text dominates the merges. Cached by the hash of its inputs; its
+identity downstream is the hash of its `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from automixer.config import TokenizerSection
+from automixer.errors import ConfigError
+from automixer.io import atomic_path, hash_json
+
+EOS = "<|endoftext|>"
+
+
+def balanced_sample(
+    train_docs: Mapping[str, Sequence[str]], bytes_per_domain: int, seed: int
+) -> dict[str, list[str]]:
+    """Up to `bytes_per_domain` bytes of whole documents from each domain, in a seeded order."""
+    out: dict[str, list[str]] = {}
+    for name, docs in train_docs.items():
+        order = list(range(len(docs)))
+        random.Random(f"{seed}:{name}").shuffle(order)
+        picked: list[str] = []
+        size = 0
+        for i in order:
+            if size >= bytes_per_domain:
+                break
+            doc = docs[i]
+            room = bytes_per_domain - size
+            b = doc.encode("utf-8")
+            if len(b) > room:
+                doc = b[:room].decode("utf-8", "ignore")
+            picked.append(doc)
+            size += min(len(b), room)
+        out[name] = picked
+    return out
+
+
+def train_bpe(
+    texts: Iterator[str] | Sequence[str], vocab_size: int, min_frequency: int = 2
+) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_tokenizer(path: str | Path, field: str = "tokenizer.path") -> Tokenizer:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"tokenizer file not found: {p}", field=field)
+    try:
+        tok = Tokenizer.from_file(str(p))
+    except Exception as e:  # tokenizers raises a plain Exception for bad files
+        raise ConfigError(f"not a tokenizer.json: {e}", file=p, field=field) from None
+    if tok.token_to_id(EOS) is None:
+        raise ConfigError(
+            f"the tokenizer has no '{EOS}' token, which separates documents", file=p, field=field
+        )
+    return tok
+
+
+def get_tokenizer(
+    cfg: TokenizerSection, train_docs: Mapping[str, Sequence[str]], cache_dir: Path, seed: int
+) -> tuple[Tokenizer, Path, str]:
+    """The tokenizer for a config: (tokenizer, its tokenizer.json, its content hash)."""
+    if cfg.path is not None:
+        tok = load_tokenizer(cfg.path)
+        return tok, Path(cfg.path), file_hash(Path(cfg.path))
+    sample = balanced_sample(train_docs, cfg.sample_bytes_per_domain, seed)
+    digest = hashlib.sha256()
+    for name in sorted(sample):
+        digest.update(name.encode())
+        for doc in sample[name]:
+            digest.update(hashlib.sha256(doc.encode("utf-8")).digest())
+    import tokenizers
+
+    key = hash_json(
+        {
+            "sample": digest.hexdigest(),
+            "vocab": cfg.vocab_size,
+            "min_frequency": cfg.min_frequency,
+            "tokenizers": tokenizers.__version__,
+        }
+    )
+    path = cache_dir / "tokenizers" / key / "tokenizer.json"
+    if not path.is_file():
+        texts = [doc for name in sorted(sample) for doc in sample[name]]
+        tok = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
+        with atomic_path(path) as tmp:
+            tok.save(str(tmp))
+    tok = Tokenizer.from_file(str(path))
+    return tok, path, file_hash(path)

@@ -1,0 +1,66 @@
+"""The run directory: where one experiment's outputs live, named by the config's hash.
+
+<out_dir>/<name>-<config hash>/
+    config.yaml      the resolved config (defaults filled in)
+    manifest.json    sources, token counts, tokenizer hash, commit, config hash
+    ledger.db        the sweep's ledger (SQLite by default)
+    runs.parquet     one row per proxy
+    ...              surrogates, solution, recipes, report
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import automixer
+from automixer.config import Config, config_hash, dump_config, load_config, slug
+from automixer.errors import AutomixerError
+from automixer.io import atomic_write_json, atomic_write_text, git_commit
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+    config: Config
+    config_hash: str
+
+    @classmethod
+    def for_config(cls, config: Config) -> RunDir:
+        h = config_hash(config)
+        return cls(Path(config.run.out_dir) / f"{slug(config.run.name)}-{h}", config, h)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory (as written by a previous command)."""
+        p = Path(path)
+        cfg = p / "config.yaml"
+        if not cfg.is_file():
+            raise AutomixerError("not a run directory (no config.yaml)", file=p)
+        config = load_config(cfg)
+        return cls(p, config, config_hash(config))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "config_hash": self.config_hash,
+            "commit": git_commit(),
+            "automixer": automixer.__version__,
+        }
+
+    def write_config(self) -> Path:
+        """Save the resolved config (once; an existing identical one is left alone)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.file("config.yaml")
+        text = dump_config(self.config)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            atomic_write_text(target, text)
+        return target
+
+    def write_manifest(self, manifest: dict[str, Any]) -> Path:
+        target = self.file("manifest.json")
+        atomic_write_json(target, {**self.provenance(), **manifest})
+        return target

@@ -1,0 +1,78 @@
+"""The pipeline's stages as functions the CLI (and notebooks) call: config path in, files out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from automixer.config import load_config
+from automixer.data.pipeline import DataBundle, prepare_data
+from automixer.errors import AutomixerError
+from automixer.rundir import RunDir
+
+
+def eval_texts_for(config_path: Path) -> list[str]:
+    """Texts of the evaluation items that training data must not contain."""
+    try:
+        from automixer.evals.suites import contamination_texts
+    except ImportError:  # the eval suites are not part of this build
+        return []
+    return contamination_texts(load_config(config_path))
+
+
+def run_data(
+    config_path: Path, *, progress: bool = True, console: Console | None = None
+) -> tuple[RunDir, DataBundle]:
+    config = load_config(config_path)
+    rd = RunDir.for_config(config)
+    bundle = prepare_data(config, eval_texts=eval_texts_for(config_path), progress=progress)
+    for name, weights in config.sweep.anchors.items():
+        try:
+            bundle.loader(weights, config, seed=config.run.seed)
+        except AutomixerError as e:
+            raise AutomixerError(
+                e.message, file=config_path, field=f"sweep.anchors.{name}"
+            ) from None
+    rd.write_config()
+    rd.write_manifest(bundle.manifest())
+    if console is not None:
+        print_domains(bundle, console)
+        console.print(f"manifest: {rd.file('manifest.json')}")
+    return rd, bundle
+
+
+def print_domains(bundle: DataBundle, console: Console) -> None:
+    table = Table(title="domains", title_justify="left")
+    for col, justify in [
+        ("domain", "left"),
+        ("docs", "right"),
+        ("train tok", "right"),
+        ("val tok", "right"),
+        ("bytes/tok", "right"),
+        ("natural", "right"),
+        ("dups", "right"),
+        ("contam.", "right"),
+        ("licence", "left"),
+    ]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    natural = bundle.natural_weights()
+    for d, v in bundle.domains.items():
+        rate = f"{v.contamination_rate:.2%}" if v.checked else "not checked"
+        table.add_row(
+            d,
+            f"{v.train.documents + v.val.documents:,}",
+            f"{v.train.tokens:,}",
+            f"{v.val.tokens:,}",
+            f"{v.bytes_per_token:.2f}",
+            f"{natural[d]:.3f}",
+            f"{v.duplicates:,}",
+            rate,
+            v.licence,
+        )
+    console.print(table)
+    console.print(
+        f"tokenizer: {bundle.tokenizer_path} (vocab {bundle.tokenizer.get_vocab_size()}, "
+        f"hash {bundle.tokenizer_hash}); eval items checked: {bundle.eval_items_checked}"
+    )
