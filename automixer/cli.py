@@ -71,7 +71,9 @@ def _not_built(verb: str, issue: int) -> None:
 @user_errors
 def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
     """The whole loop: data, sweep, fit, solve, export, report."""
-    _not_built("run", 7)
+    from automixer.stages import run_all
+
+    run_all(config, progress=not quiet, console=console)
 
 
 @app.command()

@@ -1,0 +1,99 @@
+"""The command line: one clear line and exit status 2 for every mistake a user can make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from automixer.cli import app
+from tests.conftest import small_config, write_config
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_lists_every_verb():
+    out = _run("--help").output
+    for verb in [
+        "run",
+        "data",
+        "sweep",
+        "worker",
+        "fit",
+        "solve",
+        "export",
+        "report",
+        "replay",
+        "validate",
+    ]:
+        assert verb in out
+
+
+def test_malformed_yaml(tmp_path: Path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("domains:\n  - name: code\n   builtin: code\n")
+    _assert_one_line_error(_run("data", str(p)), "bad.yaml:3", "malformed YAML")
+
+
+def test_unknown_key(tmp_path: Path):
+    cfg = small_config(tmp_path)
+    cfg["proxy"]["seq_lenght"] = 10
+    p = write_config(tmp_path / "c.yaml", cfg)
+    _assert_one_line_error(
+        _run("data", str(p)), "c.yaml:", "proxy.seq_lenght", "did you mean 'seq_len'"
+    )
+
+
+def test_missing_config_file(tmp_path: Path):
+    _assert_one_line_error(_run("data", str(tmp_path / "none.yaml")), "none.yaml", "not found")
+
+
+def test_glob_matching_nothing(tmp_path: Path):
+    cfg = small_config(tmp_path, domains=[{"name": "x", "files": [str(tmp_path / "*.jsonl")]}])
+    p = write_config(tmp_path / "c.yaml", cfg)
+    _assert_one_line_error(_run("data", str(p)), "domains[0].files", "matches no file")
+
+
+def test_data_builds_and_prints_table(tmp_path: Path):
+    p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
+    result = _run("data", str(p), "--quiet")
+    assert result.exit_code == 0, result.output
+    for d in ["code", "bible", "dictionary", "PSF-2.0", "public domain"]:
+        assert d in result.output
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1
+    assert (run_dirs[0] / "manifest.json").is_file() and (run_dirs[0] / "config.yaml").is_file()
+
+
+def test_budget_beyond_max_epochs_writes_nothing(tmp_path: Path):
+    good = write_config(tmp_path / "good.yaml", small_config(tmp_path))
+    assert _run("data", str(good), "-q").exit_code == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    cfg = small_config(tmp_path)
+    cfg["proxy"]["tokens"] = 4_000_000
+    cfg["sweep"] = {"anchors": {"heavy": {"bible": 0.9, "code": 0.1}}}
+    bad = write_config(tmp_path / "bad.yaml", cfg)
+    result = _run("data", str(bad), "-q")
+    _assert_one_line_error(result, "bad.yaml", "sweep.anchors.heavy", "max_epochs")
+    after = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("verb", ["sweep", "fit", "solve", "report"])
+def test_unbuilt_verbs_say_so(tmp_path: Path, verb: str):
+    p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
+    _assert_one_line_error(_run(verb, str(p)), "not built yet")
