@@ -1,0 +1,1 @@
+"""Proxy models: small Laguna-style MoE transformers and their training (Muon + AdamW)."""
