@@ -1,0 +1,306 @@
+"""Solvers: the mixture that maximises the objective predicted by a surrogate, within constraints.
+
+| name   | how                                                                 | for                 |
+|--------|---------------------------------------------------------------------|---------------------|
+| exact  | SLSQP from many starts, gradients by batched finite differences     | smooth surrogates   |
+| topk   | RegMix: simulate many feasible mixtures, average the top k          | any surrogate       |
+| tpe    | Optuna TPE over the feasible set                                    | black-box surrogates |
+| cmaes  | Optuna CMA-ES over the feasible set                                 | black-box surrogates |
+
+`solve_mixture` also reports the interval of the predicted optimum, the best observed run, the
+optimism gap between them, and how far the optimum lies from the nearest trained run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.optimize import minimize
+
+from automixer.errors import AutomixerError
+from automixer.solve.constraints import Constraints
+from automixer.solve.objective import Objective
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Solution:
+    domains: list[str]
+    weights: np.ndarray
+    method: str
+    targets: list[str]
+    predicted: np.ndarray
+    predicted_std: np.ndarray | None
+    objective: float
+    """Predicted objective at the optimum (standardised units, higher is better)."""
+    objective_std: float | None
+    best_run: int | None = None
+    best_run_objective: float | None = None
+    """Measured objective of the best trained run."""
+    best_run_predicted: float | None = None
+    nearest_run: int | None = None
+    nearest_distance: float | None = None
+    """Total-variation distance from the optimum to the nearest trained run."""
+    typical_distance: float | None = None
+    """The largest distance from a trained run to its nearest neighbour among the others."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def optimism_gap(self) -> float | None:
+        """Predicted objective of the optimum minus the measured one of the best run."""
+        if self.best_run_objective is None:
+            return None
+        return self.objective - self.best_run_objective
+
+    def interval(self) -> tuple[float, float] | None:
+        if self.objective_std is None:
+            return None
+        return (self.objective - Z95 * self.objective_std,
+                self.objective + Z95 * self.objective_std)
+
+    def weights_dict(self) -> dict[str, float]:
+        return {d: float(w) for d, w in zip(self.domains, self.weights, strict=True)}
+
+    def predicted_table(self) -> pl.DataFrame:
+        std = self.predicted_std if self.predicted_std is not None else \
+            np.full(len(self.targets), np.nan)
+        return pl.DataFrame({
+            "target": self.targets, "predicted": self.predicted.tolist(),
+            "lo": (self.predicted - Z95 * std).tolist(), "hi": (self.predicted + Z95 * std).tolist(),
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        interval = self.interval()
+        std = self.predicted_std
+        return {
+            "method": self.method,
+            "weights": self.weights_dict(),
+            "objective": {"predicted": self.objective,
+                          "lo": interval[0] if interval else None,
+                          "hi": interval[1] if interval else None},
+            "predicted": {
+                t: {"mean": float(m),
+                    "lo": float(m - Z95 * std[j]) if std is not None else None,
+                    "hi": float(m + Z95 * std[j]) if std is not None else None}
+                for j, (t, m) in enumerate(zip(self.targets, self.predicted, strict=True))
+            },
+            "best_run": {"index": self.best_run, "measured_objective": self.best_run_objective,
+                         "predicted_objective": self.best_run_predicted},
+            "optimism_gap": self.optimism_gap,
+            "nearest_run": {"index": self.nearest_run, "distance": self.nearest_distance,
+                            "typical_distance": self.typical_distance},
+            "warnings": self.warnings,
+        }
+
+
+def _predict(model: Any, W: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(np.atleast_2d(W))).reshape(len(np.atleast_2d(W)), -1)
+
+
+def _score_fn(model: Any, objective: Objective, constraints: Constraints
+              ) -> Callable[[np.ndarray], np.ndarray]:
+    def score(W: np.ndarray) -> np.ndarray:
+        W = np.atleast_2d(W)
+        return objective.value(_predict(model, W)) - constraints.penalty_value(W)
+
+    return score
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def _exact(score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np.ndarray
+           ) -> np.ndarray:
+    D = len(c.domains)
+    h = 1e-6
+
+    def f_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        # One batched call: w and w + h e_i for every i (forward differences).
+        pts = np.vstack([w, w + h * np.eye(D)])
+        vals = score(pts)
+        return -float(vals[0]), -(vals[1:] - vals[0]) / h
+
+    best_w, best_v = None, -np.inf
+    bounds = list(zip(c.lower, c.upper, strict=True))
+    cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
+    for w0 in starts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = minimize(f_and_grad, w0, jac=True, method="SLSQP", bounds=bounds,
+                           constraints=cons, options={"maxiter": 200, "ftol": 1e-9})
+        w = c.project(res.x)
+        v = float(score(w)[0])
+        if v > best_v:
+            best_w, best_v = w, v
+    assert best_w is not None
+    return best_w
+
+
+def _topk(score: Callable[[np.ndarray], np.ndarray], c: Constraints, rng: np.random.Generator,
+          n: int, k: int) -> np.ndarray:
+    # RegMix: Dirichlet draws at several concentrations, average the k best predicted.
+    draws = np.vstack([c.sample(n // 4, rng, conc) for conc in (0.1, 0.5, 1.0, 5.0)])
+    vals = np.concatenate([score(chunk) for chunk in np.array_split(draws, max(1, n // 5000))])
+    top = draws[np.argsort(-vals)[:k]]
+    return c.project(top.mean(axis=0))
+
+
+def _optuna(score: Callable[[np.ndarray], np.ndarray], c: Constraints, method: str, seed: int,
+            n_trials: int, starts: np.ndarray) -> np.ndarray:
+    import optuna
+
+    D = len(c.domains)
+    with _quiet_optuna():
+        sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if method == "tpe"
+                   else optuna.samplers.CmaEsSampler(seed=seed))
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for w in starts[:5]:
+            study.enqueue_trial({f"x{i}": float(w[i]) for i in range(D)})
+
+        def trial_fn(trial: optuna.Trial) -> float:
+            x = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(D)])
+            w = c.project(x / max(x.sum(), 1e-12))
+            return float(score(w)[0])
+
+        study.optimize(trial_fn, n_trials=n_trials)
+        x = np.array([study.best_params[f"x{i}"] for i in range(D)])
+    return c.project(x / max(x.sum(), 1e-12))
+
+
+SOLVERS = ("exact", "topk", "tpe", "cmaes")
+
+
+def solve_mixture(
+    model: Any,
+    objective: Objective,
+    constraints: Constraints,
+    *,
+    X_runs: np.ndarray | None = None,
+    Y_runs: np.ndarray | None = None,
+    method: str = "exact",
+    seed: int = 0,
+    n_samples: int = 100_000,
+    top_k: int = 128,
+    n_trials: int = 300,
+    n_starts: int = 12,
+) -> Solution:
+    """The best feasible mixture under `model`, with its interval and its distance from the runs.
+
+    `X_runs`/`Y_runs` are the trained mixtures and their measured targets: they seed the search,
+    give the best observed run and the optimism gap, and the distance check.
+    """
+    if method not in SOLVERS:
+        raise AutomixerError(f"unknown solver '{method}'; choose from {', '.join(SOLVERS)}",
+                             field="solve.method")
+    rng = np.random.default_rng(seed)
+    score = _score_fn(model, objective, constraints)
+    starts = [constraints.project(constraints.prior),
+              constraints.project(np.full(len(constraints.domains), 1 / len(constraints.domains)))]
+    if X_runs is not None and len(X_runs):
+        pred = score(constraints.project(np.asarray(X_runs, dtype=np.float64)))
+        for i in np.argsort(-pred)[:5]:
+            starts.append(constraints.project(X_runs[i]))
+    starts.extend(constraints.sample(max(0, n_starts - len(starts)), rng))
+    S = np.vstack(starts)
+    if method == "exact":
+        w = _exact(score, constraints, S)
+    elif method == "topk":
+        w = _topk(score, constraints, rng, n_samples, top_k)
+    else:
+        w = _optuna(score, constraints, method, seed, n_trials, S)
+    assert constraints.contains(w), "solver left the feasible set"
+    return describe(model, objective, constraints, w, method, X_runs, Y_runs)
+
+
+def describe(model: Any, objective: Objective, constraints: Constraints, w: np.ndarray,
+             method: str, X_runs: np.ndarray | None, Y_runs: np.ndarray | None) -> Solution:
+    """A `Solution` for mixture w: predictions with intervals, best run, distances, warnings."""
+    try:
+        mean, std = model.predict(w[None, :], return_std=True)
+        mean = np.asarray(mean).reshape(-1)
+        std = np.asarray(std).reshape(-1)
+    except (TypeError, ValueError):
+        mean, std = _predict(model, w)[0], None
+    obj = float(objective.value(mean) - constraints.penalty_value(w))
+    sol = Solution(constraints.domains, w, method, objective.targets, mean, std, obj,
+                   float(objective.std(std)) if std is not None else None)
+    if X_runs is not None and len(X_runs):
+        X = np.asarray(X_runs, dtype=np.float64)
+        dist = 0.5 * np.abs(X - w).sum(axis=1)
+        sol.nearest_run = int(np.argmin(dist))
+        sol.nearest_distance = float(dist.min())
+        if len(X) > 1:
+            pair = 0.5 * np.abs(X[:, None, :] - X[None, :, :]).sum(axis=2)
+            np.fill_diagonal(pair, np.inf)
+            sol.typical_distance = float(pair.min(axis=1).max())
+            if sol.nearest_distance > sol.typical_distance:
+                sol.warnings.append(
+                    f"the optimum is {sol.nearest_distance:.3f} (total variation) from the "
+                    f"nearest trained run, farther than any trained run is from its nearest "
+                    f"neighbour ({sol.typical_distance:.3f}): the surrogate is extrapolating; "
+                    "train a few runs near it before trusting the prediction")
+        if Y_runs is not None:
+            measured = objective.value(np.asarray(Y_runs).reshape(len(X), -1)) - \
+                constraints.penalty_value(X)
+            sol.best_run = int(np.argmax(measured))
+            sol.best_run_objective = float(measured[sol.best_run])
+            sol.best_run_predicted = float(
+                objective.value(_predict(model, X[sol.best_run])[0])
+                - constraints.penalty_value(X[sol.best_run]))
+    return sol
+
+
+def pareto_front(model: Any, objective: Objective, constraints: Constraints, *, seed: int = 0,
+                 n_trials: int = 600, chosen: np.ndarray | None = None) -> pl.DataFrame:
+    """Pareto front over the objective's weighted targets (Optuna NSGA-II), one row per mixture,
+    with each target's predicted value and `chosen` marking the point nearest `chosen` (or the
+    best by the weighted objective)."""
+    import optuna
+
+    D = len(constraints.domains)
+    active = [j for j, w in enumerate(objective.weights) if w > 0]
+    if len(active) < 2:
+        raise AutomixerError("a Pareto front needs at least two targets with weight",
+                             field="solve.objective")
+    with _quiet_optuna():
+        study = optuna.create_study(directions=["maximize"] * len(active),
+                                    sampler=optuna.samplers.NSGAIISampler(seed=seed))
+        mixtures: dict[int, np.ndarray] = {}
+
+        def trial_fn(trial: optuna.Trial) -> tuple[float, ...]:
+            x = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(D)])
+            w = constraints.project(x / max(x.sum(), 1e-12))
+            mixtures[trial.number] = w
+            vals = objective.per_target(_predict(model, w)[0])
+            return tuple(float(vals[j]) for j in active)
+
+        study.optimize(trial_fn, n_trials=n_trials)
+    front = study.best_trials
+    W = np.stack([mixtures[t.number] for t in front])
+    P = _predict(model, W)
+    score = objective.value(P)
+    pick = (int(np.argmin(np.abs(W - chosen).sum(axis=1))) if chosen is not None
+            else int(np.argmax(score)))
+    data: dict[str, Any] = {d: W[:, i] for i, d in enumerate(constraints.domains)}
+    data.update({objective.targets[j]: P[:, j] for j in active})
+    data["objective"] = score
+    data["chosen"] = np.arange(len(W)) == pick
+    return pl.DataFrame(data)

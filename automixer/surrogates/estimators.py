@@ -1,0 +1,112 @@
+"""Point surrogates: linear (RegMix's linear baseline, ridge-regularised), LightGBM with RegMix's
+settings, and the log-linear / exponential mixing law (Ye et al.; Olmix's default)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.optimize import least_squares
+from sklearn.linear_model import RidgeCV
+
+from automixer.surrogates.base import Surrogate
+
+
+class LinearSurrogate(Surrogate):
+    """Ridge regression on (transformed) weights, the penalty chosen by generalized CV."""
+
+    def __init__(self, weight_transform: str = "sqrt", alphas: tuple[float, ...] | None = None) -> None:
+        self.weight_transform = weight_transform
+        self.alphas = alphas
+
+    def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        alphas = self.alphas if self.alphas is not None else tuple(np.logspace(-6, 3, 19))
+        self.model_ = RidgeCV(alphas=alphas).fit(Z, Y)
+
+    def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
+        return np.asarray(self.model_.predict(Z)).reshape(len(Z), -1), None
+
+
+class LightGBMSurrogate(Surrogate):
+    """One LightGBM regressor per target with RegMix's settings (gbdt, 1000 rounds, lr 0.01)."""
+
+    def __init__(self, weight_transform: str = "none", n_estimators: int = 1000,
+                 learning_rate: float = 0.01, num_leaves: int = 31, min_child_samples: int = 20,
+                 random_state: int = 42) -> None:
+        self.weight_transform = weight_transform
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.random_state = random_state
+
+    def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        import lightgbm as lgb
+
+        self.models_ = []
+        for j in range(Y.shape[1]):
+            m = lgb.LGBMRegressor(
+                objective="regression", boosting_type="gbdt", n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                min_child_samples=self.min_child_samples, random_state=self.random_state,
+                verbosity=-1, n_jobs=1, deterministic=True, force_col_wise=True,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                m.fit(Z, Y[:, j])
+            self.models_.append(m)
+
+    def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            cols = [np.asarray(m.predict(Z)) for m in self.models_]
+        return np.stack(cols, axis=1), None
+
+
+class LogLinearSurrogate(Surrogate):
+    """The exponential mixing law per target: y = a + s * exp(b + t . z), fitted with a Huber loss.
+
+    s is +1 for targets that fall as the weights' effect grows (losses, bits per byte) and -1 for
+    ones that rise; it is chosen per target by the better fit.
+    """
+
+    def __init__(self, weight_transform: str = "none", huber_delta: float = 1.0,
+                 l2: float = 1e-4) -> None:
+        self.weight_transform = weight_transform
+        self.huber_delta = huber_delta
+        self.l2 = l2
+
+    def _fit_one(self, Z: np.ndarray, y: np.ndarray, sign: float) -> tuple[np.ndarray, float]:
+        n, d = Z.shape
+        scale = float(np.std(y)) or 1.0
+        yn = (y - np.mean(y)) / scale
+        # Start from a log-linear fit of the gap above (or below) the extreme value.
+        a0 = (np.min(yn) - 0.5) if sign > 0 else (np.max(yn) + 0.5)
+        gap = np.maximum(sign * (yn - a0), 1e-3)
+        A = np.hstack([np.ones((n, 1)), Z])
+        coef, *_ = np.linalg.lstsq(A, np.log(gap), rcond=None)
+        p0 = np.concatenate([[a0], coef])
+
+        def resid(p: np.ndarray) -> np.ndarray:
+            pred = p[0] + sign * np.exp(np.clip(p[1] + Z @ p[2:], -50, 50))
+            return np.concatenate([pred - yn, np.sqrt(self.l2) * p[2:]])
+
+        res = least_squares(resid, p0, loss="huber", f_scale=self.huber_delta, max_nfev=2000)
+        p = res.x
+        p_out = p.copy()
+        return p_out, float(res.cost)
+
+    def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        self.params_ = []
+        for j in range(Y.shape[1]):
+            y = Y[:, j]
+            fits = [(*self._fit_one(Z, y, s), s) for s in (1.0, -1.0)]
+            p, _cost, s = min(fits, key=lambda f: f[1])
+            self.params_.append((p, s, float(np.mean(y)), float(np.std(y)) or 1.0))
+
+    def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
+        cols = []
+        for p, s, mu, sd in self.params_:
+            yn = p[0] + s * np.exp(np.clip(p[1] + Z @ p[2:], -50, 50))
+            cols.append(yn * sd + mu)
+        return np.stack(cols, axis=1), None

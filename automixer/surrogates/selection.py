@@ -1,0 +1,151 @@
+"""Surrogates by name, honest cross-validation, and `auto`: the best surrogate per target.
+
+Cross-validation is repeated K-fold: every run is predicted by a model that never saw it
+(out-of-fold), the Spearman correlation and RMSE between out-of-fold predictions and actual
+values are computed per repeat, and their mean and spread over repeats form the CV table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.model_selection import KFold
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from automixer.surrogates.ensemble import BootstrapEnsemble
+from automixer.surrogates.estimators import LightGBMSurrogate, LinearSurrogate, LogLinearSurrogate
+from automixer.surrogates.gp import GPSurrogate
+
+SURROGATES: dict[str, Callable[..., Any]] = {
+    "linear": LinearSurrogate,
+    "lightgbm": LightGBMSurrogate,
+    "loglinear": LogLinearSurrogate,
+    "gp": GPSurrogate,
+    "ensemble": lambda **kw: BootstrapEnsemble(LinearSurrogate(**kw)),
+}
+
+
+def make_surrogate(name: str, transform: str | None = None, **params: Any) -> Any:
+    """A surrogate by registry name; `transform` overrides the model's own default."""
+    if name == "auto":
+        return AutoSurrogate(**params)
+    if name not in SURROGATES:
+        raise ValueError(f"unknown surrogate '{name}'; choose from auto, {', '.join(SURROGATES)}")
+    kw = dict(params)
+    if transform not in (None, "auto"):
+        kw["weight_transform"] = transform
+    return SURROGATES[name](**kw)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+@dataclass
+class CVResult:
+    table: pl.DataFrame
+    """One row per (target, model): spearman, spearman_sd, rmse, mae, over repeats."""
+    oof: dict[str, np.ndarray]
+    """model -> out-of-fold predictions (n_runs, n_targets), averaged over repeats."""
+
+    def best(self) -> dict[str, str]:
+        """target -> model with the highest mean Spearman (lower RMSE breaks ties)."""
+        ranked = self.table.sort(["target", "spearman", "rmse"], descending=[False, True, False])
+        return dict(ranked.group_by("target", maintain_order=True).first()
+                    .select("target", "model").iter_rows())
+
+
+def cross_validate(
+    X: np.ndarray, Y: np.ndarray, models: Mapping[str, Any], targets: Sequence[str] | None = None,
+    *, folds: int = 5, repeats: int = 3, seed: int = 0,
+) -> CVResult:
+    """Repeated K-fold out-of-fold evaluation of each model on every target."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    names = list(targets) if targets is not None else [f"y{j}" for j in range(Y.shape[1])]
+    if len(X) < folds:
+        raise ValueError(f"{len(X)} runs are too few for {folds}-fold cross-validation")
+    rows = []
+    oof_mean: dict[str, np.ndarray] = {}
+    for model_name, model in models.items():
+        per_repeat = []
+        for r in range(repeats):
+            P = np.empty_like(Y)
+            for train, test in KFold(folds, shuffle=True, random_state=seed + r).split(X):
+                m = clone(model).fit(X[train], Y[train] if Y.shape[1] > 1 else Y[train, 0])
+                P[test] = np.asarray(m.predict(X[test])).reshape(len(test), -1)
+            per_repeat.append(P)
+        stack = np.stack(per_repeat)
+        oof_mean[model_name] = stack.mean(axis=0)
+        for j, target in enumerate(names):
+            rho = [_spearman(stack[r, :, j], Y[:, j]) for r in range(repeats)]
+            err = stack[:, :, j] - Y[None, :, j]
+            rows.append({
+                "target": target, "model": model_name,
+                "spearman": float(np.mean(rho)), "spearman_sd": float(np.std(rho)),
+                "rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
+            })
+    return CVResult(pl.DataFrame(rows), oof_mean)
+
+
+class AutoSurrogate(RegressorMixin, BaseEstimator):
+    """Chooses, per target, the candidate with the best cross-validated Spearman, then refits it
+    on all runs. With `uncertainty=True` a chosen model without its own predictive uncertainty
+    is fitted as a bootstrap ensemble so that `predict(..., return_std=True)` always works."""
+
+    def __init__(self, candidates: Sequence[str] = ("linear", "loglinear", "gp", "lightgbm"),
+                 folds: int = 5, repeats: int = 3, uncertainty: bool = True,
+                 random_state: int = 0) -> None:
+        self.candidates = candidates
+        self.folds = folds
+        self.repeats = repeats
+        self.uncertainty = uncertainty
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> AutoSurrogate:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        Y = np.asarray(y).reshape(len(X), -1)
+        self.single_target_ = np.asarray(y).ndim == 1
+        models = {c: make_surrogate(c) for c in self.candidates}
+        folds = min(self.folds, len(X))
+        self.cv_ = cross_validate(X, Y, models, folds=folds, repeats=self.repeats,
+                                  seed=self.random_state)
+        best = self.cv_.best()
+        self.choice_ = [best[f"y{j}"] for j in range(Y.shape[1])]
+        self.models_ = []
+        for name in dict.fromkeys(self.choice_):
+            cols = [j for j, c in enumerate(self.choice_) if c == name]
+            model = make_surrogate(name)
+            if self.uncertainty and name != "gp":
+                model = BootstrapEnsemble(model, n_estimators=10, random_state=self.random_state)
+            self.models_.append((cols, model.fit(X, Y[:, cols])))
+        self.n_targets_ = Y.shape[1]
+        return self
+
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        check_is_fitted(self, "models_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        mean = np.empty((len(X), self.n_targets_))
+        std = np.empty_like(mean)
+        for cols, model in self.models_:
+            out = model.predict(X, return_std=return_std)
+            m, s = out if return_std else (out, None)
+            mean[:, cols] = np.asarray(m).reshape(len(X), -1)
+            if return_std:
+                std[:, cols] = np.asarray(s).reshape(len(X), -1)
+        if self.single_target_:
+            mean, std = mean[:, 0], std[:, 0]
+        return (mean, std) if return_std else mean
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

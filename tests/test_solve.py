@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from automixer.errors import AutomixerError
+from automixer.solve import Constraints, Objective, expand, freeze, pareto_front, solve_mixture
+from automixer.surrogates import GPSurrogate, LinearSurrogate
+
+DOMAINS = ["a", "b", "c", "d"]
+
+
+def _runs(n: int = 50, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.dirichlet(np.ones(4), size=n)
+    # Two losses: one falls with sqrt(a), one with sqrt(b); both like a little of c.
+    Y = np.stack([3 - np.sqrt(X[:, 0]) - 0.2 * np.sqrt(X[:, 2]),
+                  3 - np.sqrt(X[:, 1]) - 0.2 * np.sqrt(X[:, 2])], axis=1)
+    return X, Y
+
+
+def _setup(**kw):
+    X, Y = _runs()
+    model = LinearSurrogate().fit(X, Y)
+    obj = Objective.build(["loss_a", "loss_b"], {"loss_a": 0.5, "loss_b": 0.5}, Y)
+    c = Constraints.build(DOMAINS, prior={"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}, **kw)
+    return X, Y, model, obj, c
+
+
+@pytest.mark.parametrize("method", ["exact", "topk", "tpe", "cmaes"])
+def test_solvers_respect_bounds_and_caps(method: str):
+    X, Y, model, obj, c = _setup(
+        bounds={"a": (0.05, 0.3), "d": (0.1, 0.5)},
+        token_counts={"a": 1e9, "b": 2e9, "c": 1e9, "d": 1e10}, target_tokens=1e10, max_epochs=2)
+    assert c.upper[1] == pytest.approx(0.4)  # the repetition cap of b: 2 * 2e9 / 1e10
+    sol = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, method=method, n_trials=150,
+                        n_samples=20_000)
+    w = sol.weights
+    assert abs(w.sum() - 1) < 1e-6
+    assert np.all(w >= c.lower - 1e-6) and np.all(w <= c.upper + 1e-6)
+    assert sol.objective > obj.value(Y).max() - 0.5  # at least as good as nearly the best run
+
+
+def test_exact_finds_the_known_optimum():
+    X, Y, model, obj, c = _setup()
+    sol = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y)
+
+    def truth(W):
+        W = np.atleast_2d(W)
+        return obj.value(np.stack([3 - np.sqrt(W[:, 0]) - 0.2 * np.sqrt(W[:, 2]),
+                                   3 - np.sqrt(W[:, 1]) - 0.2 * np.sqrt(W[:, 2])], axis=1))
+
+    dense = np.random.default_rng(5).dirichlet(np.ones(4) * 0.7, size=200_000)
+    assert truth(sol.weights)[0] >= truth(dense).max() - 0.02
+    assert sol.weights_dict()["d"] < 0.02  # d helps no target
+    assert sol.best_run is not None and sol.optimism_gap is not None
+    assert sol.nearest_distance is not None and sol.nearest_distance >= 0
+
+
+def test_kl_penalty_pulls_toward_the_prior():
+    X, Y, model, obj, _ = _setup()
+    prior = {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.7}
+    free = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior), X_runs=X)
+    tied = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior, strength=5.0),
+                         X_runs=X)
+    p = np.array(list(prior.values()))
+    assert np.abs(tied.weights - p).sum() < np.abs(free.weights - p).sum() - 0.2
+    l1 = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior, penalty="l1",
+                                                     strength=50.0), X_runs=X)
+    assert np.abs(l1.weights - p).sum() < 0.05
+
+
+def test_infeasible_constraints_are_clear():
+    with pytest.raises(AutomixerError, match="lower bounds sum to 1.2"):
+        Constraints.build(DOMAINS, bounds={"a": (0.6, 1), "b": (0.6, 1)})
+    with pytest.raises(AutomixerError, match="repetition caps sum to 0.4"):
+        Constraints.build(DOMAINS, token_counts=dict.fromkeys(DOMAINS, 1e9), target_tokens=1e10,
+                          max_epochs=1)
+    with pytest.raises(AutomixerError, match="unknown domain"):
+        Constraints.build(DOMAINS, bounds={"e": (0, 1)})
+
+
+def test_projection_is_feasible_and_idempotent():
+    c = Constraints.build(DOMAINS, bounds={"a": (0.1, 0.2), "c": (0.0, 0.05)})
+    rng = np.random.default_rng(1)
+    V = rng.normal(size=(200, 4))
+    W = c.project(V)
+    assert all(c.contains(w) for w in W)
+    assert np.allclose(c.project(W), W, atol=1e-9)
+
+
+def test_interval_and_far_optimum_warning():
+    X, Y = _runs(40)
+    # Runs only near the centre; the optimum of "more a" lies outside them.
+    Xc = 0.2 * X + 0.8 * np.full(4, 0.25)
+    Yc = np.stack([3 - np.sqrt(Xc[:, 0]), 3 - np.sqrt(Xc[:, 0])], 1)
+    model = GPSurrogate().fit(Xc, Yc)
+    obj = Objective.build(["loss_1", "loss_2"], {"loss_*": 1.0}, Yc)
+    sol = solve_mixture(model, obj, Constraints.build(DOMAINS), X_runs=Xc, Y_runs=Yc)
+    lo, hi = sol.interval()
+    assert lo < sol.objective < hi
+    assert sol.weights[0] > 0.5
+    assert any("extrapolating" in w for w in sol.warnings)
+
+
+def test_pareto_front_marks_the_chosen_point():
+    X, Y, model, obj, c = _setup()
+    front = pareto_front(model, obj, c, n_trials=120)
+    assert front["chosen"].sum() == 1 and front.height >= 2
+    assert {"loss_a", "loss_b", "objective"} <= set(front.columns)
+
+
+def test_objective_directions():
+    Y = np.array([[1.0, 0.2], [2.0, 0.4]])
+    obj = Objective.build(["val_loss", "acc"], {"val_loss": 1, "acc": 1}, Y)
+    assert list(obj.signs) == [-1.0, 1.0]
+    with pytest.raises(AutomixerError, match="matches no target"):
+        Objective.build(["val_loss"], {"code": 1}, Y[:, :1])
+
+
+def test_freeze_and_expand_round_trip():
+    rng = np.random.default_rng(0)
+    inner = np.array([0.5, 0.3, 0.2])
+    new = rng.dirichlet(np.ones(3), size=20) * 0.6
+    mass = 1 - new.sum(1)
+    X = np.hstack([new, mass[:, None] * inner])
+    domains = ["n1", "n2", "n3", "o1", "o2", "o3"]
+    Xc, names, inner_w = freeze(X, domains, ["o1", "o2", "o3"])
+    assert names == ["n1", "n2", "n3", "existing"]
+    assert np.allclose(list(inner_w.values()), inner)
+    back = expand(dict(zip(names, Xc[0], strict=True)), inner_w)
+    assert np.allclose([back[d] for d in domains], X[0])
+    X_bad = X.copy()
+    X_bad[0, 3:] = X_bad[0, 3:][::-1]
+    with pytest.raises(AutomixerError, match="fixed proportions"):
+        freeze(X_bad, domains, ["o1", "o2", "o3"])

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from automixer.surrogates import (
+    AutoSurrogate,
+    BootstrapEnsemble,
+    GPSurrogate,
+    LightGBMSurrogate,
+    LinearSurrogate,
+    LogLinearSurrogate,
+    cross_validate,
+    make_surrogate,
+)
+
+
+@parametrize_with_checks(
+    [
+        LinearSurrogate(weight_transform="none"),
+        LinearSurrogate(weight_transform="sqrt"),
+        LightGBMSurrogate(n_estimators=100, learning_rate=0.1, min_child_samples=5),
+        GPSurrogate(weight_transform="none", kernel="iso"),
+        BootstrapEnsemble(LinearSurrogate(weight_transform="none"), n_estimators=3),
+    ],
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def _toy(n: int = 60, d: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.dirichlet(np.ones(d), size=n)
+    # A loss-like target that falls with the square root of domain 0's share, and a second one.
+    Y = np.stack([3.0 - 1.5 * np.sqrt(X[:, 0]) + 0.3 * X[:, 1],
+                  2.0 + np.exp(-4 * X[:, 2])], axis=1)
+    return X, Y + rng.normal(0, 0.01, Y.shape)
+
+
+@pytest.mark.parametrize("name", ["linear", "loglinear", "gp", "lightgbm", "ensemble"])
+def test_each_surrogate_learns_the_signal(name: str):
+    X, Y = _toy(80)
+    Xt, Yt = _toy(40, seed=1)
+    model = make_surrogate(name).fit(X, Y)
+    P = model.predict(Xt)
+    assert P.shape == Yt.shape
+    for j in range(2):
+        assert np.corrcoef(P[:, j], Yt[:, j])[0, 1] > 0.8
+
+
+def test_loglinear_recovers_a_mixing_law():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), size=50)
+    y = 1.0 + np.exp(0.5 - 2.0 * X[:, 0] + 1.0 * X[:, 1])
+    model = LogLinearSurrogate().fit(X, y)
+    Xt = rng.dirichlet(np.ones(3), size=20)
+    yt = 1.0 + np.exp(0.5 - 2.0 * Xt[:, 0] + 1.0 * Xt[:, 1])
+    assert np.max(np.abs(model.predict(Xt) - yt)) < 0.02
+
+
+def test_gp_and_ensemble_give_uncertainty():
+    X, Y = _toy(40)
+    far = np.array([[0.97, 0.01, 0.01, 0.01]])
+    near = X[:1]
+    for model in [GPSurrogate(), BootstrapEnsemble(LinearSurrogate(), n_estimators=8)]:
+        model.fit(X, Y[:, 0])
+        _, s_near = model.predict(near, return_std=True)
+        _, s_far = model.predict(far, return_std=True)
+        assert s_near.shape == (1,) and np.all(s_near >= 0)
+    with pytest.raises(ValueError, match="no predictive uncertainty"):
+        LinearSurrogate().fit(X, Y).predict(X, return_std=True)
+
+
+def test_cross_validation_table_and_auto_choice():
+    X, Y = _toy(60)
+    cv = cross_validate(X, Y, {"linear": LinearSurrogate(), "gp": GPSurrogate()},
+                        targets=["a", "b"], folds=5, repeats=2)
+    assert cv.table.height == 4
+    assert set(cv.table.columns) >= {"target", "model", "spearman", "spearman_sd", "rmse"}
+    assert cv.oof["gp"].shape == Y.shape
+    assert set(cv.best()) == {"a", "b"}
+    auto = AutoSurrogate(candidates=("linear", "gp"), folds=4, repeats=1).fit(X, Y)
+    assert len(auto.choice_) == 2
+    mean, std = auto.predict(X[:5], return_std=True)
+    assert mean.shape == std.shape == (5, 2)
+
+
+def test_cv_refuses_too_few_runs():
+    X, Y = _toy(3)
+    with pytest.raises(ValueError, match="too few"):
+        cross_validate(X, Y, {"linear": LinearSurrogate()}, folds=5)
+
+
+def test_unknown_surrogate():
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        make_surrogate("forest")
