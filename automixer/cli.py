@@ -129,10 +129,86 @@ def report(run_dir: RunDirArg) -> None:
 @app.command()
 @user_errors
 def replay(
-    runs_table: Annotated[Path, typer.Argument(help="CSV or parquet of weights and metrics.")],
+    runs_table: Annotated[
+        Path, typer.Argument(help="CSV or parquet of weights (and metrics).", show_default=False)
+    ],
+    metrics: Annotated[
+        Path | None, typer.Option(help="A second table of metrics, joined on --id.")
+    ] = None,
+    id: Annotated[
+        str | None,
+        typer.Option("--id", help="Join / id column (default: run_id, run, id or index)."),
+    ] = None,
+    domains: Annotated[
+        list[str] | None,
+        typer.Option("--domains", help="Weight columns: names or glob patterns (repeatable)."),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target", help="Target columns: names, globs, a|b alternatives (repeatable)."
+        ),
+    ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Surrogate: auto, linear, gp, lightgbm, loglinear, ensemble.")
+    ] = "auto",
+    transform: Annotated[
+        str, typer.Option(help="Weight transform: auto, none, sqrt, log.")
+    ] = "auto",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Cross-validation repeats.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the solver.")] = 0,
+    predict: Annotated[Path | None, typer.Option(help="Mixtures to predict (CSV/parquet).")] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Measured metrics of the --predict mixtures: prints Spearman per target."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Predictions file (default: OUT_DIR/predictions.csv).")
+    ] = None,
+    solve: Annotated[bool, typer.Option(help="Solve for the best mixture.")] = True,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="Solver: exact, topk, tpe, cmaes.")] = "exact",
+    out_dir: Annotated[
+        Path, typer.Option(help="Where the CV table, predictions and solution go.")
+    ] = Path("replay-out"),
 ) -> None:
     """Fit, cross-validate, predict and solve on runs another system produced."""
-    _not_built("replay", 6)
+    from automixer.replay_stage import ReplayOptions, parse_pairs, run_replay
+
+    opts = ReplayOptions(
+        model=model,
+        transform=transform,
+        folds=folds,
+        repeats=repeats,
+        seed=seed,
+        objective=parse_pairs(objective or [], "--objective", True),
+        method=method,
+    )
+    run_replay(
+        runs_table,
+        metrics=metrics,
+        id_column=id,
+        domains=domains or [],
+        targets=target or [],
+        families=parse_pairs(family or [], "--family", False),
+        opts=opts,
+        predict=predict,
+        truth=truth,
+        out=out,
+        solve=solve,
+        out_dir=out_dir,
+        console=console,
+    )
 
 
 @app.command()

@@ -216,10 +216,12 @@ class SurrogateSection(_Section):
     model: str = "auto"
     """Surrogate by name ('linear', 'lightgbm', 'loglinear', 'gp', 'ensemble'), or 'auto' to pick
     per target by cross-validation."""
-    candidates: list[str] = Field(default_factory=lambda: ["linear", "loglinear", "gp", "lightgbm"])
-    """Surrogates that 'auto' chooses among."""
-    transform: Literal["none", "sqrt", "log"] = "sqrt"
-    """Transform of the weights before fitting."""
+    candidates: list[str] = Field(default_factory=lambda: ["linear", "gp"])
+    """Surrogates that 'auto' chooses among ('loglinear' and 'lightgbm' are the Olmix and RegMix
+    baselines; add them to let the cross-validation weigh them too)."""
+    transform: Literal["auto", "none", "sqrt", "log"] = "auto"
+    """Transform of the weights before fitting; 'auto' keeps each surrogate's own default
+    (square root for linear and gp, none for the lightgbm and loglinear baselines)."""
     cv_folds: int = Field(default=5, ge=2)
     """Folds of the repeated K-fold cross-validation."""
     cv_repeats: int = Field(default=3, ge=1)

@@ -14,8 +14,13 @@ def _runs(n: int = 50, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.dirichlet(np.ones(4), size=n)
     # Two losses: one falls with sqrt(a), one with sqrt(b); both like a little of c.
-    Y = np.stack([3 - np.sqrt(X[:, 0]) - 0.2 * np.sqrt(X[:, 2]),
-                  3 - np.sqrt(X[:, 1]) - 0.2 * np.sqrt(X[:, 2])], axis=1)
+    Y = np.stack(
+        [
+            3 - np.sqrt(X[:, 0]) - 0.2 * np.sqrt(X[:, 2]),
+            3 - np.sqrt(X[:, 1]) - 0.2 * np.sqrt(X[:, 2]),
+        ],
+        axis=1,
+    )
     return X, Y
 
 
@@ -31,10 +36,14 @@ def _setup(**kw):
 def test_solvers_respect_bounds_and_caps(method: str):
     X, Y, model, obj, c = _setup(
         bounds={"a": (0.05, 0.3), "d": (0.1, 0.5)},
-        token_counts={"a": 1e9, "b": 2e9, "c": 1e9, "d": 1e10}, target_tokens=1e10, max_epochs=2)
+        token_counts={"a": 1e9, "b": 2e9, "c": 1e9, "d": 1e10},
+        target_tokens=1e10,
+        max_epochs=2,
+    )
     assert c.upper[1] == pytest.approx(0.4)  # the repetition cap of b: 2 * 2e9 / 1e10
-    sol = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, method=method, n_trials=150,
-                        n_samples=20_000)
+    sol = solve_mixture(
+        model, obj, c, X_runs=X, Y_runs=Y, method=method, n_trials=150, n_samples=20_000
+    )
     w = sol.weights
     assert abs(w.sum() - 1) < 1e-6
     assert np.all(w >= c.lower - 1e-6) and np.all(w <= c.upper + 1e-6)
@@ -47,8 +56,15 @@ def test_exact_finds_the_known_optimum():
 
     def truth(W):
         W = np.atleast_2d(W)
-        return obj.value(np.stack([3 - np.sqrt(W[:, 0]) - 0.2 * np.sqrt(W[:, 2]),
-                                   3 - np.sqrt(W[:, 1]) - 0.2 * np.sqrt(W[:, 2])], axis=1))
+        return obj.value(
+            np.stack(
+                [
+                    3 - np.sqrt(W[:, 0]) - 0.2 * np.sqrt(W[:, 2]),
+                    3 - np.sqrt(W[:, 1]) - 0.2 * np.sqrt(W[:, 2]),
+                ],
+                axis=1,
+            )
+        )
 
     dense = np.random.default_rng(5).dirichlet(np.ones(4) * 0.7, size=200_000)
     assert truth(sol.weights)[0] >= truth(dense).max() - 0.02
@@ -58,24 +74,27 @@ def test_exact_finds_the_known_optimum():
 
 
 def test_kl_penalty_pulls_toward_the_prior():
-    X, Y, model, obj, _ = _setup()
+    X, _, model, obj, _ = _setup()
     prior = {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.7}
     free = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior), X_runs=X)
-    tied = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior, strength=5.0),
-                         X_runs=X)
+    tied = solve_mixture(
+        model, obj, Constraints.build(DOMAINS, prior=prior, strength=5.0), X_runs=X
+    )
     p = np.array(list(prior.values()))
     assert np.abs(tied.weights - p).sum() < np.abs(free.weights - p).sum() - 0.2
-    l1 = solve_mixture(model, obj, Constraints.build(DOMAINS, prior=prior, penalty="l1",
-                                                     strength=50.0), X_runs=X)
+    l1 = solve_mixture(
+        model, obj, Constraints.build(DOMAINS, prior=prior, penalty="l1", strength=50.0), X_runs=X
+    )
     assert np.abs(l1.weights - p).sum() < 0.05
 
 
 def test_infeasible_constraints_are_clear():
-    with pytest.raises(AutomixerError, match="lower bounds sum to 1.2"):
+    with pytest.raises(AutomixerError, match=r"lower bounds sum to 1\.2"):
         Constraints.build(DOMAINS, bounds={"a": (0.6, 1), "b": (0.6, 1)})
-    with pytest.raises(AutomixerError, match="repetition caps sum to 0.4"):
-        Constraints.build(DOMAINS, token_counts=dict.fromkeys(DOMAINS, 1e9), target_tokens=1e10,
-                          max_epochs=1)
+    with pytest.raises(AutomixerError, match=r"repetition caps sum to 0\.4"):
+        Constraints.build(
+            DOMAINS, token_counts=dict.fromkeys(DOMAINS, 1e9), target_tokens=1e10, max_epochs=1
+        )
     with pytest.raises(AutomixerError, match="unknown domain"):
         Constraints.build(DOMAINS, bounds={"e": (0, 1)})
 
@@ -90,7 +109,7 @@ def test_projection_is_feasible_and_idempotent():
 
 
 def test_interval_and_far_optimum_warning():
-    X, Y = _runs(40)
+    X, _ = _runs(40)
     # Runs only near the centre; the optimum of "more a" lies outside them.
     Xc = 0.2 * X + 0.8 * np.full(4, 0.25)
     Yc = np.stack([3 - np.sqrt(Xc[:, 0]), 3 - np.sqrt(Xc[:, 0])], 1)
@@ -104,7 +123,7 @@ def test_interval_and_far_optimum_warning():
 
 
 def test_pareto_front_marks_the_chosen_point():
-    X, Y, model, obj, c = _setup()
+    _, _, model, obj, c = _setup()
     front = pareto_front(model, obj, c, n_trials=120)
     assert front["chosen"].sum() == 1 and front.height >= 2
     assert {"loss_a", "loss_b", "objective"} <= set(front.columns)

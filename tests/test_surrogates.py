@@ -33,8 +33,7 @@ def _toy(n: int = 60, d: int = 4, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.dirichlet(np.ones(d), size=n)
     # A loss-like target that falls with the square root of domain 0's share, and a second one.
-    Y = np.stack([3.0 - 1.5 * np.sqrt(X[:, 0]) + 0.3 * X[:, 1],
-                  2.0 + np.exp(-4 * X[:, 2])], axis=1)
+    Y = np.stack([3.0 - 1.5 * np.sqrt(X[:, 0]) + 0.3 * X[:, 1], 2.0 + np.exp(-4 * X[:, 2])], axis=1)
     return X, Y + rng.normal(0, 0.01, Y.shape)
 
 
@@ -68,14 +67,22 @@ def test_gp_and_ensemble_give_uncertainty():
         _, s_near = model.predict(near, return_std=True)
         _, s_far = model.predict(far, return_std=True)
         assert s_near.shape == (1,) and np.all(s_near >= 0)
+        if isinstance(model, GPSurrogate):  # farther from every run, less certain
+            assert s_far[0] > s_near[0]
     with pytest.raises(ValueError, match="no predictive uncertainty"):
         LinearSurrogate().fit(X, Y).predict(X, return_std=True)
 
 
 def test_cross_validation_table_and_auto_choice():
     X, Y = _toy(60)
-    cv = cross_validate(X, Y, {"linear": LinearSurrogate(), "gp": GPSurrogate()},
-                        targets=["a", "b"], folds=5, repeats=2)
+    cv = cross_validate(
+        X,
+        Y,
+        {"linear": LinearSurrogate(), "gp": GPSurrogate()},
+        targets=["a", "b"],
+        folds=5,
+        repeats=2,
+    )
     assert cv.table.height == 4
     assert set(cv.table.columns) >= {"target", "model", "spearman", "spearman_sd", "rmse"}
     assert cv.oof["gp"].shape == Y.shape

@@ -51,8 +51,9 @@ class Constraints:
             lower[i], upper[i] = lo, hi
         if target_tokens is not None:
             if token_counts is None:
-                raise AutomixerError("repetition caps need token counts per domain",
-                                     field="solve.target_tokens")
+                raise AutomixerError(
+                    "repetition caps need token counts per domain", field="solve.target_tokens"
+                )
             caps = np.array([max_epochs * float(token_counts[n]) / target_tokens for n in names])
             upper = np.minimum(upper, caps)
             below = [n for n, lo, cap in zip(names, lower, caps, strict=True) if lo > cap + EPS]
@@ -60,15 +61,18 @@ class Constraints:
                 raise AutomixerError(
                     f"lower bounds of {', '.join(below)} exceed their repetition caps "
                     f"(max_epochs={max_epochs:g}, target_tokens={target_tokens:.3g})",
-                    field="solve.bounds")
+                    field="solve.bounds",
+                )
         if lower.sum() > 1 + 1e-9:
-            raise AutomixerError(f"infeasible: lower bounds sum to {lower.sum():.4g} > 1",
-                                 field="solve.bounds")
+            raise AutomixerError(
+                f"infeasible: lower bounds sum to {lower.sum():.4g} > 1", field="solve.bounds"
+            )
         if upper.sum() < 1 - 1e-9:
             raise AutomixerError(
                 f"infeasible: upper bounds and repetition caps sum to {upper.sum():.4g} < 1; "
                 "raise solve.max_epochs, lower solve.target_tokens or loosen solve.bounds",
-                field="solve.max_epochs" if target_tokens is not None else "solve.bounds")
+                field="solve.max_epochs" if target_tokens is not None else "solve.bounds",
+            )
         if prior is None:
             p = np.full(len(names), 1.0 / len(names))
         else:
@@ -95,8 +99,11 @@ class Constraints:
 
     def contains(self, w: np.ndarray, tol: float = 1e-6) -> bool:
         w = np.asarray(w)
-        return bool(abs(w.sum() - 1) <= tol and np.all(w >= self.lower - tol)
-                    and np.all(w <= self.upper + tol))
+        return bool(
+            abs(w.sum() - 1) <= tol
+            and np.all(w >= self.lower - tol)
+            and np.all(w <= self.upper + tol)
+        )
 
     def penalty_value(self, w: np.ndarray) -> np.ndarray:
         """Penalty of mixtures w (..., D) toward the prior, times its strength."""

@@ -33,28 +33,39 @@ class Objective:
     scale: np.ndarray
 
     @classmethod
-    def build(cls, targets: Sequence[str], weights: Mapping[str, float], Y: np.ndarray,
-              directions: Mapping[str, str] | None = None) -> Objective:
+    def build(
+        cls,
+        targets: Sequence[str],
+        weights: Mapping[str, float],
+        Y: np.ndarray,
+        directions: Mapping[str, str] | None = None,
+    ) -> Objective:
         """`weights` maps target names (or glob patterns over them) to weights; a pattern's
         weight is shared equally by the targets it matches."""
         names = list(targets)
         w = np.zeros(len(names))
         for key, value in weights.items():
-            hits = [i for i, n in enumerate(names) if n == key] or \
-                   [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, key)]
+            hits = [i for i, n in enumerate(names) if n == key] or [
+                i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, key)
+            ]
             if not hits:
-                raise AutomixerError(f"'{key}' matches no target; targets: {', '.join(names)}",
-                                     field=f"solve.objective.{key}")
+                raise AutomixerError(
+                    f"'{key}' matches no target; targets: {', '.join(names)}",
+                    field=f"solve.objective.{key}",
+                )
             for i in hits:
                 w[i] += value / len(hits)
         if w.sum() <= 0:
-            raise AutomixerError("the objective gives every target weight 0",
-                                 field="solve.objective")
+            raise AutomixerError(
+                "the objective gives every target weight 0", field="solve.objective"
+            )
         directions = directions or {}
-        signs = np.array([
-            -1.0 if directions.get(n, "min" if lower_is_better(n) else "max") == "min" else 1.0
-            for n in names
-        ])
+        signs = np.array(
+            [
+                -1.0 if directions.get(n, "min" if lower_is_better(n) else "max") == "min" else 1.0
+                for n in names
+            ]
+        )
         Y = np.asarray(Y, dtype=np.float64).reshape(-1, len(names))
         scale = Y.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)

@@ -39,14 +39,19 @@ def freeze(
     if drift > 1e-3:
         raise AutomixerError(
             f"the frozen domains do not keep fixed proportions across runs (off by {drift:.3g}); "
-            "only a part swept with fixed inner weights can be frozen")
+            "only a part swept with fixed inner weights can be frozen"
+        )
     collapsed = np.hstack([X[:, ki], mass[:, None]])
-    return collapsed, [names[i] for i in ki] + [name], dict(zip(frozen, inner.tolist(),
-                                                                strict=True))
+    return (
+        collapsed,
+        [names[i] for i in ki] + [name],
+        dict(zip(frozen, inner.tolist(), strict=True)),
+    )
 
 
-def expand(weights: Mapping[str, float], inner: Mapping[str, float], name: str = VIRTUAL
-           ) -> dict[str, float]:
+def expand(
+    weights: Mapping[str, float], inner: Mapping[str, float], name: str = VIRTUAL
+) -> dict[str, float]:
     """Turn a mixture over (new domains + the virtual one) into one over every domain:
     w_d = w[virtual] * inner[d] for each frozen domain d."""
     if name not in weights:

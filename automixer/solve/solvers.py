@@ -1,11 +1,11 @@
 """Solvers: the mixture that maximises the objective predicted by a surrogate, within constraints.
 
-| name   | how                                                                 | for                 |
-|--------|---------------------------------------------------------------------|---------------------|
-| exact  | SLSQP from many starts, gradients by batched finite differences     | smooth surrogates   |
-| topk   | RegMix: simulate many feasible mixtures, average the top k          | any surrogate       |
-| tpe    | Optuna TPE over the feasible set                                    | black-box surrogates |
-| cmaes  | Optuna CMA-ES over the feasible set                                 | black-box surrogates |
+| name  | how                                                             | for         |
+|-------|-----------------------------------------------------------------|-------------|
+| exact | SLSQP from many starts, gradients by batched finite differences | smooth ones |
+| topk  | RegMix: simulate many feasible mixtures, average the top k      | any         |
+| tpe   | Optuna TPE over the feasible set                                | black boxes |
+| cmaes | Optuna CMA-ES over the feasible set                             | black boxes |
 
 `solve_mixture` also reports the interval of the predicted optimum, the best observed run, the
 optimism gap between them, and how far the optimum lies from the nearest trained run.
@@ -62,19 +62,28 @@ class Solution:
     def interval(self) -> tuple[float, float] | None:
         if self.objective_std is None:
             return None
-        return (self.objective - Z95 * self.objective_std,
-                self.objective + Z95 * self.objective_std)
+        return (
+            self.objective - Z95 * self.objective_std,
+            self.objective + Z95 * self.objective_std,
+        )
 
     def weights_dict(self) -> dict[str, float]:
         return {d: float(w) for d, w in zip(self.domains, self.weights, strict=True)}
 
     def predicted_table(self) -> pl.DataFrame:
-        std = self.predicted_std if self.predicted_std is not None else \
-            np.full(len(self.targets), np.nan)
-        return pl.DataFrame({
-            "target": self.targets, "predicted": self.predicted.tolist(),
-            "lo": (self.predicted - Z95 * std).tolist(), "hi": (self.predicted + Z95 * std).tolist(),
-        })
+        std = (
+            self.predicted_std
+            if self.predicted_std is not None
+            else np.full(len(self.targets), np.nan)
+        )
+        return pl.DataFrame(
+            {
+                "target": self.targets,
+                "predicted": self.predicted.tolist(),
+                "lo": (self.predicted - Z95 * std).tolist(),
+                "hi": (self.predicted + Z95 * std).tolist(),
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         interval = self.interval()
@@ -82,20 +91,30 @@ class Solution:
         return {
             "method": self.method,
             "weights": self.weights_dict(),
-            "objective": {"predicted": self.objective,
-                          "lo": interval[0] if interval else None,
-                          "hi": interval[1] if interval else None},
+            "objective": {
+                "predicted": self.objective,
+                "lo": interval[0] if interval else None,
+                "hi": interval[1] if interval else None,
+            },
             "predicted": {
-                t: {"mean": float(m),
+                t: {
+                    "mean": float(m),
                     "lo": float(m - Z95 * std[j]) if std is not None else None,
-                    "hi": float(m + Z95 * std[j]) if std is not None else None}
+                    "hi": float(m + Z95 * std[j]) if std is not None else None,
+                }
                 for j, (t, m) in enumerate(zip(self.targets, self.predicted, strict=True))
             },
-            "best_run": {"index": self.best_run, "measured_objective": self.best_run_objective,
-                         "predicted_objective": self.best_run_predicted},
+            "best_run": {
+                "index": self.best_run,
+                "measured_objective": self.best_run_objective,
+                "predicted_objective": self.best_run_predicted,
+            },
             "optimism_gap": self.optimism_gap,
-            "nearest_run": {"index": self.nearest_run, "distance": self.nearest_distance,
-                            "typical_distance": self.typical_distance},
+            "nearest_run": {
+                "index": self.nearest_run,
+                "distance": self.nearest_distance,
+                "typical_distance": self.typical_distance,
+            },
             "warnings": self.warnings,
         }
 
@@ -104,8 +123,9 @@ def _predict(model: Any, W: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(np.atleast_2d(W))).reshape(len(np.atleast_2d(W)), -1)
 
 
-def _score_fn(model: Any, objective: Objective, constraints: Constraints
-              ) -> Callable[[np.ndarray], np.ndarray]:
+def _score_fn(
+    model: Any, objective: Objective, constraints: Constraints
+) -> Callable[[np.ndarray], np.ndarray]:
     def score(W: np.ndarray) -> np.ndarray:
         W = np.atleast_2d(W)
         return objective.value(_predict(model, W)) - constraints.penalty_value(W)
@@ -127,8 +147,9 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
-def _exact(score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np.ndarray
-           ) -> np.ndarray:
+def _exact(
+    score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np.ndarray
+) -> np.ndarray:
     D = len(c.domains)
     h = 1e-6
 
@@ -144,8 +165,15 @@ def _exact(score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np
     for w0 in starts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = minimize(f_and_grad, w0, jac=True, method="SLSQP", bounds=bounds,
-                           constraints=cons, options={"maxiter": 200, "ftol": 1e-9})
+            res = minimize(
+                f_and_grad,
+                w0,
+                jac=True,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=cons,
+                options={"maxiter": 100, "ftol": 1e-8},
+            )
         w = c.project(res.x)
         v = float(score(w)[0])
         if v > best_v:
@@ -154,8 +182,13 @@ def _exact(score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np
     return best_w
 
 
-def _topk(score: Callable[[np.ndarray], np.ndarray], c: Constraints, rng: np.random.Generator,
-          n: int, k: int) -> np.ndarray:
+def _topk(
+    score: Callable[[np.ndarray], np.ndarray],
+    c: Constraints,
+    rng: np.random.Generator,
+    n: int,
+    k: int,
+) -> np.ndarray:
     # RegMix: Dirichlet draws at several concentrations, average the k best predicted.
     draws = np.vstack([c.sample(n // 4, rng, conc) for conc in (0.1, 0.5, 1.0, 5.0)])
     vals = np.concatenate([score(chunk) for chunk in np.array_split(draws, max(1, n // 5000))])
@@ -163,14 +196,23 @@ def _topk(score: Callable[[np.ndarray], np.ndarray], c: Constraints, rng: np.ran
     return c.project(top.mean(axis=0))
 
 
-def _optuna(score: Callable[[np.ndarray], np.ndarray], c: Constraints, method: str, seed: int,
-            n_trials: int, starts: np.ndarray) -> np.ndarray:
+def _optuna(
+    score: Callable[[np.ndarray], np.ndarray],
+    c: Constraints,
+    method: str,
+    seed: int,
+    n_trials: int,
+    starts: np.ndarray,
+) -> np.ndarray:
     import optuna
 
     D = len(c.domains)
     with _quiet_optuna():
-        sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if method == "tpe"
-                   else optuna.samplers.CmaEsSampler(seed=seed))
+        sampler = (
+            optuna.samplers.TPESampler(seed=seed, multivariate=True)
+            if method == "tpe"
+            else optuna.samplers.CmaEsSampler(seed=seed)
+        )
         study = optuna.create_study(direction="maximize", sampler=sampler)
         for w in starts[:5]:
             study.enqueue_trial({f"x{i}": float(w[i]) for i in range(D)})
@@ -200,7 +242,7 @@ def solve_mixture(
     n_samples: int = 100_000,
     top_k: int = 128,
     n_trials: int = 300,
-    n_starts: int = 12,
+    n_starts: int = 8,
 ) -> Solution:
     """The best feasible mixture under `model`, with its interval and its distance from the runs.
 
@@ -208,12 +250,15 @@ def solve_mixture(
     give the best observed run and the optimism gap, and the distance check.
     """
     if method not in SOLVERS:
-        raise AutomixerError(f"unknown solver '{method}'; choose from {', '.join(SOLVERS)}",
-                             field="solve.method")
+        raise AutomixerError(
+            f"unknown solver '{method}'; choose from {', '.join(SOLVERS)}", field="solve.method"
+        )
     rng = np.random.default_rng(seed)
     score = _score_fn(model, objective, constraints)
-    starts = [constraints.project(constraints.prior),
-              constraints.project(np.full(len(constraints.domains), 1 / len(constraints.domains)))]
+    starts = [
+        constraints.project(constraints.prior),
+        constraints.project(np.full(len(constraints.domains), 1 / len(constraints.domains))),
+    ]
     if X_runs is not None and len(X_runs):
         pred = score(constraints.project(np.asarray(X_runs, dtype=np.float64)))
         for i in np.argsort(-pred)[:5]:
@@ -230,8 +275,15 @@ def solve_mixture(
     return describe(model, objective, constraints, w, method, X_runs, Y_runs)
 
 
-def describe(model: Any, objective: Objective, constraints: Constraints, w: np.ndarray,
-             method: str, X_runs: np.ndarray | None, Y_runs: np.ndarray | None) -> Solution:
+def describe(
+    model: Any,
+    objective: Objective,
+    constraints: Constraints,
+    w: np.ndarray,
+    method: str,
+    X_runs: np.ndarray | None,
+    Y_runs: np.ndarray | None,
+) -> Solution:
     """A `Solution` for mixture w: predictions with intervals, best run, distances, warnings."""
     try:
         mean, std = model.predict(w[None, :], return_std=True)
@@ -240,8 +292,16 @@ def describe(model: Any, objective: Objective, constraints: Constraints, w: np.n
     except (TypeError, ValueError):
         mean, std = _predict(model, w)[0], None
     obj = float(objective.value(mean) - constraints.penalty_value(w))
-    sol = Solution(constraints.domains, w, method, objective.targets, mean, std, obj,
-                   float(objective.std(std)) if std is not None else None)
+    sol = Solution(
+        constraints.domains,
+        w,
+        method,
+        objective.targets,
+        mean,
+        std,
+        obj,
+        float(objective.std(std)) if std is not None else None,
+    )
     if X_runs is not None and len(X_runs):
         X = np.asarray(X_runs, dtype=np.float64)
         dist = 0.5 * np.abs(X - w).sum(axis=1)
@@ -256,20 +316,30 @@ def describe(model: Any, objective: Objective, constraints: Constraints, w: np.n
                     f"the optimum is {sol.nearest_distance:.3f} (total variation) from the "
                     f"nearest trained run, farther than any trained run is from its nearest "
                     f"neighbour ({sol.typical_distance:.3f}): the surrogate is extrapolating; "
-                    "train a few runs near it before trusting the prediction")
+                    "train a few runs near it before trusting the prediction"
+                )
         if Y_runs is not None:
-            measured = objective.value(np.asarray(Y_runs).reshape(len(X), -1)) - \
-                constraints.penalty_value(X)
+            measured = objective.value(
+                np.asarray(Y_runs).reshape(len(X), -1)
+            ) - constraints.penalty_value(X)
             sol.best_run = int(np.argmax(measured))
             sol.best_run_objective = float(measured[sol.best_run])
             sol.best_run_predicted = float(
                 objective.value(_predict(model, X[sol.best_run])[0])
-                - constraints.penalty_value(X[sol.best_run]))
+                - constraints.penalty_value(X[sol.best_run])
+            )
     return sol
 
 
-def pareto_front(model: Any, objective: Objective, constraints: Constraints, *, seed: int = 0,
-                 n_trials: int = 600, chosen: np.ndarray | None = None) -> pl.DataFrame:
+def pareto_front(
+    model: Any,
+    objective: Objective,
+    constraints: Constraints,
+    *,
+    seed: int = 0,
+    n_trials: int = 600,
+    chosen: np.ndarray | None = None,
+) -> pl.DataFrame:
     """Pareto front over the objective's weighted targets (Optuna NSGA-II), one row per mixture,
     with each target's predicted value and `chosen` marking the point nearest `chosen` (or the
     best by the weighted objective)."""
@@ -278,11 +348,13 @@ def pareto_front(model: Any, objective: Objective, constraints: Constraints, *, 
     D = len(constraints.domains)
     active = [j for j, w in enumerate(objective.weights) if w > 0]
     if len(active) < 2:
-        raise AutomixerError("a Pareto front needs at least two targets with weight",
-                             field="solve.objective")
+        raise AutomixerError(
+            "a Pareto front needs at least two targets with weight", field="solve.objective"
+        )
     with _quiet_optuna():
-        study = optuna.create_study(directions=["maximize"] * len(active),
-                                    sampler=optuna.samplers.NSGAIISampler(seed=seed))
+        study = optuna.create_study(
+            directions=["maximize"] * len(active), sampler=optuna.samplers.NSGAIISampler(seed=seed)
+        )
         mixtures: dict[int, np.ndarray] = {}
 
         def trial_fn(trial: optuna.Trial) -> tuple[float, ...]:
@@ -297,8 +369,11 @@ def pareto_front(model: Any, objective: Objective, constraints: Constraints, *, 
     W = np.stack([mixtures[t.number] for t in front])
     P = _predict(model, W)
     score = objective.value(P)
-    pick = (int(np.argmin(np.abs(W - chosen).sum(axis=1))) if chosen is not None
-            else int(np.argmax(score)))
+    pick = (
+        int(np.argmin(np.abs(W - chosen).sum(axis=1)))
+        if chosen is not None
+        else int(np.argmax(score))
+    )
     data: dict[str, Any] = {d: W[:, i] for i, d in enumerate(constraints.domains)}
     data.update({objective.targets[j]: P[:, j] for j in active})
     data["objective"] = score

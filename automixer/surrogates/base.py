@@ -52,8 +52,10 @@ class Surrogate(RegressorMixin, BaseEstimator):
             std = std[:, 0] if std is not None else None
         if return_std:
             if std is None:
-                raise ValueError(f"{type(self).__name__} has no predictive uncertainty; wrap it "
-                                 "in BootstrapEnsemble")
+                raise ValueError(
+                    f"{type(self).__name__} has no predictive uncertainty; wrap it "
+                    "in BootstrapEnsemble"
+                )
             return mean, std
         return mean
 

@@ -16,8 +16,9 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
     which measures how much the fit depends on which runs were trained (not the seed noise).
     """
 
-    def __init__(self, estimator: Any = None, n_estimators: int = 20,
-                 random_state: int = 0) -> None:
+    def __init__(
+        self, estimator: Any = None, n_estimators: int = 20, random_state: int = 0
+    ) -> None:
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.random_state = random_state

@@ -15,7 +15,9 @@ from automixer.surrogates.base import Surrogate
 class LinearSurrogate(Surrogate):
     """Ridge regression on (transformed) weights, the penalty chosen by generalized CV."""
 
-    def __init__(self, weight_transform: str = "sqrt", alphas: tuple[float, ...] | None = None) -> None:
+    def __init__(
+        self, weight_transform: str = "sqrt", alphas: tuple[float, ...] | None = None
+    ) -> None:
         self.weight_transform = weight_transform
         self.alphas = alphas
 
@@ -30,9 +32,15 @@ class LinearSurrogate(Surrogate):
 class LightGBMSurrogate(Surrogate):
     """One LightGBM regressor per target with RegMix's settings (gbdt, 1000 rounds, lr 0.01)."""
 
-    def __init__(self, weight_transform: str = "none", n_estimators: int = 1000,
-                 learning_rate: float = 0.01, num_leaves: int = 31, min_child_samples: int = 20,
-                 random_state: int = 42) -> None:
+    def __init__(
+        self,
+        weight_transform: str = "none",
+        n_estimators: int = 1000,
+        learning_rate: float = 0.01,
+        num_leaves: int = 31,
+        min_child_samples: int = 20,
+        random_state: int = 42,
+    ) -> None:
         self.weight_transform = weight_transform
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -46,10 +54,17 @@ class LightGBMSurrogate(Surrogate):
         self.models_ = []
         for j in range(Y.shape[1]):
             m = lgb.LGBMRegressor(
-                objective="regression", boosting_type="gbdt", n_estimators=self.n_estimators,
-                learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-                min_child_samples=self.min_child_samples, random_state=self.random_state,
-                verbosity=-1, n_jobs=1, deterministic=True, force_col_wise=True,
+                objective="regression",
+                boosting_type="gbdt",
+                n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate,
+                num_leaves=self.num_leaves,
+                min_child_samples=self.min_child_samples,
+                random_state=self.random_state,
+                verbosity=-1,
+                n_jobs=1,
+                deterministic=True,
+                force_col_wise=True,
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -70,14 +85,15 @@ class LogLinearSurrogate(Surrogate):
     ones that rise; it is chosen per target by the better fit.
     """
 
-    def __init__(self, weight_transform: str = "none", huber_delta: float = 1.0,
-                 l2: float = 1e-4) -> None:
+    def __init__(
+        self, weight_transform: str = "none", huber_delta: float = 1.0, l2: float = 1e-4
+    ) -> None:
         self.weight_transform = weight_transform
         self.huber_delta = huber_delta
         self.l2 = l2
 
     def _fit_one(self, Z: np.ndarray, y: np.ndarray, sign: float) -> tuple[np.ndarray, float]:
-        n, d = Z.shape
+        n = len(Z)
         scale = float(np.std(y)) or 1.0
         yn = (y - np.mean(y)) / scale
         # Start from a log-linear fit of the gap above (or below) the extreme value.

@@ -34,7 +34,7 @@ SURROGATES: dict[str, Callable[..., Any]] = {
 def make_surrogate(name: str, transform: str | None = None, **params: Any) -> Any:
     """A surrogate by registry name; `transform` overrides the model's own default."""
     if name == "auto":
-        return AutoSurrogate(**params)
+        return AutoSurrogate(weight_transform=transform or "auto", **params)
     if name not in SURROGATES:
         raise ValueError(f"unknown surrogate '{name}'; choose from auto, {', '.join(SURROGATES)}")
     kw = dict(params)
@@ -59,13 +59,23 @@ class CVResult:
     def best(self) -> dict[str, str]:
         """target -> model with the highest mean Spearman (lower RMSE breaks ties)."""
         ranked = self.table.sort(["target", "spearman", "rmse"], descending=[False, True, False])
-        return dict(ranked.group_by("target", maintain_order=True).first()
-                    .select("target", "model").iter_rows())
+        return dict(
+            ranked.group_by("target", maintain_order=True)
+            .first()
+            .select("target", "model")
+            .iter_rows()
+        )
 
 
 def cross_validate(
-    X: np.ndarray, Y: np.ndarray, models: Mapping[str, Any], targets: Sequence[str] | None = None,
-    *, folds: int = 5, repeats: int = 3, seed: int = 0,
+    X: np.ndarray,
+    Y: np.ndarray,
+    models: Mapping[str, Any],
+    targets: Sequence[str] | None = None,
+    *,
+    folds: int = 5,
+    repeats: int = 3,
+    seed: int = 0,
 ) -> CVResult:
     """Repeated K-fold out-of-fold evaluation of each model on every target."""
     X = np.asarray(X, dtype=np.float64)
@@ -88,23 +98,36 @@ def cross_validate(
         for j, target in enumerate(names):
             rho = [_spearman(stack[r, :, j], Y[:, j]) for r in range(repeats)]
             err = stack[:, :, j] - Y[None, :, j]
-            rows.append({
-                "target": target, "model": model_name,
-                "spearman": float(np.mean(rho)), "spearman_sd": float(np.std(rho)),
-                "rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
-            })
+            rows.append(
+                {
+                    "target": target,
+                    "model": model_name,
+                    "spearman": float(np.mean(rho)),
+                    "spearman_sd": float(np.std(rho)),
+                    "rmse": float(np.sqrt(np.mean(err**2))),
+                    "mae": float(np.mean(np.abs(err))),
+                }
+            )
     return CVResult(pl.DataFrame(rows), oof_mean)
 
 
 class AutoSurrogate(RegressorMixin, BaseEstimator):
     """Chooses, per target, the candidate with the best cross-validated Spearman, then refits it
     on all runs. With `uncertainty=True` a chosen model without its own predictive uncertainty
-    is fitted as a bootstrap ensemble so that `predict(..., return_std=True)` always works."""
+    gets a bootstrap ensemble beside it, whose spread `predict(..., return_std=True)` reports
+    (the mean always comes from the model fitted on all runs)."""
 
-    def __init__(self, candidates: Sequence[str] = ("linear", "loglinear", "gp", "lightgbm"),
-                 folds: int = 5, repeats: int = 3, uncertainty: bool = True,
-                 random_state: int = 0) -> None:
+    def __init__(
+        self,
+        candidates: Sequence[str] = ("linear", "gp"),
+        folds: int = 5,
+        repeats: int = 3,
+        uncertainty: bool = True,
+        weight_transform: str = "auto",
+        random_state: int = 0,
+    ) -> None:
         self.candidates = candidates
+        self.weight_transform = weight_transform
         self.folds = folds
         self.repeats = repeats
         self.uncertainty = uncertainty
@@ -114,19 +137,26 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         Y = np.asarray(y).reshape(len(X), -1)
         self.single_target_ = np.asarray(y).ndim == 1
-        models = {c: make_surrogate(c) for c in self.candidates}
+        models = {c: make_surrogate(c, self.weight_transform) for c in self.candidates}
         folds = min(self.folds, len(X))
-        self.cv_ = cross_validate(X, Y, models, folds=folds, repeats=self.repeats,
-                                  seed=self.random_state)
+        self.cv_ = cross_validate(
+            X, Y, models, folds=folds, repeats=self.repeats, seed=self.random_state
+        )
         best = self.cv_.best()
         self.choice_ = [best[f"y{j}"] for j in range(Y.shape[1])]
         self.models_ = []
         for name in dict.fromkeys(self.choice_):
             cols = [j for j, c in enumerate(self.choice_) if c == name]
-            model = make_surrogate(name)
-            if self.uncertainty and name != "gp":
-                model = BootstrapEnsemble(model, n_estimators=10, random_state=self.random_state)
-            self.models_.append((cols, model.fit(X, Y[:, cols])))
+            point = make_surrogate(name, self.weight_transform).fit(X, Y[:, cols])
+            spread = None
+            if self.uncertainty and name != "gp":  # the GP has its own predictive std
+                spread = BootstrapEnsemble(
+                    make_surrogate(name, self.weight_transform),
+                    n_estimators=10,
+                    random_state=self.random_state,
+                )
+                spread.fit(X, Y[:, cols])
+            self.models_.append((cols, point, spread))
         self.n_targets_ = Y.shape[1]
         return self
 
@@ -135,12 +165,15 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         mean = np.empty((len(X), self.n_targets_))
         std = np.empty_like(mean)
-        for cols, model in self.models_:
-            out = model.predict(X, return_std=return_std)
-            m, s = out if return_std else (out, None)
+        for cols, point, spread in self.models_:
+            if return_std and spread is None:
+                m, sd = point.predict(X, return_std=True)
+            else:
+                m = point.predict(X)
+                sd = spread.predict(X, return_std=True)[1] if spread is not None else None
             mean[:, cols] = np.asarray(m).reshape(len(X), -1)
             if return_std:
-                std[:, cols] = np.asarray(s).reshape(len(X), -1)
+                std[:, cols] = np.asarray(sd).reshape(len(X), -1)
         if self.single_target_:
             mean, std = mean[:, 0], std[:, 0]
         return (mean, std) if return_std else mean

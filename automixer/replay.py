@@ -1,0 +1,206 @@
+"""Bring your own runs: a table of mixture weights and metrics from any system.
+
+`load_runs` reads one table (weights and metrics side by side) or two joined on an id column,
+picks the weight columns and the targets (by name, glob pattern, or a family averaged from many
+columns), checks that every row is a mixture, and returns arrays ready for the surrogates.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from automixer.errors import AutomixerError
+
+ID_CANDIDATES = ("run_id", "run", "id", "index")
+_NOT_DATA = {"", "index", "name", "Unnamed: 0"}
+
+
+def read_table(path: str | Path, option: str = "RUNS_TABLE") -> pl.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise AutomixerError("file not found", file=p, field=option)
+    try:
+        if p.suffix.lower() == ".parquet":
+            return pl.read_parquet(p)
+        return pl.read_csv(p, infer_schema_length=10_000)
+    except Exception as e:  # polars raises several error types for unreadable files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AutomixerError(f"cannot read table: {first}", file=p, field=option) from None
+
+
+def _numeric(df: pl.DataFrame) -> list[str]:
+    return [c for c, t in df.schema.items() if t.is_numeric()]
+
+
+def _match(columns: Sequence[str], patterns: Sequence[str], what: str, file: Path) -> list[str]:
+    out: list[str] = []
+    for pat in [alt for p in patterns for alt in p.split("|")]:
+        hits = [c for c in columns if c == pat] or [
+            c for c in columns if fnmatch.fnmatchcase(c, pat)
+        ]
+        if not hits:
+            raise AutomixerError(f"{what} pattern '{pat}' matches no column", file=file)
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+@dataclass
+class RunsTable:
+    domains: list[str]
+    X: np.ndarray
+    targets: list[str]
+    Y: np.ndarray
+    ids: list[str] | None
+    id_column: str | None
+    dropped: int = 0
+    """Rows dropped for a missing target value."""
+
+
+def load_runs(
+    runs: str | Path,
+    metrics: str | Path | None = None,
+    *,
+    id_column: str | None = None,
+    domains: Sequence[str] = (),
+    targets: Sequence[str] = (),
+    families: Mapping[str, str] | None = None,
+) -> RunsTable:
+    """Weights and targets from one or two tables (see module docstring).
+
+    `domains` and `targets` are column names or glob patterns; `families` maps a new target name
+    to a pattern whose matching columns are averaged (e.g. {"math": "minerva_math_*"}).
+    """
+    runs_path = Path(runs)
+    left = read_table(runs_path)
+    families = dict(families or {})
+    if metrics is not None:
+        metrics_path = Path(metrics)
+        right = read_table(metrics_path, "--metrics")
+        key = id_column or next(
+            (c for c in ID_CANDIDATES if c in left.columns and c in right.columns), None
+        )
+        if key is None or key not in left.columns or key not in right.columns:
+            raise AutomixerError(
+                f"no id column to join on (tried {key or ', '.join(ID_CANDIDATES)}); "
+                "name one with --id",
+                file=metrics_path,
+            )
+        weight_cols = (
+            _match(left.columns, domains, "domain", runs_path)
+            if domains
+            else [c for c in _numeric(left) if c not in _NOT_DATA and c != key]
+        )
+        metric_pool = [c for c in _numeric(right) if c not in _NOT_DATA and c != key]
+        right = right.select([key, *metric_pool])
+        table = left.select([key, *weight_cols]).join(
+            right, on=key, how="inner", maintain_order="left"
+        )
+        if table.height == 0:
+            raise AutomixerError(
+                f"no row of {runs_path.name} joins a row of {metrics_path.name} on '{key}'",
+                file=metrics_path,
+            )
+    else:
+        metrics_path = runs_path
+        key = (
+            id_column
+            if id_column in left.columns
+            else next((c for c in ID_CANDIDATES if c in left.columns), None)
+        )
+        numeric = [c for c in _numeric(left) if c not in _NOT_DATA and c != key]
+        if domains:
+            weight_cols = _match(numeric, domains, "domain", runs_path)
+            metric_pool = [c for c in numeric if c not in weight_cols]
+        elif targets or families:
+            chosen = set(_match(numeric, targets, "target", runs_path)) if targets else set()
+            for pat in families.values():
+                chosen |= set(_match(numeric, [pat], "family", runs_path))
+            metric_pool = [c for c in numeric if c in chosen]
+            weight_cols = [c for c in numeric if c not in chosen]
+        else:
+            raise AutomixerError(
+                "with one table, say which columns are weights (--domains) "
+                "or which are targets (--target)",
+                file=runs_path,
+            )
+        table = left
+    if not weight_cols:
+        raise AutomixerError("no weight columns found", file=runs_path)
+    target_cols = (
+        _match(metric_pool, targets, "target", metrics_path)
+        if targets
+        else ([] if families else metric_pool)
+    )
+    Ycols = [table[c].cast(pl.Float64).to_numpy() for c in target_cols]
+    names = list(target_cols)
+    for fam, pat in families.items():
+        members = _match(metric_pool, [pat], "family", metrics_path)
+        Ycols.append(
+            table.select(pl.mean_horizontal([pl.col(m).cast(pl.Float64) for m in members]))
+            .to_series()
+            .to_numpy()
+        )
+        names.append(fam)
+    if not names:
+        raise AutomixerError("no target columns found", file=metrics_path)
+    Y = np.stack(Ycols, axis=1)
+    X = table.select(weight_cols).cast(pl.Float64).to_numpy()
+    ids = table[key].cast(pl.String).to_list() if key else None
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise AutomixerError(f"row {row + 1} has a missing or non-finite weight", file=runs_path)
+    if (X < 0).any():
+        row = int(np.flatnonzero((X < 0).any(axis=1))[0])
+        raise AutomixerError(f"row {row + 1} has a negative weight", file=runs_path)
+    sums = X.sum(axis=1)
+    off = np.abs(sums - 1) > 0.01
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise AutomixerError(
+            f"row {row + 1}: weights sum to {sums[row]:.4g}, not 1 "
+            "(pick the weight columns with --domains)",
+            file=runs_path,
+        )
+    X = X / sums[:, None]
+    keep = np.isfinite(Y).all(axis=1)
+    dropped = int((~keep).sum())
+    if keep.sum() < 3:
+        raise AutomixerError("fewer than 3 runs have every target", file=metrics_path)
+    return RunsTable(
+        weight_cols,
+        X[keep],
+        names,
+        Y[keep],
+        [i for i, k in zip(ids, keep, strict=True) if k] if ids else None,
+        key,
+        dropped,
+    )
+
+
+def load_mixtures(path: str | Path, domains: Sequence[str]) -> tuple[np.ndarray, pl.DataFrame]:
+    """Mixtures to predict: a table with (at least) the training domains' columns. Returns the
+    weights and the id columns to carry into the predictions file."""
+    p = Path(path)
+    df = read_table(p, "--predict")
+    missing = [d for d in domains if d not in df.columns]
+    if missing:
+        raise AutomixerError(
+            f"missing weight columns: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else ""),
+            file=p,
+            field="--predict",
+        )
+    X = df.select(list(domains)).cast(pl.Float64).to_numpy()
+    sums = X.sum(axis=1)
+    if (np.abs(sums - 1) > 0.01).any() or (X < 0).any():
+        row = int(np.flatnonzero((np.abs(sums - 1) > 0.01) | (X < 0).any(axis=1))[0])
+        raise AutomixerError(f"row {row + 1} is not a mixture (sum {sums[row]:.4g})", file=p)
+    ids = [c for c in df.columns if c in ID_CANDIDATES]
+    return X / sums[:, None], df.select(ids[:1])

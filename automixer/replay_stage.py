@@ -1,0 +1,197 @@
+"""`automixer replay`: cross-validate, predict and solve on a runs table from another system."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import spearmanr
+
+from automixer.errors import AutomixerError
+from automixer.io import atomic_path, atomic_write_json
+from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
+from automixer.solve import Constraints, Objective, Solution, solve_mixture
+from automixer.surrogates import cross_validate, make_surrogate
+from automixer.surrogates.solution_view import print_solution
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class ReplayOptions:
+    model: str = "auto"
+    transform: str = "auto"
+    folds: int = 5
+    repeats: int = 3
+    seed: int = 0
+    objective: Mapping[str, float] | None = None
+    method: str = "exact"
+
+
+def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise AutomixerError(f"expected NAME=VALUE, got '{item}'", field=option)
+        k, v = item.split("=", 1)
+        if numeric:
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                raise AutomixerError(f"'{v}' is not a number", field=option) from None
+        else:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def cv_table(runs: RunsTable, opts: ReplayOptions) -> pl.DataFrame:
+    folds = min(opts.folds, len(runs.X))
+    model = make_surrogate(opts.model, opts.transform)
+    return cross_validate(
+        runs.X,
+        runs.Y,
+        {opts.model: model},
+        runs.targets,
+        folds=folds,
+        repeats=opts.repeats,
+        seed=opts.seed,
+    ).table
+
+
+def predict_table(model: object, runs: RunsTable, mixtures: Path) -> pl.DataFrame:
+    X, ids = load_mixtures(mixtures, runs.domains)
+    mean, std = model.predict(X, return_std=True)  # type: ignore[attr-defined]
+    mean = np.asarray(mean).reshape(len(X), -1)
+    std = np.asarray(std).reshape(len(X), -1)
+    cols: dict[str, np.ndarray] = {}
+    for j, t in enumerate(runs.targets):
+        cols[t] = mean[:, j]
+        cols[f"{t}:lo"] = mean[:, j] - Z95 * std[:, j]
+        cols[f"{t}:hi"] = mean[:, j] + Z95 * std[:, j]
+    return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
+
+
+def score_predictions(
+    pred: pl.DataFrame, truth_path: Path, targets: Sequence[str]
+) -> dict[str, float]:
+    truth = read_table(truth_path, "--truth")
+    if pred.width and pred.columns[0] in truth.columns and pred.columns[0] not in targets:
+        key = pred.columns[0]
+        truth = pred.select(key).join(truth, on=key, how="left", maintain_order="left")
+    out = {}
+    for t in targets:
+        if t in truth.columns:
+            out[t] = float(spearmanr(pred[t].to_numpy(), truth[t].to_numpy()).statistic)
+    return out
+
+
+def run_replay(
+    runs_table: Path,
+    *,
+    metrics: Path | None,
+    id_column: str | None,
+    domains: Sequence[str],
+    targets: Sequence[str],
+    families: Mapping[str, str],
+    opts: ReplayOptions,
+    predict: Path | None,
+    truth: Path | None,
+    out: Path | None,
+    solve: bool,
+    out_dir: Path,
+    console: Console,
+) -> None:
+    runs = load_runs(
+        runs_table,
+        metrics,
+        id_column=id_column,
+        domains=domains,
+        targets=targets,
+        families=families,
+    )
+    console.print(
+        f"{len(runs.X)} runs, {len(runs.domains)} domains, {len(runs.targets)} targets"
+        + (f" ({runs.dropped} rows without every target dropped)" if runs.dropped else "")
+    )
+    table = cv_table(runs, opts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "cv.csv") as tmp:
+        table.write_csv(tmp)
+    show = Table(
+        title=f"{opts.folds}-fold x {opts.repeats} out-of-fold cross-validation",
+        title_justify="left",
+    )
+    for col in ("target", "model", "spearman", "sd", "rmse"):
+        show.add_column(col, justify="left" if col in ("target", "model") else "right")
+    for row in table.iter_rows(named=True):
+        show.add_row(
+            row["target"],
+            row["model"],
+            f"{row['spearman']:.4f}",
+            f"{row['spearman_sd']:.4f}",
+            f"{row['rmse']:.4g}",
+        )
+    console.print(show)
+    mean_rho = float(np.mean(table["spearman"].to_numpy()))
+    console.print(f"mean Spearman {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
+    model = make_surrogate(opts.model, opts.transform)
+    if opts.model != "auto":
+        from automixer.surrogates import BootstrapEnsemble, GPSurrogate
+
+        if not isinstance(model, GPSurrogate | BootstrapEnsemble):
+            model = BootstrapEnsemble(model, n_estimators=10, random_state=opts.seed)
+    model.fit(runs.X, runs.Y)
+    if predict is not None:
+        pred = predict_table(model, runs, predict)
+        target = out or out_dir / "predictions.csv"
+        with atomic_path(target) as tmp:
+            pred.write_csv(tmp)
+        console.print(f"predictions for {pred.height} mixtures: {target}")
+        if truth is not None:
+            scores = score_predictions(pred, truth, runs.targets)
+            for t, r in scores.items():
+                console.print(f"  Spearman vs {truth.name}: {t} = {r:.4f}")
+            if scores:
+                console.print(
+                    f"  mean over {len(scores)} targets = {np.mean(list(scores.values())):.4f}"
+                )
+    if solve:
+        weights = dict(opts.objective) if opts.objective else {t: 1.0 for t in runs.targets}
+        objective = Objective.build(runs.targets, weights, runs.Y)
+        prior = dict(zip(runs.domains, runs.X.mean(axis=0), strict=True))
+        constraints = Constraints.build(runs.domains, prior=prior)
+        sol: Solution = solve_mixture(
+            model,
+            objective,
+            constraints,
+            X_runs=runs.X,
+            Y_runs=runs.Y,
+            method=opts.method,
+            seed=opts.seed,
+        )
+        atomic_write_json(out_dir / "solution.json", sol.to_dict())
+        print_solution(sol, console, run_ids=runs.ids)
+        console.print(f"solution: {out_dir / 'solution.json'}")
+    atomic_write_json(
+        out_dir / "replay.json",
+        json.loads(
+            json.dumps(
+                {
+                    "runs": str(runs_table),
+                    "metrics": str(metrics) if metrics else None,
+                    "domains": runs.domains,
+                    "targets": runs.targets,
+                    "model": opts.model,
+                    "folds": opts.folds,
+                    "repeats": opts.repeats,
+                    "seed": opts.seed,
+                }
+            )
+        ),
+    )

@@ -1,0 +1,37 @@
+"""Printing a solution for people: weights, predictions with intervals, the honesty checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from automixer.solve import Solution
+
+
+def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | None = None) -> None:
+    t = Table(title=f"optimal mixture ({sol.method})", title_justify="left")
+    t.add_column("domain")
+    t.add_column("weight", justify="right")
+    for d, w in sorted(sol.weights_dict().items(), key=lambda kv: -kv[1]):
+        t.add_row(d, f"{w:.4f}")
+    console.print(t)
+    interval = sol.interval()
+    iv = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+    console.print(f"predicted objective {sol.objective:+.3f}{iv} (standardised; higher is better)")
+    if sol.best_run is not None:
+        label = run_ids[sol.best_run] if run_ids else str(sol.best_run)
+        console.print(
+            f"best observed run {label}: measured {sol.best_run_objective:+.3f}, "
+            f"predicted {sol.best_run_predicted:+.3f}; optimism gap "
+            f"{sol.optimism_gap:+.3f}"
+        )
+    if sol.nearest_distance is not None:
+        console.print(
+            f"nearest trained run at total-variation distance "
+            f"{sol.nearest_distance:.3f} (runs' own nearest neighbours: up to "
+            f"{sol.typical_distance:.3f})"
+        )
+    for note in sol.warnings:
+        console.print(f"[yellow]warning:[/] {note}")

@@ -1,0 +1,175 @@
+"""Surrogates and solver against published sweeps (RegMix, Olmix), with baselines side by side.
+
+    python benchmarks/replay.py [--quick]
+
+RegMix: fit on n in {32, 64, 128, 512} of the 512 training runs (5 random subsets each), predict
+the 256 unseen mixtures, Spearman against their measured losses at 1M and 60M parameters, for
+Pile-CC and the mean over all 13 targets. The solver's pick among the 256 test mixtures, from 64
+runs, is ranked by its true Pile-CC loss. Olmix DCLM: 5-fold out-of-fold Spearman per family
+mean BPB. Timing: fit + solve on a synthetic 512 runs x 64 domains x 110 targets table.
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from automixer.replay import load_mixtures, load_runs, read_table
+from automixer.solve import Constraints, Objective, solve_mixture
+from automixer.surrogates import cross_validate, make_surrogate
+
+DATA = Path(__file__).parent / "data"
+REGMIX = DATA / "regmix" / "data"
+OLMIX = DATA / "olmix" / "dclm_swarm"
+PILECC = "metric/the_pile_pile_cc_val_loss"
+FAMILIES = {
+    "math": "minerva_math_*",
+    "code": "codex_*|mbpp*|mt_mbpp*",
+    "qa": "arc_*|basic_skills*|coqa*|csqa*|drop*|hellaswag*|jeopardy*|lab_bench*|lambada*|"
+    "medmcqa*|medqa*|mmlu_*|naturalqs*|piqa*|qasper*|sciq*|sciriff*|socialiqa*|squad*|"
+    "winogrande*",
+}
+MODELS = {
+    "automixer": "auto",
+    "regmix_lightgbm": "lightgbm",
+    "linear": "linear",
+    "loglinear": "loglinear",
+}
+
+
+def rho(a: np.ndarray, b: np.ndarray) -> float:
+    return float(spearmanr(a, b).statistic)
+
+
+def regmix(ns: list[int], subsets: int, models: dict[str, str]) -> dict:
+    train = load_runs(
+        REGMIX / "train_mixture_1m.csv", REGMIX / "train_pile_loss_1m.csv", id_column="index"
+    )
+    Xt, _ = load_mixtures(REGMIX / "test_mixture_1m.csv", train.domains)
+    truth = {
+        s: read_table(REGMIX / f"test_pile_loss_{s}.csv")
+        .sort("index")
+        .select(train.targets)
+        .to_numpy()
+        for s in ("1m", "60m")
+    }
+    pc = train.targets.index(PILECC)
+    out: dict = {}
+    for name, model_name in models.items():
+        for n in ns:
+            scores: dict[str, list[float]] = {
+                "pilecc_1m": [],
+                "pilecc_60m": [],
+                "mean13_1m": [],
+                "mean13_60m": [],
+                "pick_fraction": [],
+            }
+            t0 = time.perf_counter()
+            for s in range(subsets):
+                idx = np.random.default_rng(s).choice(len(train.X), n, replace=False)
+                model = make_surrogate(model_name).fit(train.X[idx], train.Y[idx])
+                P = np.asarray(model.predict(Xt))
+                for size, Y in truth.items():
+                    scores[f"pilecc_{size}"].append(rho(P[:, pc], Y[:, pc]))
+                    scores[f"mean13_{size}"].append(
+                        float(np.mean([rho(P[:, j], Y[:, j]) for j in range(Y.shape[1])]))
+                    )
+                if n == 64 and name == "automixer":
+                    # The solver's pick among the test mixtures: the candidate set is discrete,
+                    # so the exact solver's objective ranks them (Pile-CC loss, lower is better).
+                    obj = Objective.build(train.targets, {PILECC: 1.0}, train.Y[idx])
+                    pick = int(np.argmax(obj.value(P)))
+                    rank = int((truth["1m"][:, pc] < truth["1m"][pick, pc]).sum())
+                    scores["pick_fraction"].append((rank + 1) / len(Xt))
+            out[f"{name}.n{n}"] = {k: float(np.mean(v)) for k, v in scores.items() if v}
+            out[f"{name}.n{n}"]["seconds_per_fit"] = (time.perf_counter() - t0) / subsets
+            print(
+                f"regmix {name:16s} n={n:3d} "
+                + "  ".join(f"{k}={v:.4f}" for k, v in out[f"{name}.n{n}"].items()),
+                flush=True,
+            )
+    return out
+
+
+def olmix(models: dict[str, str], repeats: int) -> dict:
+    runs = load_runs(
+        OLMIX / "ratios.csv", OLMIX / "metrics.csv", id_column="run", families=FAMILIES
+    )
+    out: dict = {}
+    for name, model_name in models.items():
+        t0 = time.perf_counter()
+        cv = cross_validate(
+            runs.X,
+            runs.Y,
+            {name: make_surrogate(model_name)},
+            runs.targets,
+            folds=5,
+            repeats=repeats,
+            seed=0,
+        )
+        row = dict(cv.table.select("target", "spearman").iter_rows())
+        row["mean"] = float(np.mean(list(row.values())))
+        row["seconds"] = time.perf_counter() - t0
+        out[name] = row
+        print(f"olmix  {name:16s} " + "  ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
+    return out
+
+
+def fit_solve_timing(seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    n, d, k = 512, 64, 110
+    prior = rng.dirichlet(np.ones(d) * 2)
+    X = rng.dirichlet(prior * 20 + 0.05, size=n)
+    A = rng.normal(size=(d, k))
+    Y = 3 - np.sqrt(X) @ np.abs(A) * 0.1 + rng.normal(0, 0.01, (n, k))
+    names = [f"task{j}_bpb" for j in range(k)]
+    t0 = time.perf_counter()
+    model = make_surrogate("auto").fit(X, Y)
+    obj = Objective.build(names, {"task*": 1.0}, Y)
+    c = Constraints.build(
+        [f"d{i}" for i in range(d)],
+        prior=dict(zip([f"d{i}" for i in range(d)], prior, strict=True)),
+        strength=0.05,
+    )
+    solve_mixture(model, obj, c, X_runs=X, Y_runs=Y)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer subsets and sizes (a smoke run)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    ns = [64] if args.quick else [32, 64, 128, 512]
+    subsets = 2 if args.quick else 5
+    result: dict = {"regmix": regmix(ns, subsets, MODELS)}
+    result["olmix_dclm"] = olmix(MODELS, repeats=1 if args.quick else 3)
+    result["fit_solve_seconds"] = fit_solve_timing()
+    print(f"fit + solve, 512 runs x 64 domains x 110 targets: {result['fit_solve_seconds']:.1f}s")
+    flat = {
+        "regmix.n64.pilecc_1m": result["regmix"]["automixer.n64"]["pilecc_1m"],
+        "regmix.n64.pilecc_60m": result["regmix"]["automixer.n64"]["pilecc_60m"],
+        "regmix.n64.mean13_1m": result["regmix"]["automixer.n64"]["mean13_1m"],
+        "solver_top_fraction_n64": result["regmix"]["automixer.n64"]["pick_fraction"],
+        "olmix_dclm.math": result["olmix_dclm"]["automixer"]["math"],
+        "olmix_dclm.code": result["olmix_dclm"]["automixer"]["code"],
+        "olmix_dclm.qa": result["olmix_dclm"]["automixer"]["qa"],
+        "olmix_dclm.mean": result["olmix_dclm"]["automixer"]["mean"],
+        "fit_solve_seconds": result["fit_solve_seconds"],
+    }
+    if "automixer.n512" in result["regmix"]:
+        for k in ("pilecc_1m", "pilecc_60m", "mean13_1m"):
+            flat[f"regmix.n512.{k}"] = result["regmix"]["automixer.n512"][k]
+    flat["detail"] = result
+    print(json.dumps(flat))
+
+
+if __name__ == "__main__":
+    main()
