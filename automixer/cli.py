@@ -96,14 +96,18 @@ def worker(
 @user_errors
 def fit(run_dir: RunDirArg) -> None:
     """Fit surrogates on a sweep and print the cross-validation table."""
-    _not_built("fit", 6)
+    from automixer.fit_stage import run_fit
+
+    run_fit(run_dir, console)
 
 
 @app.command()
 @user_errors
 def solve(run_dir: RunDirArg) -> None:
     """The optimal mixture, with predicted scores and intervals."""
-    _not_built("solve", 6)
+    from automixer.fit_stage import run_solve
+
+    run_solve(run_dir, console)
 
 
 @app.command()

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.table import Table
 from scipy.stats import spearmanr
 
 from automixer.errors import AutomixerError
@@ -18,7 +17,7 @@ from automixer.io import atomic_path, atomic_write_json
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
 from automixer.solve import Constraints, Objective, Solution, solve_mixture
 from automixer.surrogates import cross_validate, make_surrogate
-from automixer.surrogates.solution_view import print_solution
+from automixer.views import print_cv_table, print_solution
 
 Z95 = 1.959963984540054
 
@@ -123,21 +122,9 @@ def run_replay(
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "cv.csv") as tmp:
         table.write_csv(tmp)
-    show = Table(
-        title=f"{opts.folds}-fold x {opts.repeats} out-of-fold cross-validation",
-        title_justify="left",
+    print_cv_table(
+        table, console, f"{opts.folds}-fold x {opts.repeats} out-of-fold cross-validation"
     )
-    for col in ("target", "model", "spearman", "sd", "rmse"):
-        show.add_column(col, justify="left" if col in ("target", "model") else "right")
-    for row in table.iter_rows(named=True):
-        show.add_row(
-            row["target"],
-            row["model"],
-            f"{row['spearman']:.4f}",
-            f"{row['spearman_sd']:.4f}",
-            f"{row['rmse']:.4g}",
-        )
-    console.print(show)
     mean_rho = float(np.mean(table["spearman"].to_numpy()))
     console.print(f"mean Spearman {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
     model = make_surrogate(opts.model, opts.transform)

@@ -83,3 +83,15 @@ class Objective:
     def per_target(self, Y: np.ndarray) -> np.ndarray:
         """Each target's standardised, signed value (higher is better), for Pareto fronts."""
         return (np.asarray(Y) - self.center) / self.scale * self.signs
+
+
+def resolve_keys(weights: Mapping[str, float], targets: Sequence[str]) -> dict[str, float]:
+    """Objective keys as target names: an exact name, an ability ('code' ->
+    'ability:code:bpb'), or a glob pattern (left for `Objective.build` to expand)."""
+    out: dict[str, float] = {}
+    for key, w in weights.items():
+        if key not in targets and f"ability:{key}:bpb" in targets:
+            out[f"ability:{key}:bpb"] = w
+        else:
+            out[key] = w
+    return out

@@ -124,9 +124,11 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         repeats: int = 3,
         uncertainty: bool = True,
         weight_transform: str = "auto",
+        choice: Sequence[str] | None = None,
         random_state: int = 0,
     ) -> None:
         self.candidates = candidates
+        self.choice = choice
         self.weight_transform = weight_transform
         self.folds = folds
         self.repeats = repeats
@@ -137,13 +139,18 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         Y = np.asarray(y).reshape(len(X), -1)
         self.single_target_ = np.asarray(y).ndim == 1
-        models = {c: make_surrogate(c, self.weight_transform) for c in self.candidates}
-        folds = min(self.folds, len(X))
-        self.cv_ = cross_validate(
-            X, Y, models, folds=folds, repeats=self.repeats, seed=self.random_state
-        )
-        best = self.cv_.best()
-        self.choice_ = [best[f"y{j}"] for j in range(Y.shape[1])]
+        if self.choice is not None:  # chosen before (e.g. by `automixer fit`): no CV again
+            if len(self.choice) != Y.shape[1]:
+                raise ValueError(f"choice names {len(self.choice)} models for {Y.shape[1]} targets")
+            self.cv_: CVResult | None = None
+            self.choice_ = list(self.choice)
+        else:
+            models = {c: make_surrogate(c, self.weight_transform) for c in self.candidates}
+            folds = min(self.folds, len(X))
+            self.cv_ = cross_validate(
+                X, Y, models, folds=folds, repeats=self.repeats, seed=self.random_state
+            )
+            self.choice_ = [self.cv_.best()[f"y{j}"] for j in range(Y.shape[1])]
         self.models_ = []
         for name in dict.fromkeys(self.choice_):
             cols = [j for j, c in enumerate(self.choice_) if c == name]

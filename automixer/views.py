@@ -1,9 +1,10 @@
-"""Printing a solution for people: weights, predictions with intervals, the honesty checks."""
+"""Tables for people: the cross-validation table, and a solution with its honesty checks."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
@@ -35,3 +36,18 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
         )
     for note in sol.warnings:
         console.print(f"[yellow]warning:[/] {note}")
+
+
+def print_cv_table(table: pl.DataFrame, console: Console, title: str) -> None:
+    show = Table(title=title, title_justify="left")
+    for col in ("target", "model", "spearman", "sd", "rmse"):
+        show.add_column(col, justify="left" if col in ("target", "model") else "right")
+    for row in table.iter_rows(named=True):
+        show.add_row(
+            row["target"],
+            row["model"],
+            f"{row['spearman']:.4f}",
+            f"{row['spearman_sd']:.4f}",
+            f"{row['rmse']:.4g}",
+        )
+    console.print(show)

@@ -1,0 +1,91 @@
+"""`automixer fit` / `solve` on a run directory whose runs.parquet follows the declared schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from automixer.cli import app
+from automixer.config import Config
+from automixer.errors import AutomixerError
+from automixer.rundir import RunDir
+from automixer.runs_table import read_runs, weight_column, write_runs
+from tests.conftest import small_config
+
+runner = CliRunner()
+
+
+def _run_dir(tmp_path: Path, n: int = 40) -> RunDir:
+    cfg = small_config(tmp_path)
+    cfg["surrogate"] = {"cv_repeats": 1, "cv_folds": 4}
+    cfg["solve"] = {"objective": {"code": 0.5, "commonsense": 0.5}}
+    rd = RunDir.for_config(Config.model_validate(cfg))
+    rd.write_config()
+    rng = np.random.default_rng(0)
+    domains = rd.config.domain_names
+    X = rng.dirichlet(np.ones(len(domains)), size=n)
+    code = 3.0 - np.sqrt(X[:, 0]) + rng.normal(0, 0.01, n)
+    cs = 3.0 - np.sqrt(X[:, 1]) - 0.5 * np.sqrt(X[:, 2]) + rng.normal(0, 0.01, n)
+    df = pl.DataFrame(
+        {
+            "run_id": [f"r{i:03d}" for i in range(n)],
+            "status": ["done"] * (n - 1) + ["failed"],
+            "seed": list(range(n)),
+            "tokens": [65536] * n,
+            "seconds": [1.0] * n,
+            "config_hash": [rd.config_hash] * n,
+            "commit": ["abc"] * n,
+            "error": [None] * (n - 1) + ["loss became NaN at step 3"],
+            **{weight_column(d): X[:, i] for i, d in enumerate(domains)},
+            "ability:code:bpb": code,
+            "ability:commonsense:bpb": cs,
+            "domain:bible:bpb": cs + 0.1,
+        }
+    )
+    write_runs(df, rd.file("runs.parquet"), domains)
+    return rd
+
+
+def test_fit_then_solve(tmp_path: Path):
+    rd = _run_dir(tmp_path)
+    r = runner.invoke(app, ["fit", str(rd.path)])
+    assert r.exit_code == 0, r.output
+    cv = pl.read_csv(rd.file("surrogates") / "cv.csv")
+    assert set(cv["target"]) == {"ability:code:bpb", "ability:commonsense:bpb", "domain:bible:bpb"}
+    choice = json.loads((rd.file("surrogates") / "choice.json").read_text())
+    assert choice["runs"] == 39  # the failed run is left out
+    assert choice["config_hash"] == rd.config_hash
+    r = runner.invoke(app, ["solve", str(rd.path)])
+    assert r.exit_code == 0, r.output
+    sol = json.loads(rd.file("solution.json").read_text())
+    w = sol["weights"]
+    assert abs(sum(w.values()) - 1) < 1e-6
+    assert w["code"] > 0.2 and w["bible"] > 0.2  # what the two abilities want
+    assert sol["objective"]["lo"] < sol["objective"]["predicted"] < sol["objective"]["hi"]
+    front = pl.read_csv(rd.file("pareto.csv"))
+    assert front["chosen"].sum() == 1
+
+
+def test_runs_table_schema_is_enforced(tmp_path: Path):
+    rd = _run_dir(tmp_path, n=10)
+    df = read_runs(rd.file("runs.parquet"), rd.config.domain_names)
+    with pytest.raises(AutomixerError, match="missing columns"):
+        write_runs(df.drop("seed"), tmp_path / "x.parquet", rd.config.domain_names)
+    with pytest.raises(AutomixerError, match="unexpected columns"):
+        write_runs(
+            df.with_columns(pl.lit(1).alias("junk")), tmp_path / "x.parquet", rd.config.domain_names
+        )
+    with pytest.raises(AutomixerError, match="not unique"):
+        write_runs(pl.concat([df, df.head(1)]), tmp_path / "x.parquet", rd.config.domain_names)
+
+
+def test_fit_without_runs_is_one_line(tmp_path: Path):
+    rd = RunDir.for_config(Config.model_validate(small_config(tmp_path)))
+    rd.write_config()
+    r = runner.invoke(app, ["fit", str(rd.path)])
+    assert r.exit_code == 2 and "no runs.parquet" in r.output
