@@ -1,4 +1,4 @@
-"""`automixer replay` on the published Olmix swarm (copied into benchmarks/data with its licence)."""
+"""`automixer replay` on the published Olmix swarm (copied into benchmarks/data, with licence)."""
 
 from __future__ import annotations
 
