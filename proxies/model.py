@@ -1,0 +1,108 @@
+"""A pack of Laguna-style proxy language models: P decoder-only transformers in one module.
+
+Features: RMSNorm; rotary embeddings with separate bases for local and global layers;
+grouped-query attention with QK-norm; sliding-window and global attention interleaved 3:1;
+sigmoid-routed top-k MoE feed-forward with a shared expert and auxiliary-loss-free balancing
+(optional balance and z-losses), or a dense SwiGLU for comparison. Every weight has a leading
+pack axis P, so P=1 is a single proxy and a pack trains P independent proxies in one process.
+
+Shapes: P pack, B batch, T time, N = B*T, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxies.layers import Attention, SwiGLU, init_packed, packed_linear, rms_norm
+from proxies.moe import MoE
+from proxies.presets import ModelConfig
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, P: int, layer: int) -> None:
+        super().__init__()
+        is_global = cfg.is_global(layer)
+        self.attn_norm = nn.Parameter(torch.ones(P, cfg.d_model))
+        self.ffn_norm = nn.Parameter(torch.ones(P, cfg.d_model))
+        self.attn = Attention(
+            P,
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            None if is_global else cfg.window,
+            cfg.rope_base_global if is_global else cfg.rope_base_local,
+        )
+        self.ffn: MoE | SwiGLU = (
+            SwiGLU(P, cfg.d_model, cfg.dense_hidden)
+            if cfg.dense
+            else MoE(
+                P,
+                cfg.d_model,
+                cfg.n_experts,
+                cfg.top_k,
+                cfg.expert_hidden,
+                cfg.n_shared,
+                cfg.route_scale,
+            )
+        )
+
+    def forward(
+        self, x_PBTD: torch.Tensor, aux: list[torch.Tensor], cfg: ModelConfig
+    ) -> torch.Tensor:
+        P, B, T, D = x_PBTD.shape
+        x_PBTD = x_PBTD + self.attn(rms_norm(x_PBTD, self.attn_norm[:, None, None, :]))
+        h_PND = rms_norm(x_PBTD, self.ffn_norm[:, None, None, :]).reshape(P, B * T, D)
+        if isinstance(self.ffn, MoE):
+            y, logits, top = self.ffn(h_PND)
+            if cfg.aux_loss_coef:
+                aux.append(cfg.aux_loss_coef * self.ffn.balance_loss(logits, top))
+            if cfg.z_loss_coef:
+                aux.append(cfg.z_loss_coef * torch.logsumexp(logits, -1).pow(2).mean(1))
+        else:
+            y = self.ffn(h_PND)
+        return x_PBTD + y.view(P, B, T, D)
+
+
+class PackedLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, seeds: list[int]) -> None:
+        super().__init__()
+        P = len(seeds)
+        self.cfg, self.P, self.seeds = cfg, P, list(seeds)
+        self.embed = nn.Parameter(torch.empty(P, cfg.vocab_size, cfg.d_model))
+        self.blocks = nn.ModuleList(Block(cfg, P, i) for i in range(cfg.n_layers))
+        self.final_norm = nn.Parameter(torch.ones(P, cfg.d_model))
+        self.head = nn.Parameter(torch.empty(P, cfg.vocab_size, cfg.d_model))
+        init_packed(self, self.seeds, cfg.init_std, cfg.n_layers)
+
+    def moe_layers(self) -> list[MoE]:
+        return [b.ffn for b in self.blocks if isinstance(b.ffn, MoE)]
+
+    def forward(self, tokens_PBT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (P, B, T, V) and the per-proxy auxiliary loss (P,)."""
+        P, B, T = tokens_PBT.shape
+        # One lookup per proxy: each proxy's embedding gradient is then summed exactly as it
+        # would be alone (a single gather over the pack accumulates in another order).
+        x = torch.stack([F.embedding(tokens_PBT[p], self.embed[p]) for p in range(P)])
+        aux: list[torch.Tensor] = []
+        for block in self.blocks:
+            x = block(x, aux, self.cfg)
+        x = rms_norm(x, self.final_norm[:, None, None, :]).reshape(P, B * T, -1)
+        logits = packed_linear(x, self.head).view(P, B, T, -1)
+        aux_P = torch.stack(aux).sum(0) if aux else x.new_zeros(P)
+        return logits, aux_P
+
+    def losses(self, batch_PBL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token cross-entropy per proxy (P,) in nats, and the auxiliary loss (P,)."""
+        inputs, targets = batch_PBL[..., :-1], batch_PBL[..., 1:]
+        logits, aux = self(inputs)
+        P = logits.shape[0]
+        ce = (
+            F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
+            )
+            .view(P, -1)
+            .mean(1)
+        )
+        return ce, aux

@@ -1,0 +1,107 @@
+"""Mixture-of-experts feed-forward of the Laguna family, packed.
+
+Sigmoid router scores; each token picks its top-k routed experts by score + bias, weighted by
+the scores normalised over the chosen k; one (or more) shared expert is always on. Balance
+without an auxiliary loss (DeepSeek-V3): after each step, a per-expert bias moves up for
+under-loaded experts and down for over-loaded ones; it only affects which experts are picked,
+never the weights. An optional sequence-level balance loss and router z-loss are available.
+
+A pack of P proxies with E experts each is one grouped MoE of P*E experts: a token of proxy p
+routes only among proxy p's experts. Tokens are sorted by global expert id into a padded buffer
+(P*E, C, D) so that all experts run as one batched matmul (C = the busiest expert's load; no
+token is ever dropped).
+
+Shapes: P pack, N tokens, D width, E experts, k chosen experts, F expert hidden, C capacity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxies.layers import SwiGLU, packed_linear
+
+
+class MoE(nn.Module):
+    bias: torch.Tensor
+    """Per-expert routing bias (P, E), moved by `update_bias`; it only affects selection."""
+
+    def __init__(
+        self, P: int, D: int, E: int, k: int, F_: int, n_shared: int, route_scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.P, self.E, self.k, self.route_scale = P, E, k, route_scale
+        self.router = nn.Parameter(torch.empty(P, E, D))
+        self.w1 = nn.Parameter(torch.empty(P, E, F_, D))
+        self.w3 = nn.Parameter(torch.empty(P, E, F_, D))
+        self.w2 = nn.Parameter(torch.empty(P, E, D, F_))
+        self.shared = SwiGLU(P, D, F_ * n_shared) if n_shared else None
+        self.register_buffer("bias", torch.zeros(P, E))
+        self.last_load: torch.Tensor | None = None
+        """Tokens routed to each expert in the last forward, (P, E)."""
+
+    def route(self, x_PND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits_PNE = packed_linear(x_PND, self.router)
+        scores_PNE = torch.sigmoid(logits_PNE)
+        _, top_PNk = (scores_PNE + self.bias[:, None, :]).topk(self.k, dim=-1)
+        gates_PNk = scores_PNE.gather(-1, top_PNk)
+        gates_PNk = gates_PNk / gates_PNk.sum(-1, keepdim=True) * self.route_scale
+        return logits_PNE, top_PNk, gates_PNk
+
+    def forward(self, x_PND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The output (P, N, D), the router logits (P, N, E) and the choices (P, N, k)."""
+        P, N, D = x_PND.shape
+        E, k = self.E, self.k
+        logits_PNE, top_PNk, gates_PNk = self.route(x_PND)
+        dev = x_PND.device
+        gid = (torch.arange(P, device=dev)[:, None, None] * E + top_PNk).reshape(-1)
+        tok = (
+            (
+                torch.arange(P, device=dev)[:, None, None] * N
+                + torch.arange(N, device=dev)[None, :, None]
+            )
+            .expand(P, N, k)
+            .reshape(-1)
+        )
+        order = torch.argsort(gid, stable=True)
+        gid_s, tok_s = gid[order], tok[order]
+        gate_s = gates_PNk.reshape(-1)[order]
+        counts = torch.bincount(gid, minlength=P * E)
+        self.last_load = counts.view(P, E).detach()
+        offsets = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(gid_s.numel(), device=dev) - offsets[gid_s]
+        C = int(counts.max())
+        x_flat = x_PND.reshape(P * N, D)
+        buf_GCD = x_flat.new_zeros(P * E, C, D)
+        buf_GCD[gid_s, pos] = x_flat[tok_s]
+        w1 = self.w1.reshape(P * E, -1, D)
+        w3 = self.w3.reshape(P * E, -1, D)
+        w2 = self.w2.reshape(P * E, D, -1)
+        h_GCF = F.silu(packed_linear(buf_GCD, w1)) * packed_linear(buf_GCD, w3)
+        out_GCD = packed_linear(h_GCF, w2)
+        y_flat = x_flat.new_zeros(P * N, D).index_add(
+            0, tok_s, out_GCD[gid_s, pos] * gate_s[:, None]
+        )
+        y_PND = y_flat.view(P, N, D)
+        if self.shared is not None:
+            y_PND = y_PND + self.shared(x_PND)
+        return y_PND, logits_PNE, top_PNk
+
+    @torch.no_grad()
+    def update_bias(self, rate: float, active: torch.Tensor | None = None) -> None:
+        """Nudge each proxy's per-expert bias toward uniform load (sign of the deficit)."""
+        if self.last_load is None or rate == 0:
+            return
+        load = self.last_load.float()
+        step = rate * torch.sign(load.mean(-1, keepdim=True) - load)
+        if active is not None:
+            step = step * active[:, None]
+        self.bias.add_(step)
+
+    def balance_loss(self, logits_PNE: torch.Tensor, top_PNk: torch.Tensor) -> torch.Tensor:
+        """Sequence-level balance loss per proxy: E * sum_e f_e * p_e (1 when uniform)."""
+        scores = torch.sigmoid(logits_PNE)
+        p = (scores / scores.sum(-1, keepdim=True)).mean(1)
+        f = F.one_hot(top_PNk, self.E).sum(2).float().mean(1) / self.k
+        return self.E * (f * p).sum(-1)

@@ -1,0 +1,191 @@
+"""Optimisers for packed proxies: Muon for hidden matrices, AdamW for the rest.
+
+Both work on parameters with a leading pack axis and take a per-proxy learning-rate scale, so a
+failed proxy of a pack (scale 0) stops changing while the others go on. `BatchedMuon` applies
+`torch.optim.Muon`'s update to every matrix of a stacked parameter (the last two axes are one
+matrix: each proxy's, each expert's); `BatchedAdamW` is `torch.optim.AdamW`'s update. Tests
+check both against the torch optimisers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon parameters, AdamW parameters). Muon takes the hidden matrices: attention
+    projections and every expert's and shared expert's matrices. AdamW takes embeddings, head,
+    norms and routers. Every parameter lands in exactly one group."""
+    muon: list[nn.Parameter] = []
+    adamw: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        hidden = leaf in ("wq", "wk", "wv", "wo", "w1", "w2", "w3") and p.ndim >= 3
+        (muon if hidden else adamw).append(p)
+    ids = [id(p) for p in muon + adamw]
+    every = [id(p) for p in model.parameters()]
+    assert sorted(ids) == sorted(every) and len(set(ids)) == len(ids), (
+        "every parameter must land in exactly one optimiser group"
+    )
+    return muon, adamw
+
+
+def newton_schulz(
+    G: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
+    """Orthogonalise each matrix of G (..., m, n) as torch.optim.Muon does, batched."""
+    a, b, c = NS_COEFFICIENTS
+    X = G.to(dtype).reshape(-1, *G.shape[-2:])
+    transposed = X.shape[-2] > X.shape[-1]
+    if transposed:
+        X = X.transpose(-2, -1)
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        A = X @ X.transpose(-2, -1)
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if transposed:
+        X = X.transpose(-2, -1)
+    return X.reshape(G.shape)
+
+
+def _scale(scale: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A per-proxy scale (P,) shaped to broadcast against a packed parameter."""
+    return scale.view(-1, *([1] * (p.ndim - 1)))
+
+
+class BatchedMuon(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float = 0.02,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype | None = None,
+    ) -> None:
+        """`ns_dtype`: precision of the Newton-Schulz iteration; by default bfloat16 on a GPU
+        (as torch.optim.Muon) and float32 on a CPU, where bfloat16 matmuls are ~40x slower."""
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "nesterov": nesterov,
+                "ns_steps": ns_steps,
+                "ns_dtype": ns_dtype,
+            },
+        )
+
+    @torch.no_grad()
+    def step(self, closure: None = None, proxy_scale: torch.Tensor | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                dtype = group["ns_dtype"] or (torch.bfloat16 if p.is_cuda else torch.float32)
+                update = newton_schulz(update, group["ns_steps"], dtype=dtype)
+                rows, cols = p.shape[-2:]
+                lr = group["lr"]
+                adjusted = lr * math.sqrt(max(1.0, rows / cols))
+                if proxy_scale is None:
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(update.to(p.dtype), alpha=-adjusted)
+                else:
+                    s = _scale(proxy_scale, p)
+                    p.mul_(1 - lr * group["weight_decay"] * s)
+                    p.sub_(update.to(p.dtype) * (adjusted * s))
+
+
+class BatchedAdamW(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float = 3e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        )
+
+    @torch.no_grad()
+    def step(self, closure: None = None, proxy_scale: torch.Tensor | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(p.grad, 1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                lr = group["lr"]
+                step_size = lr / (1 - b1**t)
+                denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
+                if proxy_scale is None:
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.addcdiv_(m, denom, value=-step_size)
+                else:
+                    s = _scale(proxy_scale, p)
+                    p.mul_(1 - lr * group["weight_decay"] * s)
+                    p.sub_(m / denom * (step_size * s))
+
+
+@torch.no_grad()
+def clip_per_proxy(params: Iterable[nn.Parameter], max_norm: float, P: int) -> torch.Tensor:
+    """Clip each proxy's gradient to `max_norm` separately; returns the norms before (P,)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(P)
+    sq = torch.stack([g.pow(2).reshape(P, -1).sum(1) for g in grads]).sum(0)
+    norms = sq.sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_scale(factor, g))
+    return norms
+
+
+def lr_multiplier(
+    step: int,
+    total: int,
+    warmup_fraction: float,
+    schedule: str,
+    final: float = 0.1,
+    decay_fraction: float = 0.2,
+) -> float:
+    """Warmup then cosine (to `final`) or warmup-stable-decay (linear to `final` over the last
+    `decay_fraction` of steps)."""
+    warmup = max(1, int(total * warmup_fraction)) if warmup_fraction > 0 else 0
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if schedule == "wsd":
+        decay_start = int(total * (1 - decay_fraction))
+        if step < decay_start:
+            return 1.0
+        return 1.0 - (1.0 - final) * (step - decay_start) / max(1, total - decay_start)
+    raise ValueError(f"unknown schedule '{schedule}' (cosine or wsd)")

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from automixer.data.loader import MixtureLoader
+from proxies.layers import sliding_window_mask
+from proxies.model import PackedLM
+from proxies.moe import MoE
+from proxies.optim import BatchedAdamW, BatchedMuon, newton_schulz, split_params
+from proxies.presets import PRESETS, get_preset
+from proxies.train import SilentCorruptionError, TrainConfig, train_one, train_pack
+
+CFG = get_preset("tiny", vocab_size=512)
+FAST = TrainConfig(lr=0.02, adam_lr=3e-3, log_every=1, eval_tokens=2048)
+
+
+def _loader(seed: int, tokens: int = 8 * 32 * 6, weights: dict | None = None) -> MixtureLoader:
+    rng = np.random.default_rng(123)
+    # Two "domains" with different token statistics.
+    shards = {
+        "a": rng.integers(0, 256, 50_000).astype(np.uint16),
+        "b": (rng.integers(0, 64, 50_000) * 8 % 512).astype(np.uint16),
+    }
+    return MixtureLoader(
+        shards, weights or {"a": 0.7, "b": 0.3}, tokens, seq_len=32, batch_size=8, seed=seed
+    )
+
+
+def test_presets_report_parameter_counts():
+    counts = PRESETS["quickstart"].param_counts()
+    assert 0.8e6 < counts["active"] < 1.6e6 and counts["total"] > counts["active"]
+    assert 80e6 < PRESETS["gpu-100m"].param_counts()["active"] < 160e6
+    dense = get_preset("quickstart", dense=True).param_counts()
+    assert dense["active"] == dense["total"]
+
+
+def test_pack_equals_separate_training():
+    seeds = [1, 2, 3]
+    loaders = [
+        _loader(s, weights=w)
+        for s, w in zip(seeds, [{"a": 1.0}, {"b": 1.0}, {"a": 0.5, "b": 0.5}], strict=True)
+    ]
+    pack = train_pack(CFG, loaders, seeds, FAST)
+    for p, s in enumerate(seeds):
+        alone = train_one(CFG, loaders[p], s, FAST)
+        curve_pack = np.array([v for _, v in pack[p].loss_curve])
+        curve_alone = np.array([v for _, v in alone.loss_curve])
+        np.testing.assert_allclose(curve_pack, curve_alone, rtol=1e-4, atol=1e-5)
+        # Batched matmuls sum in another order than single ones; AdamW's normalised step turns
+        # float noise in near-zero gradients into up to one step (adam_lr) of difference.
+        for name, w in alone.state.items():
+            torch.testing.assert_close(pack[p].state[name], w, rtol=0, atol=FAST.adam_lr)
+
+
+def test_same_seed_bitwise_identical_weights():
+    a = train_one(CFG, _loader(5), 7, FAST)
+    b = train_one(CFG, _loader(5), 7, FAST)
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    c = train_one(CFG, _loader(5), 8, FAST)
+    assert not torch.equal(a.state["head"], c.state["head"])
+
+
+def test_silent_corruption_is_caught_at_next_check():
+    cfg = TrainConfig(log_every=1, sdc_every=2)
+    lo = _loader(0)
+
+    def flip_at(when: int):
+        def flip(step: int, model: PackedLM) -> None:
+            if step == when:  # flip one low bit of one weight in replica 1, after the update
+                with torch.no_grad():
+                    bits = model.blocks[1].attn.wq.data[1].view(torch.int32)
+                    bits[0, 0] ^= 1 << 3
+
+        return flip
+
+    # Flipped just before a check (steps 1, 3, 5 are checks): caught there, in that tensor.
+    with pytest.raises(SilentCorruptionError) as info:
+        train_pack(CFG, [lo, lo, lo], [4, 4, 4], cfg, on_step=flip_at(3))
+    assert (info.value.step, info.value.replica, info.value.tensor) == (3, 1, "blocks.1.attn.wq")
+    # Flipped between checks: the corruption spreads through the next update; still caught at
+    # the next check.
+    with pytest.raises(SilentCorruptionError) as info:
+        train_pack(CFG, [lo, lo, lo], [4, 4, 4], cfg, on_step=flip_at(2))
+    assert info.value.step == 3 and info.value.replica == 1
+    # Without the flip the replicas stay bit-identical through every check.
+    train_pack(CFG, [lo, lo], [4, 4], cfg)
+
+
+def test_optimizer_groups_cover_every_parameter_once():
+    model = PackedLM(CFG, [0, 1])
+    muon, adamw = split_params(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = {names[id(p)] for p in muon}
+    adam_names = {names[id(p)] for p in adamw}
+    assert "blocks.0.ffn.w1" in muon_names and "blocks.0.attn.wq" in muon_names
+    assert "blocks.0.ffn.shared.w2" in muon_names
+    assert {"embed", "head", "final_norm", "blocks.0.ffn.router"} <= adam_names
+    assert not any("norm" in n for n in muon_names)
+    assert len(muon_names) + len(adam_names) == len(list(model.parameters()))
+
+
+def test_batched_muon_matches_torch_muon():
+    torch.manual_seed(0)
+    W = torch.randn(3, 5, 24, 16)  # pack of 3, 5 experts, (out, in) matrices
+    grads = [torch.randn_like(W) for _ in range(3)]
+    mine = torch.nn.Parameter(W.clone())
+    opt = BatchedMuon([mine], lr=0.02, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    refs = [torch.nn.Parameter(W[p, e].clone()) for p in range(3) for e in range(5)]
+    ref_opt = torch.optim.Muon(refs, lr=0.02, weight_decay=0.1)
+    for g in grads:
+        mine.grad = g.clone()
+        opt.step()
+        for i, r in enumerate(refs):
+            r.grad = g[i // 5, i % 5].clone()
+        ref_opt.step()
+    for i, r in enumerate(refs):
+        torch.testing.assert_close(mine.data[i // 5, i % 5], r.data, rtol=2e-2, atol=2e-3)
+    G = torch.randn(4, 32, 8)
+    ortho = newton_schulz(G, dtype=torch.float32)
+    s = torch.linalg.svdvals(ortho)
+    assert s.min() > 0.5 and s.max() < 1.5  # close to orthogonal
+
+
+def test_batched_adamw_matches_torch_adamw():
+    torch.manual_seed(0)
+    W = torch.randn(2, 6, 4)
+    mine = torch.nn.Parameter(W.clone())
+    ref = torch.nn.Parameter(W.clone())
+    opt = BatchedAdamW([mine], lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
+    ref_opt = torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+    for _ in range(5):
+        g = torch.randn_like(W)
+        mine.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    torch.testing.assert_close(mine.data, ref.data)
+    frozen = mine.data.clone()
+    mine.grad = torch.randn_like(W)
+    opt.step(proxy_scale=torch.tensor([0.0, 1.0]))
+    assert torch.equal(mine.data[0], frozen[0]) and not torch.equal(mine.data[1], frozen[1])
+
+
+def test_routing_top_k_and_shared_expert():
+    torch.manual_seed(0)
+    moe = MoE(P=2, D=16, E=4, k=2, F_=8, n_shared=1)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 50, 16)
+    _, top, gates = moe.route(x)
+    assert top.shape == (2, 50, 2) and torch.all(top[..., 0] != top[..., 1])
+    torch.testing.assert_close(gates.sum(-1), torch.ones(2, 50))
+    moe(x)
+    assert int(moe.last_load.sum()) == 2 * 50 * 2
+    # The shared expert is always on: zeroing every routed expert leaves its output.
+    with torch.no_grad():
+        moe.w2.zero_()
+    y0, _, _ = moe(x)
+    assert moe.shared is not None
+    torch.testing.assert_close(y0, moe.shared(x))
+    assert y0.abs().sum() > 0
+
+
+def test_bias_balancing_moves_load_toward_uniform():
+    torch.manual_seed(0)
+    moe = MoE(P=1, D=16, E=4, k=1, F_=8, n_shared=0)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():
+        moe.router[0, 0] += 2.0  # expert 0 attracts almost everything
+    x = torch.randn(1, 400, 16)
+    x[..., :] += 0.5
+    moe(x)
+    first = moe.last_load.float()
+    for _ in range(300):
+        moe(x)
+        moe.update_bias(0.01)
+    last = moe.last_load.float()
+    assert (last.max() - last.min()) < 0.5 * (first.max() - first.min())
+
+
+def test_sliding_window_masking():
+    m = sliding_window_mask(6, 3, torch.device("cpu"))
+    assert m[5].tolist() == [False, False, False, True, True, True]
+    assert not m[0, 1]  # causal
+    cfg = get_preset("tiny", vocab_size=64, n_layers=1, global_every=4, window=4)
+    model = PackedLM(cfg, [0])
+    a = torch.randint(0, 64, (1, 1, 16))
+    b = a.clone()
+    b[0, 0, :5] = (b[0, 0, :5] + 1) % 64  # change tokens outside position 15's window
+    la, _ = model(a)
+    lb, _ = model(b)
+    torch.testing.assert_close(la[0, 0, 15], lb[0, 0, 15])
+    assert not torch.allclose(la[0, 0, 6], lb[0, 0, 6])
+
+
+def test_nan_stops_one_proxy_and_the_pack_goes_on():
+    loaders = [_loader(0), _loader(1)]
+    cfg = TrainConfig(log_every=1)
+
+    def poison(step: int, model: PackedLM) -> None:
+        if step == 1:
+            with torch.no_grad():
+                model.head[1, 0, 0] = float("nan")
+
+    res = train_pack(CFG, loaders, [0, 1], cfg, on_step=poison)
+    assert res[0].status == "done" and res[1].status == "failed"
+    assert "step 2" in (res[1].error or "")
+
+
+def test_checkpoint_resume_gives_identical_results(tmp_path: Path):
+    lo = _loader(3)
+    cfg = TrainConfig(log_every=1, checkpoint_every=2)
+    full = train_one(CFG, lo, 9, cfg)
+    ck = tmp_path / "ck.pt"
+    partial = train_one(CFG, lo, 9, cfg, checkpoint=ck, max_steps=3)
+    assert partial.status == "running" and ck.is_file()
+    resumed = train_one(CFG, lo, 9, cfg, checkpoint=ck)
+    assert resumed.status == "done"
+    assert [v for _, v in resumed.loss_curve] == [v for _, v in full.loss_curve]
+    assert all(torch.equal(resumed.state[k], full.state[k]) for k in full.state)
+
+
+def test_loss_falls_on_real_text(bundle_and_config):
+    bundle, config = bundle_and_config
+    loader = bundle.loader(
+        {"code": 0.4, "bible": 0.3, "dictionary": 0.3}, config, seed=0, tokens=40 * 8 * 64
+    )
+    cfg = get_preset("tiny", vocab_size=bundle.tokenizer.get_vocab_size())
+    res = train_one(
+        cfg,
+        loader,
+        0,
+        TrainConfig(log_every=1, eval_tokens=4096),
+        val=bundle.val_arrays(),
+        bytes_per_token=bundle.bytes_per_token(),
+    )
+    curve = [v for _, v in res.loss_curve]
+    assert np.mean(curve[-5:]) < np.mean(curve[:3]) - 1.0
+    assert set(res.val_bpb) == {"code", "bible", "dictionary"}
+    assert all(0.5 < v < 6 for v in res.val_bpb.values())
