@@ -51,6 +51,14 @@ class TrainConfig:
     """Steps between replica weight-hash checks (0: off; the pack must be replicas)."""
     compile: bool = False
     """torch.compile the model (CUDA only)."""
+    optimizer: str = "muon"
+    """'muon' (Muon for hidden matrices, AdamW for the rest) or 'adamw' (AdamW for all)."""
+    lr_scales: tuple[float, ...] | None = None
+    """Per-proxy multipliers of both learning rates (a learning-rate sweep as one pack)."""
+    eval_every: int = 0
+    """Steps between held-out loss measurements for the validation curve (0: none)."""
+    eval_curve_tokens: int = 8192
+    """Held-out tokens per domain behind each point of the validation curve."""
 
 
 @dataclass
@@ -60,6 +68,8 @@ class ProxyResult:
     error: str | None = None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     val_bpb: dict[str, float] = field(default_factory=dict)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mean held-out loss in nats over domains), every `eval_every` steps."""
     tokens: int = 0
     seconds: float = 0.0
     state: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -167,8 +177,21 @@ def train_pack(
         raise ValueError("loaders of a pack must share steps and batch size")
     model = PackedLM(model_cfg, list(seeds)).to(device)
     muon_params, adam_params = split_params(model)
-    muon = BatchedMuon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        muon_params, adam_params = [], muon_params + adam_params
+    elif cfg.optimizer != "muon":
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (muon or adamw)")
+    muon = (
+        BatchedMuon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay) if muon_params else None
+    )
     adamw = BatchedAdamW(adam_params, lr=cfg.adam_lr, weight_decay=cfg.weight_decay)
+    scales = torch.tensor(
+        cfg.lr_scales if cfg.lr_scales is not None else [1.0] * P,
+        device=device,
+        dtype=torch.float32,
+    )
+    if scales.numel() != P:
+        raise ValueError("lr_scales needs one value per proxy")
     results = [ProxyResult(seed=s) for s in seeds]
     active = torch.ones(P, device=device)
     start = 0
@@ -178,7 +201,8 @@ def train_pack(
         if list(state["seeds"]) != list(seeds) or state["steps"] != steps:
             raise ValueError(f"checkpoint {checkpoint} belongs to another run")
         model.load_state_dict(state["model"])
-        muon.load_state_dict(state["muon"])
+        if muon is not None:
+            muon.load_state_dict(state["muon"])
         adamw.load_state_dict(state["adamw"])
         active = state["active"].to(device)
         start = int(state["step"])
@@ -201,7 +225,7 @@ def train_pack(
     step = start
     for step in range(start, end):
         mult = lr_multiplier(step, steps, cfg.warmup_fraction, cfg.schedule)
-        for g in muon.param_groups:
+        for g in muon.param_groups if muon is not None else []:
             g["lr"] = cfg.lr * mult
         for g in adamw.param_groups:
             g["lr"] = cfg.adam_lr * mult
@@ -216,12 +240,12 @@ def train_pack(
         if not bool(active.any()):
             break
         loss = torch.where(active > 0, ce + aux, torch.zeros_like(ce)).sum()
-        muon.zero_grad(set_to_none=True)
-        adamw.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         loss.backward()
         clip_per_proxy(model.parameters(), cfg.grad_clip, P)
-        muon.step(proxy_scale=active)
-        adamw.step(proxy_scale=active)
+        if muon is not None:
+            muon.step(proxy_scale=active * scales)
+        adamw.step(proxy_scale=active * scales)
         for moe in model.moe_layers():
             moe.update_bias(model_cfg.bias_update_rate, active)
         if on_step is not None:
@@ -234,6 +258,25 @@ def train_pack(
             if on_log is not None:
                 elapsed = time.perf_counter() - t0
                 on_log(step, values, tokens_per_step * P * (step - start + 1) / max(elapsed, 1e-9))
+        if (
+            cfg.eval_every
+            and val is not None
+            and bytes_per_token is not None
+            and ((step + 1) % cfg.eval_every == 0 or step == steps - 1)
+        ):
+            curve = evaluate_bpb(
+                model,
+                val,
+                dict.fromkeys(val, 1 / math.log(2)),
+                loaders[0].seq_len,
+                cfg.eval_batch,
+                cfg.eval_curve_tokens,
+                device,
+            )
+            nats = torch.stack(list(curve.values())).mean(0)  # bytes_per_token=1/ln2 -> nats
+            for p, r in enumerate(results):
+                if active[p] > 0:
+                    r.val_curve.append((step + 1, float(nats[p])))
         if cfg.sdc_every and (step + 1) % cfg.sdc_every == 0:
             check_replicas(model, step)
         done = step + 1
@@ -250,11 +293,12 @@ def train_pack(
                     "steps": steps,
                     "step": done,
                     "model": model.state_dict(),
-                    "muon": muon.state_dict(),
+                    "muon": muon.state_dict() if muon is not None else {},
                     "adamw": adamw.state_dict(),
                     "active": active.cpu(),
                     "seconds": seconds_before + time.perf_counter() - t0,
                     "curves": [r.loss_curve for r in results],
+                    "val_curves": [r.val_curve for r in results],
                     "status": [r.status for r in results],
                     "errors": [r.error or "" for r in results],
                 },

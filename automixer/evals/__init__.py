@@ -1,0 +1,1 @@
+"""Evaluation: the task format, built-in suites from real benchmark items, and scoring."""

@@ -1,0 +1,176 @@
+"""Scoring items: bits per byte of the gold answer, and multiple-choice accuracy by likelihood.
+
+Metric names (the columns of runs.parquet, the surrogates' targets; one scheme everywhere):
+
+    suite:<suite>:bpb        bits per UTF-8 byte of the gold continuation given the context
+    suite:<suite>:acc        accuracy, the choice with the highest log-likelihood
+    suite:<suite>:acc_norm   accuracy, log-likelihood per byte of the choice
+    ability:<ability>:bpb    weighted mean of its suites' bpb (lower is better)
+    ability:<ability>:acc    weighted mean of its multiple-choice suites' acc
+    domain:<domain>:bpb      held-out bits per byte of a training domain
+
+`score_tasks` takes any log-likelihood function, so a model, a pack of models or a random
+scorer all go through the same arithmetic. `PackScorer` is the one for proxies: every request
+is scored by all P proxies of a pack in one batched forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from automixer.data.tokenizer import EOS
+from automixer.evals.tasks import Task
+
+Request = tuple[str, str]
+LogLik = Callable[[Sequence[Request]], tuple[np.ndarray, np.ndarray]]
+"""requests -> (summed log-likelihood of each continuation (P, R) in nats, its bytes (R,))."""
+
+
+def suite_metric(suite: str, measure: str) -> str:
+    return f"suite:{suite}:{measure}"
+
+
+def ability_metric(ability: str, measure: str) -> str:
+    return f"ability:{ability}:{measure}"
+
+
+def domain_metric(domain: str) -> str:
+    return f"domain:{domain}:bpb"
+
+
+def score_tasks(
+    tasks: Sequence[Task],
+    loglik: LogLik,
+    abilities: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-suite and per-ability metrics, each an array over the proxies of the scorer."""
+    requests: list[Request] = []
+    spans = []
+    for t in tasks:
+        reqs = t.requests()
+        spans.append((len(requests), len(reqs)))
+        requests.extend(reqs)
+    ll, nbytes = loglik(requests)
+    P = ll.shape[0]
+    by_suite: dict[str, dict[str, list]] = {}
+    for t, (start, n) in zip(tasks, spans, strict=True):
+        s = by_suite.setdefault(t.suite, {"nats": [], "bytes": [], "acc": [], "acc_norm": []})
+        g = start + t.gold_index()
+        s["nats"].append(-ll[:, g])
+        s["bytes"].append(nbytes[g])
+        if t.is_choice:
+            block = ll[:, start : start + n]
+            per_byte = block / np.maximum(nbytes[start : start + n], 1)
+            s["acc"].append(block.argmax(1) == t.gold_index())
+            s["acc_norm"].append(per_byte.argmax(1) == t.gold_index())
+    out: dict[str, np.ndarray] = {}
+    for suite, s in by_suite.items():
+        nats = np.stack(s["nats"], 1).sum(1)
+        out[suite_metric(suite, "bpb")] = nats / math.log(2) / max(1, float(np.sum(s["bytes"])))
+        if s["acc"]:
+            out[suite_metric(suite, "acc")] = np.stack(s["acc"], 1).mean(1)
+            out[suite_metric(suite, "acc_norm")] = np.stack(s["acc_norm"], 1).mean(1)
+    suite_ability = {t.suite: t.ability for t in tasks}
+    weights = abilities or _equal_abilities(suite_ability)
+    for ability, ws in weights.items():
+        for measure in ("bpb", "acc"):
+            parts = [
+                (w, out[suite_metric(s, measure)])
+                for s, w in ws.items()
+                if suite_metric(s, measure) in out
+            ]
+            if parts:
+                total = sum(w for w, _ in parts)
+                out[ability_metric(ability, measure)] = sum(w * v for w, v in parts) / total
+    assert all(v.shape == (P,) for v in out.values())
+    return out
+
+
+def _equal_abilities(suite_ability: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for suite, ability in suite_ability.items():
+        out.setdefault(ability, {})[suite] = 1.0
+    return out
+
+
+def random_loglik(P: int, seed: int = 0) -> LogLik:
+    """A scorer that assigns random log-likelihoods (for checking chance accuracy)."""
+    rng = np.random.default_rng(seed)
+
+    def fn(requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray]:
+        nbytes = np.array([len(c.encode("utf-8")) for _, c in requests], dtype=np.float64)
+        return -rng.uniform(1, 10, (P, len(requests))) * np.maximum(nbytes, 1), nbytes
+
+    return fn
+
+
+class PackScorer:
+    """Log-likelihoods of requests under every proxy of a packed model.
+
+    Each request is [EOS] + context + continuation, the context cut from the left to fit
+    `max_len` tokens (the continuation from the right if it alone is too long). Requests are
+    sorted by length and batched.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        max_len: int = 256,
+        batch_size: int = 32,
+        device: torch.device | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.device = device or next(model.parameters()).device
+        eos = tokenizer.token_to_id(EOS)
+        assert eos is not None
+        self.eos = eos
+
+    def _encode(self, requests: Sequence[Request]) -> tuple[list[list[int]], list[int], np.ndarray]:
+        ctx = self.tokenizer.encode_batch_fast([c for c, _ in requests], add_special_tokens=False)
+        cont = self.tokenizer.encode_batch_fast([c for _, c in requests], add_special_tokens=False)
+        seqs, starts, nbytes = [], [], []
+        for c, k in zip(ctx, cont, strict=True):
+            cont_ids = k.ids[: self.max_len - 2] or [self.eos]
+            room = self.max_len - 1 - len(cont_ids)
+            ctx_ids = c.ids[-room:] if room > 0 and c.ids else []
+            seq = [self.eos, *ctx_ids, *cont_ids]
+            seqs.append(seq)
+            starts.append(1 + len(ctx_ids))
+            nbytes.append(len(self.tokenizer.decode(cont_ids).encode("utf-8")))
+        return seqs, starts, np.asarray(nbytes, dtype=np.float64)
+
+    @torch.no_grad()
+    def __call__(self, requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray]:
+        seqs, starts, nbytes = self._encode(requests)
+        P = int(getattr(self.model, "P", 1))
+        out = np.zeros((P, len(seqs)))
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        was_training = self.model.training
+        self.model.eval()
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            T = max(len(seqs[j]) for j in idx)
+            ids = torch.zeros(len(idx), T, dtype=torch.long)
+            mask = torch.zeros(len(idx), T - 1)
+            for row, j in enumerate(idx):
+                s = seqs[j]
+                ids[row, : len(s)] = torch.tensor(s)
+                mask[row, starts[j] - 1 : len(s) - 1] = 1.0
+            ids = ids.to(self.device)
+            logits, _ = self.model(ids[:, :-1].unsqueeze(0).expand(P, -1, -1))
+            logp = torch.log_softmax(logits.float(), -1)
+            tok = logp.gather(-1, ids[:, 1:].unsqueeze(0).expand(P, -1, -1).unsqueeze(-1))
+            total = (tok.squeeze(-1) * mask.to(self.device)).sum(-1)
+            out[:, idx] = total.double().cpu().numpy()
+        self.model.train(was_training)
+        return out, nbytes

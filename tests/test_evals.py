@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from automixer.errors import AutomixerError
+from automixer.evals.scoring import PackScorer, random_loglik, score_tasks
+from automixer.evals.suites import SUITES, config_tasks, load_suite, suite_table
+from automixer.evals.tasks import Task, load_jsonl, write_jsonl
+from proxies.model import PackedLM
+from proxies.presets import get_preset
+
+
+def test_builtin_suites_are_real_items():
+    assert {s["ability"] for s in suite_table()} == {"code", "math", "stem", "commonsense"}
+    for name in SUITES:
+        items = load_suite(name, n=5, seed=1)
+        assert len(items) == 5 and all(t.suite == name for t in items)
+        assert all(t.gold_text().strip() for t in items)
+    he = {t.id: t for t in load_suite("humaneval")}
+    assert len(he) == 164 and "def has_close_elements" in he["humaneval/0"].context
+    gsm = load_suite("gsm8k", n=3)
+    assert all(t.context.startswith("Question:") for t in gsm)
+    assert load_suite("arc_easy", n=10, seed=0) == load_suite("arc_easy", n=10, seed=0)
+    assert load_suite("arc_easy", n=10, seed=0) != load_suite("arc_easy", n=10, seed=1)
+
+
+def test_random_scorer_is_at_chance():
+    for name in ("arc_easy", "hellaswag", "piqa", "winogrande", "csqa"):
+        tasks = load_suite(name, n=400, seed=0)
+        chance = np.mean([1 / len(t.choices or ()) for t in tasks])
+        m = score_tasks(tasks, random_loglik(P=3, seed=1))
+        acc = m[f"suite:{name}:acc"]
+        assert acc.shape == (3,)
+        assert np.all(np.abs(acc - chance) < 0.08), (name, acc, chance)
+
+
+def test_metric_names_and_abilities():
+    tasks = load_suite("arc_easy", n=20) + load_suite("gsm8k", n=5) + load_suite("piqa", n=10)
+    m = score_tasks(tasks, random_loglik(P=2))
+    assert {
+        "suite:arc_easy:bpb",
+        "suite:arc_easy:acc",
+        "suite:arc_easy:acc_norm",
+        "suite:gsm8k:bpb",
+        "ability:stem:bpb",
+        "ability:math:bpb",
+        "ability:stem:acc",
+        "ability:commonsense:bpb",
+    } <= set(m)
+    assert "suite:gsm8k:acc" not in m
+
+
+def test_pack_scorer_is_deterministic_and_per_proxy(bundle_and_config):
+    bundle, _ = bundle_and_config
+    cfg = get_preset("tiny", vocab_size=bundle.tokenizer.get_vocab_size())
+    model = PackedLM(cfg, [0, 1])
+    scorer = PackScorer(model, bundle.tokenizer, max_len=64, batch_size=8)
+    tasks = load_suite("arc_easy", n=12) + load_suite("humaneval", n=3)
+    a = score_tasks(tasks, scorer)
+    b = score_tasks(tasks, scorer)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    alone = PackedLM(cfg, [1])
+    c = score_tasks(tasks, PackScorer(alone, bundle.tokenizer, max_len=64, batch_size=8))
+    for k in c:
+        np.testing.assert_allclose(a[k][1], c[k][0], rtol=1e-4)
+    assert np.all(a["suite:arc_easy:bpb"] > 0)
+    with torch.no_grad():  # an untrained model is near uniform over the vocabulary
+        v = bundle.tokenizer.get_vocab_size()
+        assert a["suite:humaneval:bpb"][0] < 2 * np.log2(v)
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ("{not json", "malformed task line"),
+        (
+            '{"id": "a", "context": "c", "suite": "s", "ability": "stem", "choices": ["x", "y"], '
+            '"gold": 2}',
+            "gold index 2 is out of range",
+        ),
+        (
+            '{"id": "a", "context": "c", "suite": "s", "ability": "stem", "choices": []}',
+            "no choices",
+        ),
+        (
+            '{"id": "a", "context": "c", "suite": "nosuch", "ability": "stem", '
+            '"continuation": " x"}',
+            "unknown suite 'nosuch'",
+        ),
+        ('{"id": "a", "context": "c", "suite": "s", "ability": "stem"}', "needs 'choices'"),
+    ],
+)
+def test_bad_task_lines_name_file_and_line(tmp_path: Path, row: str, needle: str):
+    good = {"id": "g", "context": "c", "suite": "s", "ability": "stem", "continuation": " x"}
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(good) + "\n" + row + "\n")
+    known = ["s"] if "nosuch" in row else None
+    with pytest.raises(AutomixerError) as info:
+        load_jsonl(path, known_suites=known)
+    assert needle in info.value.message and info.value.line == 2
+    assert info.value.file and info.value.file.endswith("tasks.jsonl")
+
+
+def test_jsonl_round_trip(tmp_path: Path):
+    tasks = load_suite("winogrande", n=5) + load_suite("mbpp", n=2)
+    write_jsonl(tasks, tmp_path / "t.jsonl")
+    assert load_jsonl(tmp_path / "t.jsonl") == tasks
+    assert any(t.choice_contexts for t in tasks if t.suite == "winogrande")
+
+
+def test_config_tasks_subsample(tmp_path: Path):
+    from automixer.config import Config
+    from tests.conftest import small_config
+
+    cfg = Config.model_validate(
+        small_config(tmp_path, evals={"suites": ["sciq", "gsm8k"], "n_per_suite": 7})
+    )
+    tasks = config_tasks(cfg)
+    assert len(tasks) == 14 and {t.suite for t in tasks} == {"sciq", "gsm8k"}
+    assert isinstance(tasks[0], Task)
