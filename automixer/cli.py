@@ -80,16 +80,31 @@ def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
 @user_errors
 def sweep(config: ConfigArg, quiet: QuietOpt = False) -> None:
     """Plan and train the proxy swarm; resumes where it stopped."""
-    _not_built("sweep", 5)
+    from automixer.sweep.runner import run_sweep
+
+    run_sweep(config, console=console, progress=not quiet)
 
 
 @app.command()
 @user_errors
 def worker(
-    storage: Annotated[str, typer.Option(help="Ledger URL of the running sweep.")],
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Ledger URL of the running sweep (default: $AUTOMIXER_STORAGE)."),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Sweep name, if the ledger holds several.")
+    ] = None,
 ) -> None:
     """Join a running sweep from another process or machine."""
-    _not_built("worker", 5)
+    import os
+
+    from automixer.sweep.runner import STORAGE_ENV, join_sweep
+
+    url = storage or os.environ.get(STORAGE_ENV)
+    if not url:
+        raise AutomixerError(f"give --storage URL or set {STORAGE_ENV}", field="--storage")
+    join_sweep(url, study, console)
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """`runs.parquet`: one row per proxy run, with a declared schema checked on read and write.
 
-Columns: `run_id`, `status` (done / failed / ...), `seed`, `tokens`, `seconds`, `config_hash`,
-`commit`, `error`, one `weight:<domain>` column per domain and one column per metric. Metric
-names follow one scheme (see `automixer.evals.names`): `suite:<suite>:bpb`, `suite:<suite>:acc`,
-`ability:<ability>:bpb`, `domain:<domain>:bpb`, ...
+Columns: `run_id`, `name` (natural, uniform, dirichlet-7, replicate-1, ...), `replicate_of`,
+`status` (done / failed), `seed`, `tokens`, `seconds`, `loss_first` and `loss_last` (the training
+loss curve's ends), `config_hash`, `commit`, `error`, one `weight:<domain>` column per domain
+and one column per metric. Metric names follow one scheme (see `automixer.evals.scoring`):
+`suite:<suite>:bpb`, `suite:<suite>:acc`, `ability:<ability>:bpb`, `domain:<domain>:bpb`, ...
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from automixer.io import atomic_path
 WEIGHT_PREFIX = "weight:"
 BASE_SCHEMA: dict[str, type[pl.DataType]] = {
     "run_id": pl.String,
+    "name": pl.String,
+    "replicate_of": pl.String,
     "status": pl.String,
     "seed": pl.Int64,
     "tokens": pl.Int64,
     "seconds": pl.Float64,
+    "loss_first": pl.Float64,
+    "loss_last": pl.Float64,
     "config_hash": pl.String,
     "commit": pl.String,
     "error": pl.String,

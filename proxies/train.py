@@ -72,6 +72,8 @@ class ProxyResult:
     """(step, mean held-out loss in nats over domains), every `eval_every` steps."""
     tokens: int = 0
     seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    """What the `evaluate` hook measured on the final weights."""
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     """Final weights of this proxy alone (the pack axis removed)."""
 
@@ -161,6 +163,7 @@ def train_pack(
     checkpoint: Path | None = None,
     on_log: Callable[[int, list[float], float], None] | None = None,
     on_step: Callable[[int, PackedLM], None] | None = None,
+    evaluate: Callable[[PackedLM], Mapping[str, np.ndarray]] | None = None,
     max_steps: int | None = None,
 ) -> list[ProxyResult]:
     """Train P proxies (P = len(seeds)), proxy p on `loaders[p]` from seed `seeds[p]`.
@@ -311,6 +314,10 @@ def train_pack(
         )
         for p, r in enumerate(results):
             r.val_bpb = {d: float(v[p]) for d, v in bpb.items()}
+    if finished and evaluate is not None:
+        scores = evaluate(model)
+        for p, r in enumerate(results):
+            r.metrics = {k: float(v[p]) for k, v in scores.items()}
     for p, r in enumerate(results):
         r.seconds = seconds
         r.tokens = tokens_per_step * (min(end, steps))

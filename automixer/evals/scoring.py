@@ -86,8 +86,9 @@ def score_tasks(
             ]
             if parts:
                 total = sum(w for w, _ in parts)
-                out[ability_metric(ability, measure)] = np.sum(
-                    [w * v for w, v in parts], axis=0) / total
+                out[ability_metric(ability, measure)] = (
+                    np.sum([w * v for w, v in parts], axis=0) / total
+                )
     assert all(v.shape == (P,) for v in out.values())
     return out
 

@@ -1,0 +1,125 @@
+"""Mixture designs on the simplex: which mixtures the sweep trains.
+
+- Anchors always come first: the natural mixture (token shares), uniform, and the config's own.
+- The rest are Dirichlet draws around the natural prior with concentrations spread log-uniformly
+  over a range (RegMix), or Sobol points mapped to the simplex (space-filling).
+- Every mixture respects per-domain caps (a proxy may repeat a domain at most `max_epochs`
+  times: w_d <= max_epochs * tokens_d / proxy_tokens) and lies at least `min_distance` (total
+  variation) from every other one.
+- Replicates: the natural mixture again with other seeds, to measure seed noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from automixer.errors import AutomixerError
+from automixer.solve.constraints import Constraints
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    name: str
+    """'natural', 'uniform', an anchor's name, 'dirichlet-17', 'replicate-2', ..."""
+    weights: dict[str, float]
+    seed: int
+    replicate_of: str | None = None
+
+
+def _tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 0.5 * np.abs(a - b).sum(-1)
+
+
+def plan_mixtures(
+    natural: Mapping[str, float],
+    *,
+    n_runs: int,
+    seed: int,
+    caps: Mapping[str, float] | None = None,
+    concentration: tuple[float, float] = (0.1, 5.0),
+    min_distance: float = 0.02,
+    design: str = "dirichlet",
+    anchors: Mapping[str, Mapping[str, float]] | None = None,
+    replicates: int = 3,
+    max_tries: int = 200_000,
+) -> list[PlannedRun]:
+    """`n_runs` distinct mixtures (anchors included) plus `replicates` extra seeds of natural."""
+    domains = list(natural)
+    prior = np.array([natural[d] for d in domains], dtype=np.float64)
+    prior = prior / prior.sum()
+    upper = {d: min(1.0, float(caps[d])) for d in domains} if caps else {}
+    try:
+        space = Constraints.build(
+            domains, prior=dict(natural), bounds={d: (0.0, u) for d, u in upper.items()}
+        )
+    except AutomixerError as e:
+        raise AutomixerError(
+            f"{e.message}: the proxies' token budget repeats the domains more "
+            "than data.max_epochs allows; lower proxy.tokens",
+            field="proxy.tokens",
+        ) from None
+    rng = np.random.default_rng([seed, 0x646573])
+    chosen: list[tuple[str, np.ndarray]] = []
+
+    def add(name: str, w: np.ndarray, force: bool = False) -> bool:
+        w = space.project(w) if not space.contains(w) else w
+        if not force and chosen and _tv(np.stack([c for _, c in chosen]), w).min() < min_distance:
+            return False
+        chosen.append((name, w))
+        return True
+
+    add("natural", prior, force=True)
+    add("uniform", np.full(len(domains), 1 / len(domains)), force=True)
+    for name, weights in (anchors or {}).items():
+        add(name, np.array([weights.get(d, 0.0) for d in domains], dtype=np.float64), force=True)
+    lo, hi = np.log(concentration[0]), np.log(concentration[1])
+    if design == "sobol":
+        from scipy.stats import qmc
+
+        sobol = qmc.Sobol(len(domains), scramble=True, seed=rng)
+    tries = 0
+    while len(chosen) < n_runs:
+        tries += 1
+        if tries > max_tries:
+            raise AutomixerError(
+                f"found only {len(chosen)} of {n_runs} mixtures at least {min_distance} apart "
+                "within the caps; lower sweep.min_distance or sweep.n_runs",
+                field="sweep.min_distance",
+            )
+        if design == "sobol":
+            u = np.clip(sobol.random(1)[0], 1e-12, 1 - 1e-12)
+            w = -np.log(u)  # exponential spacings: uniform on the simplex
+            w = w / w.sum()
+        else:
+            strength = np.exp(rng.uniform(lo, hi))
+            alpha = np.clip(prior * len(domains) * strength, 1e-3, None)
+            w = rng.dirichlet(alpha)
+        add(f"{design}-{len(chosen)}", w)
+    runs = [
+        PlannedRun(f"m{i:03d}", name, dict(zip(domains, w.tolist(), strict=True)), seed + i)
+        for i, (name, w) in enumerate(chosen)
+    ]
+    for r in range(replicates):
+        runs.append(
+            PlannedRun(
+                f"r{r:03d}",
+                f"replicate-{r + 1}",
+                runs[0].weights,
+                seed + 10_000 + r,
+                replicate_of=runs[0].run_id,
+            )
+        )
+    return runs
+
+
+def coverage(runs: Sequence[PlannedRun]) -> dict[str, float]:
+    """How well the design spreads: min and median nearest-neighbour distance (TV)."""
+    W = np.array([list(r.weights.values()) for r in runs if r.replicate_of is None])
+    d = 0.5 * np.abs(W[:, None, :] - W[None, :, :]).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn = d.min(1)
+    return {"min_nn_distance": float(nn.min()), "median_nn_distance": float(np.median(nn))}

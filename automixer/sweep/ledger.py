@@ -1,0 +1,252 @@
+"""The ledger: the durable record of a sweep, kept in an Optuna storage (a real database).
+
+SQLite (a file in the run directory) by default; PostgreSQL (postgresql://...) for several
+machines. Each planned mixture is an enqueued trial carrying its run id, weights and seed as
+user attributes. A worker claims a run by popping a waiting trial (`study.ask()`, atomic in the
+database), records heartbeats while it trains, and finishes the trial with its metrics (COMPLETE)
+or its failure reason (FAIL). A run whose worker stops sending heartbeats is failed by Optuna's
+stale-trial check and a copy is queued again; if the lost worker comes back and tries to finish
+it, the database refuses, so every planned run completes exactly once.
+
+The storage URL may hold credentials: it is never printed or written (see `mask_url`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from automixer.design import PlannedRun
+from automixer.errors import AutomixerError
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for logs and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL; say nothing of it
+        return "<storage>"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Heartbeats are recorded by the ledger itself, not by Study.optimize.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(before)
+
+
+@dataclass
+class Claim:
+    trial: optuna.trial.Trial
+    run_id: str
+    name: str
+    weights: dict[str, float]
+    seed: int
+
+
+class Ledger:
+    def __init__(
+        self,
+        url: str,
+        study_name: str | None = None,
+        *,
+        heartbeat_s: float = 30.0,
+        create: bool = False,
+        max_retry: int = 3,
+    ) -> None:
+        beat = max(1, round(heartbeat_s))
+        with _quiet():
+            try:
+                self.storage = RDBStorage(
+                    url,
+                    heartbeat_interval=beat,
+                    grace_period=4 * beat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=max_retry
+                    ),
+                    engine_kwargs={"pool_pre_ping": True}
+                    if not url.startswith("sqlite")
+                    else {"connect_args": {"timeout": 60}},
+                )
+            except Exception as e:  # sqlalchemy / driver errors
+                raise AutomixerError(
+                    f"cannot open the ledger {mask_url(url)}: {type(e).__name__}"
+                ) from None
+            if study_name is None:
+                names = [s.study_name for s in optuna.get_all_study_summaries(self.storage)]
+                if len(names) != 1:
+                    raise AutomixerError(
+                        f"the ledger {mask_url(url)} holds {len(names)} sweeps; name one"
+                    )
+                study_name = names[0]
+            if create:
+                self.study = optuna.create_study(
+                    storage=self.storage, study_name=study_name, load_if_exists=True
+                )
+            else:
+                try:
+                    self.study = optuna.load_study(study_name=study_name, storage=self.storage)
+                except KeyError:
+                    raise AutomixerError(
+                        f"no sweep '{study_name}' in the ledger {mask_url(url)}"
+                    ) from None
+        self.heartbeat_s = beat
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+
+    def meta(self, key: str) -> Any:
+        return self.study.user_attrs.get(key)
+
+    def plan(self, runs: Sequence[PlannedRun]) -> int:
+        """Enqueue the planned runs not in the ledger yet (safe to call again after a crash)."""
+        with _quiet():
+            known = {t.user_attrs.get("run_id") for t in self.study.get_trials(deepcopy=False)}
+            added = 0
+            for r in runs:
+                if r.run_id in known:
+                    continue
+                self.study.enqueue_trial(
+                    {},
+                    user_attrs={
+                        "run_id": r.run_id,
+                        "name": r.name,
+                        "weights": json.dumps(r.weights),
+                        "seed": r.seed,
+                        "replicate_of": r.replicate_of or "",
+                    },
+                    skip_if_exists=False,
+                )
+                added += 1
+        return added
+
+    # -- claiming and finishing ---------------------------------------------------------------
+
+    def claim(self, n: int) -> list[Claim]:
+        """Pop up to `n` waiting runs for this worker (stale runs are requeued first)."""
+        out = []
+        with _quiet():
+            fail_stale_trials(self.study)
+            for _ in range(n):
+                if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break
+                trial = self.study.ask()
+                self.storage.record_heartbeat(trial._trial_id)
+                attrs = trial.user_attrs
+                if "run_id" not in attrs:  # another worker took the last one first
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    break
+                out.append(
+                    Claim(
+                        trial,
+                        attrs["run_id"],
+                        attrs["name"],
+                        json.loads(attrs["weights"]),
+                        int(attrs["seed"]),
+                    )
+                )
+        return out
+
+    @contextlib.contextmanager
+    def heartbeat(self, claims: Sequence[Claim]) -> Iterator[None]:
+        """Record heartbeats for the claimed runs from a background thread while training."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                for c in claims:
+                    with contextlib.suppress(Exception):
+                        self.storage.record_heartbeat(c.trial._trial_id)
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def complete(self, claim: Claim, metrics: dict[str, float], info: dict[str, Any]) -> bool:
+        """Record a finished run; False if the ledger had already given it to another worker."""
+        return self._finish(claim, TrialState.COMPLETE, {"metrics": json.dumps(metrics), **info})
+
+    def fail(self, claim: Claim, error: str, info: dict[str, Any]) -> bool:
+        return self._finish(claim, TrialState.FAIL, {"error": error[:2000], **info})
+
+    def _finish(self, claim: Claim, state: TrialState, attrs: dict[str, Any]) -> bool:
+        with _quiet():
+            try:
+                if self.storage.get_trial(claim.trial._trial_id).state != TrialState.RUNNING:
+                    return False
+                for k, v in attrs.items():
+                    claim.trial.set_user_attr(k, v)
+                self.study.tell(
+                    claim.trial, values=0.0 if state == TrialState.COMPLETE else None, state=state
+                )
+                return True
+            except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                return False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """One record per planned run id: its final state, or where it is now."""
+        out: dict[str, dict[str, Any]] = {}
+        rank = {"done": 3, "failed": 2, "running": 1, "waiting": 0}
+        for t in self.study.get_trials(deepcopy=False):
+            run_id = t.user_attrs.get("run_id")
+            if run_id is None:
+                continue
+            if t.state == TrialState.COMPLETE:
+                status = "done"
+            elif t.state == TrialState.FAIL and "error" in t.user_attrs:
+                status = "failed"
+            elif t.state == TrialState.RUNNING:
+                status = "running"
+            elif t.state == TrialState.WAITING:
+                status = "waiting"
+            else:
+                continue  # a stale attempt that was queued again
+            prev = out.get(run_id)
+            if prev is None or rank[status] > rank[prev["status"]]:
+                out[run_id] = {"status": status, **t.user_attrs}
+        return out
+
+    def counts(self) -> dict[str, int]:
+        c = {"done": 0, "failed": 0, "running": 0, "waiting": 0}
+        for r in self.records().values():
+            c[r["status"]] += 1
+        return c
+
+    def finished(self) -> bool:
+        c = self.counts()
+        return c["running"] == 0 and c["waiting"] == 0
+
+    def completions(self) -> dict[str, int]:
+        """How many trials reached COMPLETE per run id (1 for every done run)."""
+        out: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            run_id = t.user_attrs.get("run_id")
+            if run_id is not None:
+                out[run_id] = out.get(run_id, 0) + 1
+        return out

@@ -1,0 +1,204 @@
+"""The sweep: design, ledger and runner on real processes and a real (SQLite) database."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from automixer.config import load_config
+from automixer.design import coverage, plan_mixtures
+from automixer.errors import AutomixerError
+from automixer.rundir import RunDir
+from automixer.sweep.ledger import Ledger, mask_url
+from automixer.sweep.runner import run_sweep, storage_url, study_name
+from tests.conftest import small_config, write_config
+
+
+def _sweep_config(tmp: Path, **over: object) -> Path:
+    cfg = small_config(tmp)
+    cfg["proxy"] = {
+        "preset": "tiny",
+        "tokens": 4096,
+        "seq_len": 32,
+        "batch_size": 8,
+        "pack_size": 3,
+    }
+    cfg["sweep"] = {"n_runs": 5, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
+    cfg["evals"] = {"suites": ["arc_easy", "gsm8k"], "n_per_suite": 4}
+    for k, v in over.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    return write_config(tmp / "sweep.yaml", cfg)
+
+
+def _ledger(path: Path) -> Ledger:
+    config = load_config(path)
+    rd = RunDir.for_config(config)
+    return Ledger(storage_url(config, rd.path), study_name(config), heartbeat_s=1)
+
+
+def test_design_anchors_caps_distance_and_replicates():
+    natural = {"a": 0.5, "b": 0.3, "c": 0.15, "d": 0.05}
+    runs = plan_mixtures(
+        natural,
+        n_runs=30,
+        seed=0,
+        caps={"a": 1, "b": 1, "c": 1, "d": 0.2},
+        min_distance=0.05,
+        anchors={"code_heavy": {"a": 0.9, "b": 0.1}},
+        replicates=3,
+    )
+    assert [r.name for r in runs[:3]] == ["natural", "uniform", "code_heavy"]
+    assert len(runs) == 33 and sum(r.replicate_of is not None for r in runs) == 3
+    W = np.array([list(r.weights.values()) for r in runs])
+    assert np.allclose(W.sum(1), 1) and np.all(W[:, 3] <= 0.2 + 1e-9)
+    assert runs[1].weights["d"] <= 0.2 + 1e-9  # uniform, capped
+    assert coverage(runs)["min_nn_distance"] >= 0.05 - 1e-9
+    again = plan_mixtures(
+        natural,
+        n_runs=30,
+        seed=0,
+        caps={"a": 1, "b": 1, "c": 1, "d": 0.2},
+        min_distance=0.05,
+        anchors={"code_heavy": {"a": 0.9, "b": 0.1}},
+        replicates=3,
+    )
+    assert [r.weights for r in again] == [r.weights for r in runs]
+    sobol = plan_mixtures(natural, n_runs=12, seed=1, design="sobol", replicates=0)
+    assert len(sobol) == 12
+    with pytest.raises(AutomixerError, match="min_distance"):
+        plan_mixtures(natural, n_runs=50, seed=0, min_distance=0.9, max_tries=500)
+
+
+def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
+    cfg = _sweep_config(tmp_path)
+    run_dir = run_sweep(cfg, progress=False)
+    df = pl.read_parquet(run_dir / "runs.parquet")
+    assert df.height == 6 and set(df["status"]) == {"done"}
+    assert df["run_id"].is_unique().all()
+    for col in [
+        "weight:code",
+        "domain:bible:bpb",
+        "suite:arc_easy:acc",
+        "suite:gsm8k:bpb",
+        "ability:math:bpb",
+        "loss_first",
+        "loss_last",
+    ]:
+        assert col in df.columns
+    assert (df["loss_last"] < df["loss_first"]).all()
+    assert df.filter(pl.col("name") == "replicate-1")["replicate_of"].to_list() == ["m000"]
+    assert set(df["config_hash"]) == {RunDir.open(run_dir).config_hash}
+    # Run again: nothing left to train, same table.
+    run_sweep(cfg, progress=False)
+    assert pl.read_parquet(run_dir / "runs.parquet").equals(df)
+
+
+def test_interrupted_sweep_resumes_without_training_twice(tmp_path: Path):
+    cfg = _sweep_config(tmp_path)
+    run_sweep(cfg, progress=False, max_packs=1)
+    ledger = _ledger(cfg)
+    assert ledger.counts()["done"] == 3 and ledger.counts()["waiting"] == 3
+    run_sweep(cfg, progress=False)
+    assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+    assert set(ledger.completions().values()) == {1}
+
+
+def test_nan_runs_are_recorded_as_failed(tmp_path: Path):
+    cfg = _sweep_config(
+        tmp_path, proxy={"lr": 1e12, "adam_lr": 1e12}, sweep={"n_runs": 3, "replicates": 0}
+    )
+    run_dir = run_sweep(cfg, progress=False)
+    df = pl.read_parquet(run_dir / "runs.parquet")
+    assert df.height == 3 and set(df["status"]) == {"failed"}
+    assert all("loss became" in e or "non-finite" in e for e in df["error"])
+
+
+def test_storage_credentials_are_masked():
+    assert "secret" not in mask_url("postgresql://me:secret@db.example:5432/sweeps")
+    assert "me" in mask_url("postgresql://me:secret@db.example:5432/sweeps")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "automixer.cli", *args]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path):
+    cfg = _sweep_config(tmp_path, proxy={"pack_size": 1}, sweep={"n_runs": 6, "replicates": 0})
+    rng = random.Random(0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for _ in range(3):
+        proc = subprocess.Popen(
+            _cli("sweep", str(cfg), "-q"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(4, 12))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(
+        _cli("sweep", str(cfg), "-q"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ledger = _ledger(cfg)
+    assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+    assert set(ledger.completions().values()) == {1}
+    df = pl.read_parquet(RunDir.for_config(load_config(cfg)).file("runs.parquet"))
+    assert df.height == 6 and df["run_id"].is_unique().all()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_ledger(tmp_path: Path):
+    cfg = _sweep_config(
+        tmp_path, proxy={"pack_size": 1}, sweep={"n_runs": 6, "replicates": 0, "workers": 2}
+    )
+    run_sweep(cfg, progress=False)
+    ledger = _ledger(cfg)
+    assert ledger.counts()["done"] == 6
+    assert set(ledger.completions().values()) == {1}
+    owners = {}
+    for t in ledger.study.get_trials(deepcopy=False):
+        rid = t.user_attrs.get("run_id")
+        if rid and t.state.name == "COMPLETE":
+            assert rid not in owners
+            owners[rid] = t.number
+
+
+@pytest.mark.slow
+def test_dead_worker_run_is_requeued_and_completed(tmp_path: Path):
+    cfg = _sweep_config(
+        tmp_path, proxy={"pack_size": 6, "tokens": 65536}, sweep={"n_runs": 5, "replicates": 1}
+    )
+    run_sweep(cfg, progress=False, max_packs=0)  # plan only
+    config = load_config(cfg)
+    url = storage_url(config, RunDir.for_config(config).path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = subprocess.Popen(
+        _cli("worker", "--storage", url),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ledger = _ledger(cfg)
+    deadline = time.time() + 120
+    while ledger.counts()["running"] == 0 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ledger.counts()["running"] == 6  # it holds the whole pack
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    again = subprocess.run(
+        _cli("worker", "--storage", url), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+    assert set(ledger.completions().values()) == {1}
