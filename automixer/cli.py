@@ -130,12 +130,19 @@ def solve(run_dir: RunDirArg) -> None:
 def export(
     run_dir: RunDirArg,
     format: Annotated[
-        str,
-        typer.Option("--format", "-f", help="yaml, json, megatron, olmo-core, hf-datasets or csv."),
-    ] = "yaml",
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="yaml, json, megatron, olmo-core, hf-datasets or "
+            "csv (repeatable; default: the config's export.formats).",
+        ),
+    ] = None,
 ) -> None:
     """Write the recipe in a framework's format."""
-    _not_built("export", 7)
+    from automixer.export_stage import run_export
+
+    run_export(run_dir, format, console)
 
 
 @app.command()

@@ -79,10 +79,20 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
 
 
 def run_all(config_path: Path, *, progress: bool = True, console: Console | None = None) -> RunDir:
-    """Every stage that this build provides, in order; says which ones are still missing."""
-    rd, _bundle = run_data(config_path, progress=progress, console=console)
-    missing = ["sweep", "fit", "solve", "export", "report"]
-    if console is not None:
-        console.print(f"run directory: {rd.path}")
-        console.print("stages not built yet in this version: " + ", ".join(missing))
-    return rd
+    """The whole loop: data, sweep, fit, solve, export; prints where everything is."""
+    from automixer.export_stage import run_export
+    from automixer.fit_stage import run_fit, run_solve
+    from automixer.sweep.runner import run_sweep
+
+    out = console or Console(quiet=True)
+    run_data(config_path, progress=progress, console=console)
+    run_dir = run_sweep(config_path, console=console, progress=progress)
+    run_fit(run_dir, out)
+    run_solve(run_dir, out)
+    run_export(run_dir, None, out)
+    out.print(
+        f"run directory: {run_dir} (config.yaml, manifest.json, ledger.db, runs.parquet, "
+        "surrogates/, solution.json, pareto.csv, recipes/)"
+    )
+    out.print("not built yet in this version: the HTML report (automixer report)")
+    return RunDir.open(run_dir)

@@ -1,0 +1,47 @@
+"""`automixer run`: the whole loop on a small config, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from automixer.cli import app
+from automixer.recipes import load_recipe
+from tests.conftest import small_config, write_config
+
+
+def test_run_goes_from_data_to_recipes(tmp_path: Path):
+    cfg = small_config(tmp_path)
+    cfg["proxy"] = {
+        "preset": "tiny",
+        "tokens": 4096,
+        "seq_len": 32,
+        "batch_size": 8,
+        "pack_size": 7,
+    }
+    cfg["sweep"] = {"n_runs": 7, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
+    cfg["evals"] = {"suites": ["arc_easy", "hellaswag", "humaneval", "gsm8k"], "n_per_suite": 4}
+    cfg["surrogate"] = {"cv_folds": 3, "cv_repeats": 1}
+    cfg["export"] = {"target_tokens": 1e9}
+    path = write_config(tmp_path / "run.yaml", cfg)
+    result = CliRunner().invoke(app, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert pl.read_parquet(run_dir / "runs.parquet").height == 8
+    assert (run_dir / "surrogates" / "cv.csv").is_file()
+    solution = json.loads((run_dir / "solution.json").read_text())
+    recipe = load_recipe(run_dir / "recipes" / "recipe.yaml")
+    assert recipe["mixture"]["code"]["weight"] == round(solution["weights"]["code"], 8)
+    assert recipe["config_hash"] == solution["config_hash"]
+    for name in [
+        "recipe.json",
+        "megatron_blend.txt",
+        "olmo_core_mixture.yaml",
+        "hf_interleave.json",
+        "recipe.csv",
+    ]:
+        assert (run_dir / "recipes" / name).is_file()
+    assert "run directory" in result.output
