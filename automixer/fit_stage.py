@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from rich.console import Console
 
 from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
+from automixer.noise import signal_table
 from automixer.rundir import RunDir
 from automixer.runs_table import fit_arrays, read_runs
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
@@ -25,6 +27,13 @@ from automixer.views import print_cv_table, print_solution
 
 
 def _load(run_dir: Path) -> tuple[RunDir, np.ndarray, np.ndarray, list[str], list[str]]:
+    rd, X, Y, targets, ids, _ = _load_all(run_dir)
+    return rd, X, Y, targets, ids
+
+
+def _load_all(
+    run_dir: Path,
+) -> tuple[RunDir, np.ndarray, np.ndarray, list[str], list[str], pl.DataFrame]:
     rd = RunDir.open(run_dir)
     df = read_runs(rd.file("runs.parquet"), rd.config.domain_names)
     X, Y, targets, ids = fit_arrays(df, rd.config.domain_names)
@@ -35,11 +44,11 @@ def _load(run_dir: Path) -> tuple[RunDir, np.ndarray, np.ndarray, list[str], lis
         )
     if not targets:
         raise AutomixerError("the runs table has no metric columns", file=rd.file("runs.parquet"))
-    return rd, X, Y, targets, ids
+    return rd, X, Y, targets, ids, df
 
 
 def run_fit(run_dir: Path, console: Console) -> Path:
-    rd, X, Y, targets, _ = _load(run_dir)
+    rd, X, Y, targets, ids, df = _load_all(run_dir)
     s = rd.config.surrogate
     names = s.candidates if s.model == "auto" else [s.model]
     models = {n: make_surrogate(n, s.transform) for n in names}
@@ -63,6 +72,43 @@ def run_fit(run_dir: Path, console: Console) -> Path:
     rho = {(r["target"], r["model"]): r["spearman"] for r in cv.table.iter_rows(named=True)}
     mean = float(np.mean([rho[(t, best[t])] for t in targets]))
     console.print(f"out-of-fold Spearman of the chosen surrogates: mean {mean:.4f}")
+    oof = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "run_id": ids,
+                    "target": t,
+                    "model": best[t],
+                    "actual": Y[:, j],
+                    "predicted": cv.oof[best[t]][:, j],
+                }
+            )
+            for j, t in enumerate(targets)
+        ]
+    )
+    with atomic_path(folder / "oof.parquet") as tmp:
+        oof.write_parquet(tmp)
+    signal = signal_table(df, targets)
+    with atomic_path(folder / "signal.csv") as tmp:
+        signal.write_csv(tmp)
+    weak = signal.filter(pl.col("has_signal").not_())["target"].to_list()
+    if signal["has_signal"].is_null().all():
+        console.print(
+            "[yellow]warning:[/] no replicate runs: seed noise is unmeasured (set sweep.replicates)"
+        )
+    elif weak:
+        console.print(
+            f"[yellow]warning:[/] {len(weak)} of {len(targets)} targets vary less "
+            f"across mixtures than twice their seed noise (no usable signal): "
+            f"{', '.join(weak[:6])}{' ...' if len(weak) > 6 else ''}; give the "
+            "proxies more tokens or make the domains more distinct"
+        )
+    abilities = signal.filter(pl.col("target").str.starts_with("ability:"))
+    for r in abilities.iter_rows(named=True):
+        console.print(
+            f"  {r['target']}: spread {r['mixture_spread_sd']:.4g} vs seed noise "
+            f"{r['seed_noise_sd']:.4g} (x{r['signal_to_noise']:.1f})"
+        )
     return folder
 
 

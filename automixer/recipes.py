@@ -46,7 +46,7 @@ def build_recipe(
         tokens = share * target_tokens
         mix[d] = {
             "weight": round(share, 8),
-            "tokens": int(round(tokens)),
+            "tokens": round(tokens),
             "epochs": tokens / available if available else None,
             "source": domains.get(d, {}).get("source"),
             "licence": domains.get(d, {}).get("licence"),

@@ -34,6 +34,10 @@ def _run_dir(tmp_path: Path, n: int = 40) -> RunDir:
     df = pl.DataFrame(
         {
             "run_id": [f"r{i:03d}" for i in range(n)],
+            "name": [f"dirichlet-{i}" for i in range(n)],
+            "replicate_of": [None] * (n - 3) + ["r000", "r000", None],
+            "loss_first": [8.0] * n,
+            "loss_last": [4.0] * n,
             "status": ["done"] * (n - 1) + ["failed"],
             "seed": list(range(n)),
             "tokens": [65536] * n,
@@ -60,6 +64,10 @@ def test_fit_then_solve(tmp_path: Path):
     choice = json.loads((rd.file("surrogates") / "choice.json").read_text())
     assert choice["runs"] == 39  # the failed run is left out
     assert choice["config_hash"] == rd.config_hash
+    signal = pl.read_csv(rd.file("surrogates") / "signal.csv")
+    assert signal.height == 3 and signal["seed_noise_sd"].is_not_null().all()
+    oof = pl.read_parquet(rd.file("surrogates") / "oof.parquet")
+    assert oof.height == 3 * 39
     r = runner.invoke(app, ["solve", str(rd.path)])
     assert r.exit_code == 0, r.output
     sol = json.loads(rd.file("solution.json").read_text())

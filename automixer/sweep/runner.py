@@ -9,6 +9,7 @@ it on any other machine that reaches the ledger.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -28,7 +29,7 @@ from automixer.design import plan_mixtures
 from automixer.errors import AutomixerError
 from automixer.evals.scoring import PackScorer, domain_metric, score_tasks
 from automixer.evals.suites import config_tasks
-from automixer.io import atomic_write_json, git_commit
+from automixer.io import atomic_path, atomic_write_json, git_commit
 from automixer.runs_table import weight_column, write_runs
 from automixer.sweep.ledger import Claim, Ledger
 
@@ -181,14 +182,17 @@ def join_sweep(url: str, study: str | None, console: Console) -> None:
 
 
 def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
+    """runs.parquet (one row per finished run) and curves.parquet (their loss curves)."""
     domains = config.domain_names
     rows = []
+    curves: list[dict[str, Any]] = []
     for run_id, rec in sorted(ledger.records().items()):
         if rec["status"] not in ("done", "failed"):
             continue
-        import json
-
         weights = json.loads(rec["weights"])
+        curves.extend(
+            {"run_id": run_id, "step": int(s), "loss": float(v)} for s, v in rec.get("curve") or []
+        )
         row: dict[str, Any] = {
             "run_id": run_id,
             "name": rec.get("name"),
@@ -209,6 +213,9 @@ def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
     df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     if rows:
         write_runs(df, path, domains)
+    if curves:
+        with atomic_path(path.with_name("curves.parquet")) as tmp:
+            pl.DataFrame(curves).write_parquet(tmp)
     return df
 
 
