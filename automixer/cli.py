@@ -149,7 +149,9 @@ def export(
 @user_errors
 def report(run_dir: RunDirArg) -> None:
     """Write a self-contained HTML report with figures."""
-    _not_built("report", 7)
+    from automixer.report import run_report
+
+    run_report(run_dir, console)
 
 
 @app.command()

@@ -93,7 +93,7 @@ def test_budget_beyond_max_epochs_writes_nothing(tmp_path: Path):
     assert after == before
 
 
-@pytest.mark.parametrize("verb", ["report"])
+@pytest.mark.parametrize("verb", ["validate"])
 def test_unbuilt_verbs_say_so(tmp_path: Path, verb: str):
     p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
     _assert_one_line_error(_run(verb, str(p)), "not built yet")

@@ -1,0 +1,171 @@
+"""`automixer report`: one self-contained HTML file (figures embedded) for a run directory."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from rich.console import Console
+
+from automixer import plots
+from automixer.errors import AutomixerError
+from automixer.io import atomic_write_text
+from automixer.rundir import RunDir
+from automixer.runs_table import read_runs, weight_column
+
+
+def _img(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plots.plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(df: pl.DataFrame, digits: int = 4) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    rows = []
+    for r in df.iter_rows():
+        cells = "".join(
+            f"<td>{v:.{digits}g}</td>"
+            if isinstance(v, float)
+            else f"<td>{html.escape(str(v))}</td>"
+            for v in r
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def build_report(run_dir: Path) -> str:
+    from automixer.fit_stage import _load, fitted_model
+    from automixer.solve import Constraints, Objective
+    from automixer.solve.objective import resolve_keys
+
+    rd = RunDir.open(run_dir)
+    domains = rd.config.domain_names
+    runs = read_runs(rd.file("runs.parquet"), domains)
+    sol_path = rd.file("solution.json")
+    if not sol_path.is_file():
+        raise AutomixerError("no solution.json: run `automixer solve` first", file=rd.path)
+    sol = json.loads(sol_path.read_text())
+    manifest = json.loads(rd.file("manifest.json").read_text())
+    natural = manifest["natural_weights"]
+    sections: list[str] = []
+    obj = sol["objective"]
+    iv = f" [{obj['lo']:+.3f}, {obj['hi']:+.3f}]" if obj.get("lo") is not None else ""
+    best = sol["best_run"]
+    near = sol["nearest_run"]
+    summary = [
+        f"<li>predicted objective at the optimum: <b>{obj['predicted']:+.3f}</b>{iv} "
+        "(standardised, higher is better)</li>",
+        f"<li>best trained run: {html.escape(str(sol.get('best_run_id')))}, measured "
+        f"{best['measured_objective']:+.3f}; optimism gap <b>{sol['optimism_gap']:+.3f}</b></li>",
+        f"<li>nearest trained run at total-variation distance {near['distance']:.3f} "
+        f"(trained runs' nearest neighbours: up to {near['typical_distance']:.3f})</li>",
+        f"<li>runs: {int((runs['status'] == 'done').sum())} done, "
+        f"{int((runs['status'] == 'failed').sum())} failed</li>",
+        f"<li>config hash {rd.config_hash}, commit {html.escape(str(sol.get('commit')))}</li>",
+    ]
+    warn = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in sol["warnings"])
+    sections.append(f"<h2>Summary</h2><ul>{''.join(summary)}</ul>{warn}")
+    mixes = {
+        "optimal": sol["weights"],
+        "natural": natural,
+        "uniform": dict.fromkeys(domains, 1 / len(domains)),
+    }
+    sections.append(
+        "<h2>Mixture</h2>"
+        + _img(plots.weights_comparison(mixes))
+        + _table(
+            pl.DataFrame(
+                {
+                    "domain": domains,
+                    "optimal": [sol["weights"][d] for d in domains],
+                    "natural": [natural[d] for d in domains],
+                }
+            )
+        )
+    )
+    pred = pl.DataFrame([{"target": t, **v} for t, v in sol["predicted"].items()])
+    sections.append("<h2>Predicted scores at the optimum (95% interval)</h2>" + _table(pred))
+    folder = rd.file("surrogates")
+    if (folder / "oof.parquet").is_file():
+        oof = pl.read_parquet(folder / "oof.parquet")
+        targets = [
+            t
+            for t in oof["target"].unique(maintain_order=True).to_list()
+            if t.startswith("ability:") and t.endswith(":bpb")
+        ] or oof["target"].unique(maintain_order=True).to_list()[:8]
+        sections.append(
+            "<h2>Surrogates: out-of-fold predictions</h2>"
+            + _img(plots.predicted_vs_actual(oof, targets))
+        )
+    if (folder / "cv.csv").is_file():
+        cv = pl.read_csv(folder / "cv.csv")
+        sections.append("<h2>Cross-validation</h2>" + _table(cv))
+    if (folder / "signal.csv").is_file():
+        signal = pl.read_csv(folder / "signal.csv")
+        sections.append(
+            "<h2>Seed noise against the spread between mixtures</h2>"
+            + _img(plots.signal_vs_noise(signal))
+            + _table(signal)
+        )
+    rd_model, X, Y, targets_all, _ = _load(rd.path)
+    model = fitted_model(rd_model, X, Y, targets_all)
+    objective = Objective.build(
+        targets_all, resolve_keys(rd.config.solve.objective, targets_all), Y
+    )
+    constraints = Constraints.build(domains, prior=natural)
+    optimum = np.array([sol["weights"][d] for d in domains])
+
+    def score(W: np.ndarray) -> np.ndarray:
+        return objective.value(np.asarray(model.predict(W)).reshape(len(W), -1))
+
+    sections.append(
+        "<h2>Response curves</h2>"
+        + _img(plots.response_curves(score, optimum, domains, constraints.upper))
+    )
+    if rd.file("pareto.csv").is_file():
+        front = pl.read_csv(rd.file("pareto.csv"))
+        cols = [c for c in front.columns if c.startswith(("ability:", "suite:", "domain:"))]
+        if len(cols) >= 2:
+            sections.append("<h2>Pareto front</h2>" + _img(plots.pareto(front, cols[0], cols[1])))
+    sections.append(
+        "<h2>Sweep coverage</h2>"
+        + _img(
+            plots.coverage(
+                runs.select([weight_column(d) for d in domains]).rename(
+                    {weight_column(d): d for d in domains}
+                )
+            )
+        )
+    )
+    if rd.file("curves.parquet").is_file():
+        sections.append(
+            "<h2>Proxy loss curves</h2>"
+            + _img(plots.loss_curves(pl.read_parquet(rd.file("curves.parquet"))))
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+        "padding:2px 6px}.warn{color:#a60}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>automixer report "
+        f"{html.escape(rd.path.name)}</title><style>{style}</style></head><body>"
+        f"<h1>automixer report: {html.escape(rd.path.name)}</h1>{''.join(sections)}"
+        "</body></html>"
+    )
+
+
+def run_report(run_dir: Path, console: Console) -> Path:
+    text = build_report(run_dir)
+    out = Path(run_dir) / "report.html"
+    atomic_write_text(out, text)
+    console.print(f"report: {out}")
+    return out
