@@ -1,0 +1,119 @@
+"""Sweep runner overhead: a sweep of 16 tiny proxies against their training and eval alone.
+
+    python benchmarks/sweep_overhead.py
+
+Measures (1) each of the 16 planned runs trained and scored alone, one after another, with the
+same packing the sweep uses (`proxy.pack_size`), summed; (2) `automixer sweep` on the same
+config from a cold process (ledger, planning, claims, heartbeats, recording, export included);
+(3) the time from the command's start to the first proxy step. overhead_fraction = (2) / (1) - 1.
+The data cache is built first so that neither side pays for it. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from automixer.config import load_config
+from automixer.data.pipeline import prepare_data
+from automixer.design import plan_mixtures
+from automixer.evals.suites import config_tasks
+
+CONFIG = {
+    "run": {"name": "overhead"},
+    "domains": [
+        {"name": n, "builtin": n, "max_bytes": 400_000} for n in ("code", "math", "wiki", "bible")
+    ],
+    "tokenizer": {"vocab_size": 1024, "sample_bytes_per_domain": 200_000},
+    "proxy": {"preset": "tiny", "tokens": 16384, "seq_len": 64, "batch_size": 8, "pack_size": 4},
+    "sweep": {"n_runs": 16, "replicates": 0, "heartbeat_s": 5},
+    "evals": {"suites": ["arc_easy", "piqa", "gsm8k", "humaneval"], "n_per_suite": 20},
+}
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="automixer-overhead-"))
+    cfg = {
+        **CONFIG,
+        "run": {**CONFIG["run"], "out_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache")},
+    }
+    path = tmp / "overhead.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path)
+    bundle = prepare_data(config, progress=False)
+    from automixer.sweep.runner import train_config
+    from proxies.presets import get_preset
+    from proxies.train import train_pack
+
+    caps = {
+        d: config.data.max_epochs * v.train.tokens / config.proxy.tokens
+        for d, v in bundle.domains.items()
+    }
+    planned = plan_mixtures(
+        bundle.natural_weights(),
+        n_runs=16,
+        seed=0,
+        caps=caps,
+        replicates=0,
+        min_distance=config.sweep.min_distance,
+    )
+    tasks = config_tasks(config)
+    model_cfg = get_preset("tiny", vocab_size=bundle.tokenizer.get_vocab_size())
+    from automixer.evals.scoring import PackScorer, score_tasks
+
+    t = time.perf_counter()
+    P = config.proxy.pack_size
+    for i in range(0, len(planned), P):
+        group = planned[i : i + P]
+        loaders = [bundle.loader(r.weights, config, seed=r.seed) for r in group]
+        train_pack(
+            model_cfg,
+            loaders,
+            [r.seed for r in group],
+            train_config(config),
+            val=bundle.val_arrays(),
+            bytes_per_token=bundle.bytes_per_token(),
+            evaluate=lambda m: score_tasks(tasks, PackScorer(m, bundle.tokenizer, max_len=128)),
+        )
+    alone = time.perf_counter() - t
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automixer.cli", "sweep", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first_step = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if first_step is None and "sweep automixer-" in line:
+            first_step = time.perf_counter() - t0  # planned; the first claim follows at once
+    proc.wait()
+    swept = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit("the sweep failed")
+    result = {
+        "runs": 16,
+        "alone_seconds": alone,
+        "sweep_seconds": swept,
+        "overhead_fraction": swept / alone - 1,
+        "seconds_to_first_step": first_step,
+    }
+    print(
+        f"16 runs alone {alone:.1f}s, as a sweep {swept:.1f}s: overhead "
+        f"{result['overhead_fraction']:+.1%}; first step after {first_step:.1f}s"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
