@@ -95,8 +95,8 @@ def main() -> None:
     first_step = None
     assert proc.stdout is not None
     for line in proc.stdout:
-        if first_step is None and "sweep automixer-" in line:
-            first_step = time.perf_counter() - t0  # planned; the first claim follows at once
+        if first_step is None and "first proxy step" in line:
+            first_step = time.perf_counter() - t0
     proc.wait()
     swept = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -69,6 +69,7 @@ def run_pack(
     tasks: list[Any],
     ledger: Ledger,
     commit: str,
+    on_log: Callable[[int, list[float], float], None] | None = None,
 ) -> tuple[int, int]:
     """Train and score one pack of claimed runs; record each. Returns (tokens, done)."""
     from proxies.model import PackedLM
@@ -101,6 +102,7 @@ def run_pack(
             val=bundle.val_arrays(),
             bytes_per_token=bundle.bytes_per_token(),
             evaluate=evaluate,
+            on_log=on_log,
         )
     except Exception as e:  # the whole pack broke (out of memory, a bug): record, go on
         reason = f"{type(e).__name__}: {e}".strip()
@@ -140,11 +142,19 @@ def worker_loop(
     ledger: Ledger,
     *,
     on_pack: Callable[[int, float], None] | None = None,
+    on_first_step: Callable[[], None] | None = None,
     max_packs: int | None = None,
 ) -> None:
     """Claim, train, record, until the ledger has nothing waiting or running."""
     tasks = config_tasks(config)
     commit = git_commit()
+    pending = [on_first_step]
+
+    def first_step_hook(step: int, losses: list[float], rate: float) -> None:
+        if pending[0] is not None:
+            pending[0]()
+            pending[0] = None
+
     packs = 0
     while max_packs is None or packs < max_packs:
         claims = ledger.claim(config.proxy.pack_size)
@@ -155,7 +165,7 @@ def worker_loop(
             continue
         t0 = time.perf_counter()
         with ledger.heartbeat(claims):
-            tokens, _ = run_pack(config, bundle, claims, tasks, ledger, commit)
+            tokens, _ = run_pack(config, bundle, claims, tasks, ledger, commit, first_step_hook)
         packs += 1
         if on_pack is not None:
             on_pack(tokens, time.perf_counter() - t0)
@@ -307,7 +317,14 @@ def run_sweep(
                 tokens_seen[0] += tokens
                 refresh(task)
 
-            worker_loop(config, bundle, ledger, on_pack=on_pack, max_packs=max_packs)
+            worker_loop(
+                config,
+                bundle,
+                ledger,
+                on_pack=on_pack,
+                max_packs=max_packs,
+                on_first_step=lambda: say("first proxy step done"),
+            )
         else:
             ctx = mp.get_context("spawn")
             procs = [
