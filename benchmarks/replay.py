@@ -153,28 +153,39 @@ def fit_solve_timing(seed: int = 0) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer subsets and sizes (a smoke run)")
+    ap.add_argument("--sizes", default="32,64,128,512", help="RegMix training-set sizes")
+    ap.add_argument("--subsets", type=int, default=5, help="random subsets per size")
+    ap.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
+    ap.add_argument("--parts", default="regmix,olmix,timing", help="regmix, olmix, timing")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    ns = [64] if args.quick else [32, 64, 128, 512]
-    subsets = 2 if args.quick else 5
-    result: dict = {"regmix": regmix(ns, subsets, MODELS)}
-    result["olmix_dclm"] = olmix(MODELS, repeats=1 if args.quick else 3)
-    result["fit_solve_seconds"] = fit_solve_timing()
-    print(f"fit + solve, 512 runs x 64 domains x 110 targets: {result['fit_solve_seconds']:.1f}s")
-    flat = {
-        "regmix.n64.pilecc_1m": result["regmix"]["automixer.n64"]["pilecc_1m"],
-        "regmix.n64.pilecc_60m": result["regmix"]["automixer.n64"]["pilecc_60m"],
-        "regmix.n64.mean13_1m": result["regmix"]["automixer.n64"]["mean13_1m"],
-        "solver_top_fraction_n64": result["regmix"]["automixer.n64"]["pick_fraction"],
-        "olmix_dclm.math": result["olmix_dclm"]["automixer"]["math"],
-        "olmix_dclm.code": result["olmix_dclm"]["automixer"]["code"],
-        "olmix_dclm.qa": result["olmix_dclm"]["automixer"]["qa"],
-        "olmix_dclm.mean": result["olmix_dclm"]["automixer"]["mean"],
-        "fit_solve_seconds": result["fit_solve_seconds"],
-    }
-    if "automixer.n512" in result["regmix"]:
+    ns = [64] if args.quick else [int(n) for n in args.sizes.split(",")]
+    subsets = 2 if args.quick else args.subsets
+    models = {k: v for k, v in MODELS.items() if k in args.models.split(",")}
+    parts = args.parts.split(",")
+    result: dict = {}
+    if "regmix" in parts:
+        result["regmix"] = regmix(ns, subsets, models)
+    if "olmix" in parts:
+        result["olmix_dclm"] = olmix(models, repeats=1 if args.quick else 3)
+    if "timing" in parts:
+        result["fit_solve_seconds"] = fit_solve_timing()
+        print(
+            f"fit + solve, 512 runs x 64 domains x 110 targets: {result['fit_solve_seconds']:.1f}s"
+        )
+    flat: dict = {}
+    reg = result.get("regmix", {})
+    for n in (64, 512):
         for k in ("pilecc_1m", "pilecc_60m", "mean13_1m"):
-            flat[f"regmix.n512.{k}"] = result["regmix"]["automixer.n512"][k]
+            if f"automixer.n{n}" in reg:
+                flat[f"regmix.n{n}.{k}"] = reg[f"automixer.n{n}"][k]
+    if "automixer.n64" in reg:
+        flat["solver_top_fraction_n64"] = reg["automixer.n64"]["pick_fraction"]
+    if "automixer" in result.get("olmix_dclm", {}):
+        for k in ("math", "code", "qa", "mean"):
+            flat[f"olmix_dclm.{k}"] = result["olmix_dclm"]["automixer"][k]
+    if "fit_solve_seconds" in result:
+        flat["fit_solve_seconds"] = result["fit_solve_seconds"]
     flat["detail"] = result
     print(json.dumps(flat))
 
