@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install quickstart test test-all lint bench clean
+.PHONY: install quickstart test test-slow lint clean
 
 $(BIN)/automixer: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,8 +29,8 @@ quickstart: install
 test: install
 	$(BIN)/python -m pytest -q
 
-test-all: install
-	$(BIN)/python -m pytest -q -m "not gpu"
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
 lint: install
 	$(BIN)/ruff check automixer proxies tests benchmarks

@@ -165,6 +165,8 @@ class ProxySection(_Section):
     """'auto' (CUDA when present, else CPU), 'cpu', or 'cuda[:N]'."""
     pack_size: int = Field(default=8, ge=1)
     """Proxies trained together in one packed model."""
+    eval_tokens: int = Field(default=16384, ge=1)
+    """Held-out tokens per domain behind each proxy's bits per byte."""
 
 
 Weights = dict[str, float]

@@ -79,9 +79,10 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
 
 
 def run_all(config_path: Path, *, progress: bool = True, console: Console | None = None) -> RunDir:
-    """The whole loop: data, sweep, fit, solve, export; prints where everything is."""
+    """The whole loop: data, sweep, fit, solve, export, report; prints where everything is."""
     from automixer.export_stage import run_export
     from automixer.fit_stage import run_fit, run_solve
+    from automixer.report import run_report
     from automixer.sweep.runner import run_sweep
 
     out = console or Console(quiet=True)
@@ -90,9 +91,9 @@ def run_all(config_path: Path, *, progress: bool = True, console: Console | None
     run_fit(run_dir, out)
     run_solve(run_dir, out)
     run_export(run_dir, None, out)
+    run_report(run_dir, out)
     out.print(
         f"run directory: {run_dir} (config.yaml, manifest.json, ledger.db, runs.parquet, "
-        "surrogates/, solution.json, pareto.csv, recipes/)"
+        "surrogates/, solution.json, pareto.csv, recipes/, report.html)"
     )
-    out.print("not built yet in this version: the HTML report (automixer report)")
     return RunDir.open(run_dir)

@@ -45,3 +45,8 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     ]:
         assert (run_dir / "recipes" / name).is_file()
     assert "run directory" in result.output
+    report = (run_dir / "report.html").read_text()
+    assert f"{solution['objective']['predicted']:+.3f}" in report
+    assert f"{solution['optimism_gap']:+.3f}" in report
+    assert report.count("data:image/png;base64,") >= 6
+    assert "http://" not in report and "https://" not in report  # readable offline

@@ -125,7 +125,7 @@ class PackScorer:
         tokenizer: Tokenizer,
         *,
         max_len: int = 256,
-        batch_size: int = 32,
+        batch_size: int = 16,
         device: torch.device | None = None,
     ) -> None:
         self.model = model

@@ -59,6 +59,7 @@ def train_config(config: Config) -> Any:
         schedule=p.schedule,
         device=p.device,
         log_every=max(1, p.tokens // (p.seq_len * p.batch_size) // 50),
+        eval_tokens=p.eval_tokens,
     )
 
 
