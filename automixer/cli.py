@@ -56,10 +56,24 @@ def user_errors(fn: F) -> F:
 
 @app.command()
 @user_errors
-def data(config: ConfigArg, quiet: QuietOpt = False) -> None:
+def data(
+    config: ConfigArg,
+    quiet: QuietOpt = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Resolve and check the config without reading or downloading any text.",
+        ),
+    ] = False,
+) -> None:
     """Build the domain corpora (documents, tokenizer, token shards) and print the domains table."""
+    from automixer.stages import dry_run as plan_only
     from automixer.stages import run_data
 
+    if dry_run:
+        plan_only(config, console)
+        return
     run_data(config, progress=not quiet, console=console)
 
 

@@ -97,3 +97,61 @@ def run_all(config_path: Path, *, progress: bool = True, console: Console | None
         "surrogates/, solution.json, pareto.csv, recipes/, report.html)"
     )
     return RunDir.open(run_dir)
+
+
+def dry_run(config_path: Path, console: Console) -> None:
+    """Resolve and check everything a config names without reading or downloading any text:
+    the sources (local globs must match), the preset, the suites, and the sweep's size."""
+    from automixer.data.sources import resolve_files, source_description, source_licence
+    from automixer.evals.suites import SUITES, suite_names
+
+    config = load_config(config_path)
+    table = Table(title="domains (dry run: nothing read or downloaded)", title_justify="left")
+    for col in ("domain", "source", "limit", "licence"):
+        table.add_column(col)
+    for i, d in enumerate(config.domains):
+        if d.files is not None:
+            resolve_files(d, i)
+        limit = (
+            ", ".join(
+                x
+                for x in (
+                    f"{d.max_bytes:,} bytes" if d.max_bytes else "",
+                    f"{d.max_documents:,} docs" if d.max_documents else "",
+                )
+                if x
+            )
+            or "all"
+        )
+        table.add_row(d.name, source_description(d), limit, source_licence(d))
+    console.print(table)
+    try:
+        from proxies.presets import get_preset
+
+        preset = get_preset(config.proxy.preset, vocab_size=config.tokenizer.vocab_size)
+    except KeyError as e:
+        raise AutomixerError(str(e).strip("'\""), file=config_path, field="proxy.preset") from None
+    unknown = [s for s in suite_names(config) if s not in SUITES]
+    if unknown:
+        raise AutomixerError(
+            f"unknown suite '{unknown[0]}'", file=config_path, field="evals.suites"
+        )
+    counts = preset.param_counts()
+    tok = (
+        f"given {config.tokenizer.path}"
+        if config.tokenizer.path
+        else f"byte-level BPE, vocab {config.tokenizer.vocab_size}"
+    )
+    runs = config.sweep.n_runs + config.sweep.replicates
+    packs = -(-runs // config.proxy.pack_size)
+    console.print(
+        f"tokenizer: {tok}\n"
+        f"proxy: {config.proxy.preset}, {counts['active'] / 1e6:.1f}M active / "
+        f"{counts['total'] / 1e6:.1f}M total parameters, {config.proxy.tokens:,} tokens each\n"
+        f"sweep: {config.sweep.n_runs} mixtures + {config.sweep.replicates} replicates = {runs} "
+        f"proxies in {packs} packs of up to {config.proxy.pack_size}; "
+        f"{runs * config.proxy.tokens / 1e9:.2f}B training tokens in all\n"
+        f"evals: {len(suite_names(config))} suites x {config.evals.n_per_suite} items; "
+        f"objective {config.solve.objective}\n"
+        f"run directory: {RunDir.for_config(config).path}"
+    )

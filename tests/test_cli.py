@@ -97,3 +97,11 @@ def test_budget_beyond_max_epochs_writes_nothing(tmp_path: Path):
 def test_unbuilt_verbs_say_so(tmp_path: Path, verb: str):
     p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
     _assert_one_line_error(_run(verb, str(p)), "not built yet")
+
+
+def test_laguna_60_dry_run_resolves_without_downloads():
+    root = Path(__file__).parents[1]
+    result = _run("data", str(root / "configs" / "laguna-60.yaml"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    for needle in ["HuggingFaceFW/fineweb-edu", "gpu-25m", "63 proxies", "nothing read"]:
+        assert needle in result.output
