@@ -103,7 +103,7 @@ PRESETS: dict[str, ModelConfig] = {
         dense_hidden=576,
         window=128,
     ),
-    # ~25M active: a GPU proxy.
+    # ~39M active (88M total): a GPU proxy.
     "gpu-25m": ModelConfig(
         vocab_size=32_768,
         d_model=384,

@@ -50,3 +50,24 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     assert f"{solution['optimism_gap']:+.3f}" in report
     assert report.count("data:image/png;base64,") >= 6
     assert "http://" not in report and "https://" not in report  # readable offline
+    _execute_notebook(run_dir)
+
+
+def _execute_notebook(run_dir: Path) -> None:
+    """notebooks/analysis.ipynb runs top to bottom on this run directory."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).parents[1]
+    nb = nbformat.read(root / "notebooks" / "analysis.ipynb", as_version=4)
+    os.environ["AUTOMIXER_RUN_DIR"] = str(run_dir)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(root)}}).execute()
+    finally:
+        os.environ.pop("AUTOMIXER_RUN_DIR", None)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
