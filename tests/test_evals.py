@@ -123,3 +123,50 @@ def test_config_tasks_subsample(tmp_path: Path):
     tasks = config_tasks(cfg)
     assert len(tasks) == 14 and {t.suite for t in tasks} == {"sciq", "gsm8k"}
     assert isinstance(tasks[0], Task)
+
+
+@pytest.mark.slow
+def test_code_proxy_knows_code_prose_proxy_knows_commonsense(tmp_path: Path):
+    """Real signal: same budget, one proxy on code only, one on English prose only."""
+    from automixer.config import Config
+    from automixer.data.pipeline import prepare_data
+    from proxies.train import TrainConfig, train_pack
+    from tests.conftest import small_config
+
+    cfg = small_config(
+        tmp_path,
+        domains=[
+            {"name": "code", "builtin": "code", "max_bytes": 1_500_000},
+            {"name": "prose", "builtin": "bible", "max_bytes": 1_500_000},
+        ],
+    )
+    cfg["tokenizer"] = {"vocab_size": 1024, "sample_bytes_per_domain": 400_000}
+    config = Config.model_validate(cfg)
+    bundle = prepare_data(config, progress=False)
+    tokens = 150 * 16 * 64
+    loaders = [
+        bundle.loader({"code": 1.0}, config, seed=0, tokens=tokens),
+        bundle.loader({"prose": 1.0}, config, seed=0, tokens=tokens),
+    ]
+    loaders = [
+        type(lo)(bundle.train_arrays(), w, tokens, 64, 16, seed=0, max_epochs=8)
+        for lo, w in zip(loaders, [{"code": 1.0}, {"prose": 1.0}], strict=True)
+    ]
+    tasks = (
+        load_suite("humaneval", n=60)
+        + load_suite("mbpp", n=60)
+        + load_suite("hellaswag", n=80)
+        + load_suite("piqa", n=80)
+        + load_suite("winogrande", n=80)
+    )
+    model_cfg = get_preset("tiny", vocab_size=bundle.tokenizer.get_vocab_size())
+    res = train_pack(
+        model_cfg,
+        loaders,
+        [0, 0],
+        TrainConfig(log_every=50),
+        evaluate=lambda m: score_tasks(tasks, PackScorer(m, bundle.tokenizer, max_len=128)),
+    )
+    code, prose = res[0].metrics, res[1].metrics
+    assert code["ability:code:bpb"] < prose["ability:code:bpb"]
+    assert prose["ability:commonsense:bpb"] < code["ability:commonsense:bpb"]

@@ -64,8 +64,9 @@ def _execute_notebook(run_dir: Path) -> None:
     nb = nbformat.read(root / "notebooks" / "analysis.ipynb", as_version=4)
     os.environ["AUTOMIXER_RUN_DIR"] = str(run_dir)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(root)}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+        ).execute()
     finally:
         os.environ.pop("AUTOMIXER_RUN_DIR", None)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
