@@ -144,13 +144,11 @@ def test_code_proxy_knows_code_prose_proxy_knows_commonsense(tmp_path: Path):
     config = Config.model_validate(cfg)
     bundle = prepare_data(config, progress=False)
     tokens = 150 * 16 * 64
+    from automixer.data.loader import MixtureLoader
+
     loaders = [
-        bundle.loader({"code": 1.0}, config, seed=0, tokens=tokens),
-        bundle.loader({"prose": 1.0}, config, seed=0, tokens=tokens),
-    ]
-    loaders = [
-        type(lo)(bundle.train_arrays(), w, tokens, 64, 16, seed=0, max_epochs=8)
-        for lo, w in zip(loaders, [{"code": 1.0}, {"prose": 1.0}], strict=True)
+        MixtureLoader(bundle.train_arrays(), w, tokens, 64, 16, seed=0, max_epochs=8)
+        for w in ({"code": 1.0}, {"prose": 1.0})
     ]
     tasks = (
         load_suite("humaneval", n=60)
