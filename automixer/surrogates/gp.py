@@ -2,7 +2,7 @@
 
 Targets are standardised. With `per_target=True` each target gets its own kernel (best when
 targets differ in what drives them); with False one kernel is shared by all targets (fast for a
-hundred targets); "auto" gives each its own up to 16 targets. The kernel is an RBF plus white
+hundred targets); "auto" gives each its own up to 16 targets or 128 runs. The kernel is an RBF plus white
 noise: anisotropic (one length scale per domain, `kernel="ard"`) on small sweeps, isotropic
 (`"iso"`, much faster) on large ones, or as chosen. `noise_level` fixes the white-noise variance
 (on the standardised scale), e.g. from replicate runs' seed noise; by default it is learned.
@@ -57,7 +57,11 @@ class GPSurrogate(Surrogate):
         self.y_mean_ = Y.mean(axis=0)
         self.y_std_ = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
         Yn = (Y - self.y_mean_) / self.y_std_
-        per_target = Y.shape[1] <= 16 if self.per_target == "auto" else bool(self.per_target)
+        per_target = (
+            (Y.shape[1] <= 16 or len(Z) <= 128)
+            if self.per_target == "auto"
+            else bool(self.per_target)
+        )
         groups = [[j] for j in range(Y.shape[1])] if per_target else [list(range(Y.shape[1]))]
         self.models_ = []
         n = len(Z)
