@@ -2,10 +2,10 @@
 
 Targets are standardised. With `per_target=True` each target gets its own kernel (best when
 targets differ in what drives them); with False one kernel is shared by all targets (fast for a
-hundred targets); "auto" gives each its own up to 16 targets or 128 runs. The kernel is an RBF
-plus white noise: anisotropic (one length scale per domain, `kernel="ard"`) on small sweeps, isotropic
-(`"iso"`, much faster) on large ones, or as chosen. `noise_level` fixes the white-noise variance
-(on the standardised scale), e.g. from replicate runs' seed noise; by default it is learned.
+hundred targets); "auto" gives each its own up to 16 targets or 128 runs. The kernel is an
+RBF plus white noise: anisotropic (one length scale per domain, `kernel="ard"`) on small sweeps,
+isotropic (`"iso"`, much faster) on large ones, or as chosen. `noise_level` fixes the white-noise
+variance (on the standardised scale), e.g. from replicate runs' seed noise; by default learned.
 """
 
 from __future__ import annotations
