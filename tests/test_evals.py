@@ -168,3 +168,29 @@ def test_code_proxy_knows_code_prose_proxy_knows_commonsense(tmp_path: Path):
     code, prose = res[0].metrics, res[1].metrics
     assert code["ability:code:bpb"] < prose["ability:code:bpb"]
     assert prose["ability:commonsense:bpb"] < code["ability:commonsense:bpb"]
+
+
+def test_hf_task_loader_on_a_local_dataset(tmp_path: Path):
+    import datasets
+
+    from automixer.evals.tasks import load_hf_tasks
+
+    datasets.Dataset.from_dict(
+        {
+            "question": ["Which is a mammal?", "What is 2 + 2?"],
+            "options": [["trout", "whale"], ["3", "4"]],
+            "label": [1, 1],
+        }
+    ).save_to_disk(str(tmp_path / "qa"))
+    tasks = load_hf_tasks(
+        str(tmp_path / "qa"),
+        split="train",
+        suite="toy",
+        ability="stem",
+        context="question",
+        choices="options",
+        gold="label",
+    )
+    assert [t.gold_text() for t in tasks] == [" whale", " 4"]
+    m = score_tasks(tasks, random_loglik(P=1))
+    assert "suite:toy:acc" in m
