@@ -26,14 +26,11 @@ from automixer.surrogates import AutoSurrogate, cross_validate, make_surrogate
 from automixer.views import print_cv_table, print_solution
 
 
-def _load(run_dir: Path) -> tuple[RunDir, np.ndarray, np.ndarray, list[str], list[str]]:
-    rd, X, Y, targets, ids, _ = _load_all(run_dir)
-    return rd, X, Y, targets, ids
-
-
-def _load_all(
+def load_fit_inputs(
     run_dir: Path,
 ) -> tuple[RunDir, np.ndarray, np.ndarray, list[str], list[str], pl.DataFrame]:
+    """The run directory, the finished runs' weights X and targets Y, the target names, the
+    run ids, and the whole runs table; too few runs or no metrics is an error."""
     rd = RunDir.open(run_dir)
     df = read_runs(rd.file("runs.parquet"), rd.config.domain_names)
     X, Y, targets, ids = fit_arrays(df, rd.config.domain_names)
@@ -48,7 +45,7 @@ def _load_all(
 
 
 def run_fit(run_dir: Path, console: Console) -> Path:
-    rd, X, Y, targets, ids, df = _load_all(run_dir)
+    rd, X, Y, targets, ids, df = load_fit_inputs(run_dir)
     s = rd.config.surrogate
     names = s.candidates if s.model == "auto" else [s.model]
     models = {n: make_surrogate(n, s.transform) for n in names}
@@ -136,7 +133,7 @@ def fitted_model(rd: RunDir, X: np.ndarray, Y: np.ndarray, targets: list[str]) -
 
 
 def run_solve(run_dir: Path, console: Console) -> Solution:
-    rd, X, Y, targets, ids = _load(run_dir)
+    rd, X, Y, targets, ids, _ = load_fit_inputs(run_dir)
     cfg = rd.config
     model = fitted_model(rd, X, Y, targets)
     objective = Objective.build(targets, resolve_keys(cfg.solve.objective, targets), Y)

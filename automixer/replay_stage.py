@@ -16,10 +16,9 @@ from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
 from automixer.solve import Constraints, Objective, Solution, solve_mixture
+from automixer.solve.solvers import Z95
 from automixer.surrogates import cross_validate, make_surrogate
 from automixer.views import print_cv_table, print_solution
-
-Z95 = 1.959963984540054
 
 
 @dataclass

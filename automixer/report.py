@@ -16,8 +16,7 @@ from rich.console import Console
 from automixer import plots
 from automixer.errors import AutomixerError
 from automixer.io import atomic_write_text
-from automixer.rundir import RunDir
-from automixer.runs_table import read_runs, weight_column
+from automixer.runs_table import weight_column
 
 
 def _img(fig: Figure) -> str:
@@ -42,13 +41,13 @@ def _table(df: pl.DataFrame, digits: int = 4) -> str:
 
 
 def build_report(run_dir: Path) -> str:
-    from automixer.fit_stage import _load, fitted_model
+    from automixer.fit_stage import fitted_model, load_fit_inputs
     from automixer.solve import Constraints, Objective
     from automixer.solve.objective import resolve_keys
 
-    rd = RunDir.open(run_dir)
+    # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
+    rd, X, Y, targets_all, _, runs = load_fit_inputs(run_dir)
     domains = rd.config.domain_names
-    runs = read_runs(rd.file("runs.parquet"), domains)
     sol_path = rd.file("solution.json")
     if not sol_path.is_file():
         raise AutomixerError("no solution.json: run `automixer solve` first", file=rd.path)
@@ -115,8 +114,7 @@ def build_report(run_dir: Path) -> str:
             + _img(plots.signal_vs_noise(signal))
             + _table(signal)
         )
-    rd_model, X, Y, targets_all, _ = _load(rd.path)
-    model = fitted_model(rd_model, X, Y, targets_all)
+    model = fitted_model(rd, X, Y, targets_all)
     objective = Objective.build(
         targets_all, resolve_keys(rd.config.solve.objective, targets_all), Y
     )

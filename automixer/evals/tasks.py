@@ -103,28 +103,22 @@ def task_from_dict(
         ctxs = row.get("choice_contexts")
         if ctxs is not None and (not isinstance(ctxs, list) or len(ctxs) != len(choices)):
             raise bad("'choice_contexts' must have one context per choice")
-        return Task(
-            row["id"],
-            row["context"],
-            row["suite"],
-            row["ability"],
-            str(row.get("licence", "unknown")),
-            tuple(choices),
-            gold,
-            None,
-            tuple(ctxs) if ctxs else None,
+        return _task(
+            row, choices=tuple(choices), gold=gold, choice_contexts=tuple(ctxs) if ctxs else None
         )
     if not isinstance(continuation, str) or not continuation:
         raise bad("'continuation' must be non-empty text")
+    return _task(row, continuation=continuation)
+
+
+def _task(row: dict[str, Any], **answer: Any) -> Task:
     return Task(
         row["id"],
         row["context"],
         row["suite"],
         row["ability"],
         str(row.get("licence", "unknown")),
-        None,
-        None,
-        continuation,
+        **answer,
     )
 
 
