@@ -134,7 +134,8 @@ def _score_fn(
 
 
 @contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's info logging and experimental-feature warnings off for a block, then back."""
     import optuna
 
     before = optuna.logging.get_verbosity()
@@ -207,7 +208,7 @@ def _optuna(
     import optuna
 
     D = len(c.domains)
-    with _quiet_optuna():
+    with quiet_optuna():
         sampler = (
             optuna.samplers.TPESampler(seed=seed, multivariate=True)
             if method == "tpe"
@@ -351,7 +352,7 @@ def pareto_front(
         raise AutomixerError(
             "a Pareto front needs at least two targets with weight", field="solve.objective"
         )
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(
             directions=["maximize"] * len(active), sampler=optuna.samplers.NSGAIISampler(seed=seed)
         )

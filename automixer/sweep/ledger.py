@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from automixer.design import PlannedRun
 from automixer.errors import AutomixerError
+from automixer.solve.solvers import quiet_optuna
 
 
 def mask_url(url: str) -> str:
@@ -41,16 +42,10 @@ def mask_url(url: str) -> str:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_optuna(), warnings.catch_warnings():
         # Heartbeats are recorded by the ledger itself, not by Study.optimize.
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        try:
-            yield
-        finally:
-            optuna.logging.set_verbosity(before)
+        yield
 
 
 @dataclass
