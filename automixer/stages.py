@@ -7,19 +7,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from automixer.config import load_config
+from automixer.config import Config, load_config
 from automixer.data.pipeline import DataBundle, prepare_data
 from automixer.errors import AutomixerError
 from automixer.rundir import RunDir
 
 
-def eval_texts_for(config_path: Path) -> list[str]:
-    """Texts of the evaluation items that training data must not contain."""
-    try:
-        from automixer.evals.suites import contamination_texts
-    except ImportError:  # the eval suites are not part of this build
-        return []
-    return contamination_texts(load_config(config_path))
+def data_bundle(config: Config, *, progress: bool = True) -> DataBundle:
+    """The data stage for a config, checked against its evaluation items (every process of a
+    sweep builds the same bundle, so they share the cache and agree on what was left out)."""
+    from automixer.evals.suites import contamination_items
+
+    return prepare_data(config, eval_texts=contamination_items(config), progress=progress)
 
 
 def run_data(
@@ -27,7 +26,7 @@ def run_data(
 ) -> tuple[RunDir, DataBundle]:
     config = load_config(config_path)
     rd = RunDir.for_config(config)
-    bundle = prepare_data(config, eval_texts=eval_texts_for(config_path), progress=progress)
+    bundle = data_bundle(config, progress=progress)
     for name, weights in config.sweep.anchors.items():
         try:
             bundle.loader(weights, config, seed=config.run.seed)
@@ -53,7 +52,8 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
         ("bytes/tok", "right"),
         ("natural", "right"),
         ("dups", "right"),
-        ("contam.", "right"),
+        ("contam. docs", "right"),
+        ("eval items found", "right"),
         ("licence", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -69,6 +69,7 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
             f"{natural[d]:.3f}",
             f"{v.duplicates:,}",
             rate,
+            f"{len(v.items)}" if v.checked else "-",
             v.licence,
         )
     console.print(table)
@@ -76,6 +77,14 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
         f"tokenizer: {bundle.tokenizer_path} (vocab {bundle.tokenizer.get_vocab_size()}, "
         f"hash {bundle.tokenizer_hash}); eval items checked: {bundle.eval_items_checked}"
     )
+    found = bundle.contaminated_items
+    if found:
+        console.print(
+            f"{len(found)} eval items share a word n-gram with the training corpora"
+            " and are left out of scoring (listed in manifest.json): "
+            + ", ".join(list(found)[:5])
+            + (" ..." if len(found) > 5 else "")
+        )
 
 
 def run_all(config_path: Path, *, progress: bool = True, console: Console | None = None) -> RunDir:

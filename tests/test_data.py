@@ -166,6 +166,21 @@ def test_decontamination_drops_training_docs(tmp_path: Path):
     assert not any(v in text for v in verses)
 
 
+def test_items_found_in_training_are_reported_by_key(tmp_path: Path):
+    from automixer.config import DomainSection
+
+    cfg = Config.model_validate(small_config(tmp_path, data={"decontaminate": False}))
+    chapters = list(iter_raw_documents(DomainSection(name="b", builtin="bible"), 0))[:3]
+    verse = chapters[1].splitlines()[3].split(" ", 1)[1]
+    assert len(verse.split()) >= 13
+    items = {"quiz:1": "Q: what came next? " + verse, "quiz:2": "an item that is nowhere at all"}
+    bundle = prepare_data(cfg, eval_texts=items, progress=False)
+    assert bundle.contaminated_items == {"quiz:1": ["bible"]}
+    assert bundle.domains["bible"].contaminated == 0  # reported, documents kept (decontaminate off)
+    assert bundle.manifest()["contaminated_items"] == {"quiz:1": ["bible"]}
+    assert bundle.domains["bible"].row()["eval_items_overlapping"] == 1
+
+
 def test_shards_and_bytes_per_token(bundle_and_config):
     bundle, _ = bundle_and_config
     for d in bundle.domains.values():

@@ -123,6 +123,13 @@ def test_config_tasks_subsample(tmp_path: Path):
     tasks = config_tasks(cfg)
     assert len(tasks) == 14 and {t.suite for t in tasks} == {"sciq", "gsm8k"}
     assert isinstance(tasks[0], Task)
+    # Items the data stage found in training are left out before the draw; the size holds.
+    from automixer.evals.suites import item_key
+
+    found = {item_key(t) for t in tasks[:3]}
+    kept = config_tasks(cfg, exclude=found)
+    assert len(kept) == 14 and not found & {item_key(t) for t in kept}
+    assert config_tasks(cfg, exclude={"nothing:0"}) == tasks
 
 
 @pytest.mark.slow

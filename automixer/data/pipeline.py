@@ -51,6 +51,8 @@ class DomainData:
     """Training documents dropped for sharing an n-gram with an evaluation item."""
     checked: bool
     """Whether the domain was checked against evaluation items at all."""
+    items: list[str] = field(default_factory=list)
+    """Evaluation items (by key) that share an n-gram with this domain's training documents."""
 
     @property
     def contamination_rate(self) -> float:
@@ -76,6 +78,7 @@ class DomainData:
             "duplicates_removed": self.duplicates,
             "contaminated_removed": self.contaminated,
             "contamination_rate": self.contamination_rate if self.checked else None,
+            "eval_items_overlapping": len(self.items) if self.checked else None,
         }
 
 
@@ -124,6 +127,16 @@ class DataBundle:
     def table(self) -> pl.DataFrame:
         return pl.DataFrame([v.row() for v in self.domains.values()])
 
+    @property
+    def contaminated_items(self) -> dict[str, list[str]]:
+        """Evaluation items found in the training corpora -> the domains they were found in.
+        The eval stage leaves these out of scoring."""
+        out: dict[str, list[str]] = {}
+        for d, v in self.domains.items():
+            for key in v.items:
+                out.setdefault(key, []).append(d)
+        return dict(sorted(out.items()))
+
     def manifest(self) -> dict[str, Any]:
         return {
             **self.meta,
@@ -133,6 +146,7 @@ class DataBundle:
                 "vocab_size": self.tokenizer.get_vocab_size(),
             },
             "eval_items_checked": self.eval_items_checked,
+            "contaminated_items": self.contaminated_items,
             "natural_weights": self.natural_weights(),
             "domains": {
                 d: {
@@ -221,15 +235,31 @@ def _flags(
 
 
 def prepare_data(
-    config: Config, *, eval_texts: Sequence[str] = (), progress: bool = True
+    config: Config,
+    *,
+    eval_texts: Sequence[str] | Mapping[str, str] = (),
+    progress: bool = True,
 ) -> DataBundle:
-    """Build (or reuse) the documents, tokenizer and token shards of every domain."""
+    """Build (or reuse) the documents, tokenizer and token shards of every domain.
+
+    `eval_texts` (evaluation items, by key when a mapping) are checked against every domain's
+    training documents: the items found are recorded per domain, and with
+    `data.decontaminate` the training documents that contain them are dropped.
+    """
     cache = Path(config.run.cache_dir)
     splits: dict[str, SplitDocs] = {}
     keys: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
     seen: set[str] = set()
-    contam = ContaminationIndex(eval_texts, config.data.contamination_ngram) if eval_texts else None
-    eval_key = hash_json(sorted(hashlib.sha1(t.encode()).hexdigest() for t in eval_texts))
+    if not isinstance(eval_texts, Mapping):
+        eval_texts = {str(i): t for i, t in enumerate(eval_texts)}
+    item_keys = list(eval_texts)
+    contam = (
+        ContaminationIndex(list(eval_texts.values()), config.data.contamination_ngram)
+        if eval_texts
+        else None
+    )
+    eval_key = hash_json(sorted(hashlib.sha1(t.encode()).hexdigest() for t in eval_texts.values()))
     with _progress(progress) as bar:
         for i, domain in enumerate(config.domains):
             frame, key = _load_domain_docs(domain, i, config, cache, bar)
@@ -244,14 +274,17 @@ def prepare_data(
                     continue
                 seen.add(digest)
                 out.add(text, digest, split)
-            if config.data.decontaminate and contam is not None:
+            if contam is not None:
                 flags = _flags(
                     contam,
                     out.train,
                     cache,
                     f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}",
                 )
-                if flags.any():
+                flagged = [t for t, f in zip(out.train, flags, strict=True) if f]
+                hits = contam.contaminated_items(flagged)
+                found[domain.name] = [item_keys[i] for i in np.flatnonzero(hits)]
+                if config.data.decontaminate and flags.any():
                     keep = ~flags
                     out.contaminated = int(flags.sum())
                     out.train = [t for t, k in zip(out.train, keep, strict=True) if k]
@@ -301,6 +334,7 @@ def prepare_data(
                 duplicates=s.duplicates,
                 contaminated=s.contaminated,
                 checked=contam is not None,
+                items=found.get(domain.name, []),
             )
     return DataBundle(
         domains=domains,

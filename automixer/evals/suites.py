@@ -30,7 +30,7 @@ import gzip
 import importlib.util
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -290,26 +290,39 @@ def suite_names(config: Config) -> list[str]:
     return list(config.evals.suites) if config.evals.suites is not None else list(SUITES)
 
 
-def config_tasks(config: Config) -> list[Task]:
-    """Every item a config scores: its built-in suites' subsamples and its task files."""
+def item_key(task: Task) -> str:
+    """The name of an item in contamination reports: '<suite>:<id>'."""
+    return f"{task.suite}:{task.id}"
+
+
+def config_tasks(config: Config, exclude: Collection[str] = ()) -> list[Task]:
+    """Every item a config scores: its built-in suites' subsamples and its task files.
+
+    Items named in `exclude` (by `item_key`: those the data stage found in the training
+    corpora) are left out before the seeded subsample is drawn.
+    """
+    skip = set(exclude)
     tasks: list[Task] = []
     for name in suite_names(config):
-        tasks.extend(load_suite(name, config.evals.n_per_suite, config.run.seed))
+        pool = [t for t in load_suite(name) if item_key(t) not in skip]
+        n = config.evals.n_per_suite
+        if n < len(pool):  # the same draw as load_suite's when nothing is left out
+            pool = random.Random(f"{config.run.seed}:{name}").sample(pool, n)
+        tasks.extend(pool)
     for path in config.evals.files:
-        tasks.extend(load_jsonl(path))
+        tasks.extend(t for t in load_jsonl(path) if item_key(t) not in skip)
     return tasks
 
 
-def contamination_texts(config: Config) -> list[str]:
-    """Texts that training must not contain: every item of the configured suites (all of
-    them, not only the subsample), context plus gold answer."""
-    texts: list[str] = []
-    for name in suite_names(config):
-        for t in load_suite(name):
-            texts.append(t.context + t.gold_text())
-    for path in config.evals.files:
-        texts.extend(t.context + t.gold_text() for t in load_jsonl(path))
-    return texts
+def contamination_items(config: Config) -> dict[str, str]:
+    """What training must not contain: every item of the configured suites (all of them, not
+    only the subsample) by `item_key`, its context plus gold answer."""
+    items: dict[str, str] = {}
+    tasks = [t for name in suite_names(config) for t in load_suite(name)]
+    tasks += [t for path in config.evals.files for t in load_jsonl(path)]
+    for t in tasks:
+        items[item_key(t)] = t.context + t.gold_text()
+    return items
 
 
 def suite_table() -> list[dict[str, str]]:

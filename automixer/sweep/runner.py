@@ -24,13 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from automixer.config import Config, config_hash, dump_config, parse_config
-from automixer.data.pipeline import DataBundle, prepare_data
+from automixer.data.pipeline import DataBundle
 from automixer.design import plan_mixtures
 from automixer.errors import AutomixerError
 from automixer.evals.scoring import PackScorer, domain_metric, score_tasks
 from automixer.evals.suites import config_tasks
 from automixer.io import atomic_path, atomic_write_json, git_commit
 from automixer.runs_table import weight_column, write_runs
+from automixer.stages import data_bundle
 from automixer.sweep.ledger import Claim, Ledger
 
 STORAGE_ENV = "AUTOMIXER_STORAGE"
@@ -147,7 +148,7 @@ def worker_loop(
     max_packs: int | None = None,
 ) -> None:
     """Claim, train, record, until the ledger has nothing waiting or running."""
-    tasks = config_tasks(config)
+    tasks = config_tasks(config, exclude=bundle.contaminated_items)
     commit = git_commit()
     pending = [on_first_step]
 
@@ -175,7 +176,7 @@ def worker_loop(
 def _worker_process(url: str, study: str, heartbeat_s: float) -> None:
     ledger = Ledger(url, study, heartbeat_s=heartbeat_s)
     config = parse_config(ledger.meta("config"), source="<ledger>")
-    bundle = prepare_data(config, progress=False)
+    bundle = data_bundle(config, progress=False)
     worker_loop(config, bundle, ledger)
 
 
@@ -186,7 +187,7 @@ def join_sweep(url: str, study: str | None, console: Console) -> None:
     if not text:
         raise AutomixerError("the ledger has no sweep config (was it made by automixer sweep?)")
     config = parse_config(text, source="<ledger>")
-    bundle = prepare_data(config, progress=False)
+    bundle = data_bundle(config, progress=False)
     console.print(f"joined sweep {ledger.study.study_name}: {ledger.counts()}")
     worker_loop(config, bundle, ledger)
     console.print(f"sweep finished: {ledger.counts()}")
