@@ -121,6 +121,47 @@ def worker(
     join_sweep(url, study, console)
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    proxy: Annotated[
+        Path,
+        typer.Argument(
+            help="A proxy file: <run dir>/proxies/<run_id>.pt from a sweep, or one that "
+            "`automixer validate` trained.",
+            show_default=False,
+        ),
+    ],
+    suite: Annotated[
+        list[str] | None,
+        typer.Option("--suite", help="Built-in suite (repeatable; default: its config's)."),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Items per suite (default: its config's).")
+    ] = None,
+    domains: Annotated[
+        bool,
+        typer.Option(help="Also held-out bits per byte of its config's domains (reads the data)."),
+    ] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a trained proxy: a per-suite, per-ability and per-domain table."""
+    from automixer.eval_stage import run_eval
+
+    run_eval(
+        proxy,
+        suites=suite,
+        n_per_suite=n,
+        domains=domains,
+        json_out=json_out,
+        console=console,
+        progress=not quiet,
+    )
+
+
 @app.command()
 @user_errors
 def fit(run_dir: RunDirArg) -> None:

@@ -194,6 +194,9 @@ class SweepSection(_Section):
     """Worker processes (local) or Ray tasks running at once."""
     heartbeat_s: float = Field(default=30.0, gt=0.0)
     """A run whose worker has not reported for 4x this long is queued again."""
+    save_weights: bool = True
+    """Keep each finished proxy's weights as `<run dir>/proxies/<run_id>.pt` (for `automixer
+    eval`); about 4 bytes per parameter each."""
 
     @field_validator("concentration")
     @classmethod
@@ -505,6 +508,7 @@ _NOT_HASHED = {
     ("sweep", "storage"),
     ("sweep", "workers"),
     ("sweep", "executor"),
+    ("sweep", "save_weights"),
     ("proxy", "device"),
 }
 

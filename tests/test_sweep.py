@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from automixer.cli import app
 from automixer.config import load_config
 from automixer.design import coverage, plan_mixtures
 from automixer.errors import AutomixerError
@@ -100,6 +103,43 @@ def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
     # Run again: nothing left to train, same table.
     run_sweep(cfg, progress=False)
     assert pl.read_parquet(run_dir / "runs.parquet").equals(df)
+    # Every finished proxy is kept; `automixer eval` on one reproduces its row of the table.
+    files = sorted((run_dir / "proxies").glob("*.pt"))
+    assert [f.stem for f in files] == sorted(df["run_id"])
+    row = df.filter(pl.col("run_id") == files[2].stem).row(0, named=True)
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["eval", str(files[2]), "--json", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "ability:math:bpb" in res.output and "suite:arc_easy:acc" in res.output
+    got = json.loads(out.read_text())["metrics"]
+    metric_cols = [c for c in df.columns if c.split(":")[0] in ("suite", "ability", "domain")]
+    assert sorted(got) == sorted(metric_cols)
+    for k in metric_cols:
+        assert got[k] == pytest.approx(row[k], rel=1e-4, abs=1e-6), k
+
+
+def test_eval_refuses_what_is_not_a_proxy_file(tmp_path: Path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Boom()))
+    (tmp_path / "text.pt").write_text("hello")
+    import torch
+
+    torch.save({"state": {}}, tmp_path / "other.pt")
+    for name, msg in [
+        ("missing.pt", "proxy file not found"),
+        ("evil.pt", "not a readable proxy file"),
+        ("text.pt", "not a readable proxy file"),
+        ("other.pt", "not an automixer proxy file"),
+    ]:
+        res = CliRunner().invoke(app, ["eval", str(tmp_path / name)])
+        assert res.exit_code == 2, res.output
+        assert msg in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_interrupted_sweep_resumes_without_training_twice(tmp_path: Path):

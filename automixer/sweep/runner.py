@@ -27,9 +27,11 @@ from automixer.config import Config, config_hash, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
 from automixer.design import plan_mixtures
 from automixer.errors import AutomixerError
-from automixer.evals.scoring import PackScorer, domain_metric, score_tasks
+from automixer.eval_stage import score_suites
+from automixer.evals.scoring import domain_metric
 from automixer.evals.suites import config_tasks
 from automixer.io import atomic_path, atomic_write_json, git_commit
+from automixer.rundir import RunDir
 from automixer.runs_table import weight_column, write_runs
 from automixer.stages import data_bundle
 from automixer.sweep.ledger import Claim, Ledger
@@ -74,6 +76,7 @@ def run_pack(
     on_log: Callable[[int, list[float], float], None] | None = None,
 ) -> tuple[int, int]:
     """Train and score one pack of claimed runs; record each. Returns (tokens, done)."""
+    from proxies.checkpoint import save_proxy
     from proxies.model import PackedLM
     from proxies.presets import get_preset
     from proxies.train import train_pack
@@ -90,10 +93,7 @@ def run_pack(
     cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
 
     def evaluate(model: PackedLM) -> dict[str, np.ndarray]:
-        if not tasks:
-            return {}
-        scorer = PackScorer(model, bundle.tokenizer, max_len=2 * config.proxy.seq_len)
-        return score_tasks(tasks, scorer, config.evals.abilities)
+        return score_suites(model, bundle.tokenizer, tasks, config)
 
     try:
         results = train_pack(
@@ -130,6 +130,22 @@ def run_pack(
             if bad:
                 ledger.fail(c, f"non-finite metrics: {', '.join(bad[:3])}", extra)
                 continue
+            if config.sweep.save_weights:
+                save_proxy(
+                    RunDir.for_config(config).file("proxies") / f"{c.run_id}.pt",
+                    model_config=cfg,
+                    state=r.state,
+                    tokenizer=bundle.tokenizer,
+                    config_yaml=dump_config(config),
+                    meta={
+                        **info,
+                        "run_id": c.run_id,
+                        "seed": c.seed,
+                        "tokens": r.tokens,
+                        "weights": dict(c.weights),
+                        "left_out": sorted(bundle.contaminated_items),
+                    },
+                )
             if ledger.complete(c, metrics, extra):
                 done += 1
                 tokens += r.tokens
