@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from automixer.errors import AutomixerError, NotBuiltError
+from automixer.errors import AutomixerError
 
 app = typer.Typer(
     name="automixer",
@@ -75,10 +75,6 @@ def data(
         plan_only(config, console)
         return
     run_data(config, progress=not quiet, console=console)
-
-
-def _not_built(verb: str, issue: int) -> None:
-    raise NotBuiltError(f"'automixer {verb}' is not built yet (tracked in issue {issue})")
 
 
 @app.command()
@@ -298,9 +294,34 @@ def replay(
 @user_errors
 def validate(
     recipe: Annotated[Path, typer.Argument(help="A recipe written by `automixer export`.")],
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="The sweep's run directory (default: the one holding the recipe)."),
+    ] = None,
+    width: Annotated[
+        float,
+        typer.Option(help="Hidden sizes times the proxy's (2: ~4x non-embedding parameters)."),
+    ] = 2.0,
+    tokens_factor: Annotated[float, typer.Option(help="Training tokens times the proxy's.")] = 4.0,
+    seeds: Annotated[int, typer.Option(help="Seeds per mixture (the metrics are averaged).")] = 1,
+    n_per_suite: Annotated[
+        int, typer.Option(help="Held-out items per suite (ones the sweep never scored).")
+    ] = 100,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Train a larger model on the recipe and on baseline mixtures, and compare."""
-    _not_built("validate", 7)
+    """Train a larger model on the recipe and on the natural and uniform mixtures, compare."""
+    from automixer.validate_stage import run_validate
+
+    run_validate(
+        recipe,
+        run_dir=run_dir,
+        width=width,
+        token_factor=tokens_factor,
+        seeds=seeds,
+        n_per_suite=n_per_suite,
+        console=console,
+        progress=not quiet,
+    )
 
 
 def main() -> None:

@@ -41,7 +41,3 @@ class DataError(AutomixerError):
 
 class BudgetError(AutomixerError):
     """A token budget that would repeat a domain more often than allowed."""
-
-
-class NotBuiltError(AutomixerError):
-    """A pipeline stage that this version of automixer does not provide yet."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -93,10 +92,10 @@ def test_budget_beyond_max_epochs_writes_nothing(tmp_path: Path):
     assert after == before
 
 
-@pytest.mark.parametrize("verb", ["validate"])
-def test_unbuilt_verbs_say_so(tmp_path: Path, verb: str):
+def test_validate_needs_a_recipe_and_its_run_dir(tmp_path: Path):
     p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
-    _assert_one_line_error(_run(verb, str(p)), "not built yet")
+    _assert_one_line_error(_run("validate", str(p)), "c.yaml", "not an automixer recipe")
+    _assert_one_line_error(_run("validate", str(tmp_path / "no.yaml")), "recipe not found")
 
 
 def test_laguna_60_dry_run_resolves_without_downloads():

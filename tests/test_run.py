@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -51,6 +52,31 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     assert report.count("data:image/png;base64,") >= 6
     assert "http://" not in report and "https://" not in report  # readable offline
     _execute_notebook(run_dir)
+    _validate(run_dir)
+
+
+def _validate(run_dir: Path) -> None:
+    """`automixer validate`: a wider model on the solved, natural and uniform mixtures."""
+    args = ["--width", "1.5", "--tokens-factor", "2", "--n-per-suite", "3", "-q"]
+    recipe = run_dir / "recipes" / "recipe.yaml"
+    result = CliRunner().invoke(app, ["validate", str(recipe), *args])
+    assert result.exit_code == 0, result.output
+    out = json.loads((run_dir / "validation.json").read_text())
+    assert set(out["objective"]["values"]) == {"solved", "natural", "uniform"}
+    weights = {d: v["weight"] for d, v in load_recipe(recipe)["mixture"].items()}
+    assert out["mixtures"]["solved"] == pytest.approx(weights)
+    assert out["settings"]["tokens"] == 2 * 4096
+    assert out["settings"]["params"]["active"] > out["settings"]["proxy_params"]["active"]
+    for m in ("solved", "natural", "uniform"):
+        assert f"{out['objective']['values'][m]:+.3f}" in result.output
+        assert (run_dir / "validate" / f"{m}-seed0.pt").is_file()
+    assert "objective" in result.output and "ability:math:bpb" in result.output
+    # Held-out items: none of those the sweep scored.
+    assert all(n == 3 for n in out["settings"]["items"].values())
+    again = CliRunner().invoke(
+        app, ["eval", str(run_dir / "validate" / "solved-seed0.pt"), "--no-domains", "-q"]
+    )
+    assert again.exit_code == 0, again.output
 
 
 def _execute_notebook(run_dir: Path) -> None:

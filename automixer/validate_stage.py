@@ -1,0 +1,256 @@
+"""`automixer validate RECIPE`: does the solved mixture win on a larger model?
+
+A larger model than the proxies (wider: `width` times the proxy's hidden sizes, which is about
+width**2 times its non-embedding parameters) is trained for `token_factor` times the proxy's
+tokens on the recipe's mixture and, with identical settings (same initialisation, seeds,
+schedule), on the natural and the uniform mixtures. All of them are scored on held-out items of
+the same suites (items the sweep never scored, none found in the training corpora) and on the
+held-out domain text, and compared on the objective the recipe was solved for, standardised as
+the solver standardised it (by the sweep's runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from automixer.config import Config, dump_config
+from automixer.errors import AutomixerError
+from automixer.eval_stage import metrics_table, score_suites
+from automixer.evals.scoring import domain_metric
+from automixer.evals.suites import config_tasks, item_key
+from automixer.fit_stage import load_fit_inputs
+from automixer.io import atomic_write_json
+from automixer.recipes import load_recipe, recipe_weights
+from automixer.rundir import RunDir
+from automixer.solve.objective import Objective, lower_is_better, resolve_keys
+from automixer.stages import data_bundle
+
+BASELINES = ("natural", "uniform")
+
+
+def _run_dir_of(recipe: Path, run_dir: Path | None) -> RunDir:
+    """The sweep's run directory: given, or the folder above the recipe's (recipes/ lives in
+    the run directory)."""
+    if run_dir is not None:
+        return RunDir.open(run_dir)
+    for folder in (recipe.resolve().parent, recipe.resolve().parent.parent):
+        if (folder / "config.yaml").is_file():
+            return RunDir.open(folder)
+    raise AutomixerError(
+        "no run directory next to the recipe; give the sweep's with --run-dir", file=recipe
+    )
+
+
+def scaled_model(cfg: Any, width: float) -> Any:
+    """The proxy architecture with hidden sizes times `width` (head count kept; the head
+    dimension rounded to an even number)."""
+    head_dim = max(2, 2 * round(cfg.head_dim * width / 2))
+    d_model = head_dim * cfg.n_heads
+    return dataclasses.replace(
+        cfg,
+        d_model=d_model,
+        expert_hidden=max(1, round(cfg.expert_hidden * width)),
+        dense_hidden=max(1, round(cfg.dense_hidden * width)),
+    )
+
+
+def validation_tasks(config: Config, left_out: set[str], n_per_suite: int) -> list[Any]:
+    """Items of the config's suites that the sweep did not score and training does not hold."""
+    scored = {item_key(t) for t in config_tasks(config, exclude=left_out)}
+    held = config.model_copy(
+        update={"evals": config.evals.model_copy(update={"n_per_suite": n_per_suite})}
+    )
+    return config_tasks(held, exclude=left_out | scored)
+
+
+def run_validate(
+    recipe_path: Path,
+    *,
+    run_dir: Path | None = None,
+    width: float = 2.0,
+    token_factor: float = 4.0,
+    seeds: int = 1,
+    n_per_suite: int = 100,
+    console: Console,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from automixer.sweep.runner import train_config
+    from proxies.checkpoint import save_proxy
+    from proxies.presets import get_preset
+    from proxies.train import train_pack
+
+    recipe = load_recipe(recipe_path)
+    rd = _run_dir_of(recipe_path, run_dir)
+    config = rd.config
+    if recipe.get("config_hash") not in (None, rd.config_hash):
+        console.print(
+            f"[yellow]warning:[/] the recipe comes from config {recipe['config_hash']}, "
+            f"the run directory is {rd.config_hash}"
+        )
+    if width <= 0 or token_factor <= 0 or seeds < 1 or n_per_suite < 1:
+        raise AutomixerError(
+            "--width and --tokens-factor must be > 0, --seeds and --n-per-suite >= 1"
+        )
+    _, _, Y, targets, _, _ = load_fit_inputs(rd.path)
+    objective = Objective.build(targets, resolve_keys(config.solve.objective, targets), Y)
+    bundle = data_bundle(config, progress=progress)
+    unknown = [d for d in recipe["mixture"] if d not in bundle.domains]
+    if unknown:
+        raise AutomixerError(
+            f"domain '{unknown[0]}' is not in the sweep's config", file=recipe_path, field="mixture"
+        )
+    names = bundle.names
+    mixtures = {
+        "solved": {d: recipe_weights(recipe).get(d, 0.0) for d in names},
+        "natural": bundle.natural_weights(),
+        "uniform": dict.fromkeys(names, 1 / len(names)),
+    }
+    tokens = int(config.proxy.tokens * token_factor)
+    seed_list = [config.run.seed + k for k in range(seeds)]
+    runs = [(m, s) for m in mixtures for s in seed_list]
+    loaders = []
+    for m, s in runs:
+        try:
+            loaders.append(bundle.loader(mixtures[m], config, seed=s, tokens=tokens))
+        except AutomixerError as e:
+            raise AutomixerError(f"the {m} mixture: {e.message}", field="--tokens-factor") from None
+    left_out = set(bundle.contaminated_items)
+    tasks = validation_tasks(config, left_out, n_per_suite)
+    proxy_cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
+    model_cfg = scaled_model(proxy_cfg, width)
+    params, proxy_params = model_cfg.param_counts(), proxy_cfg.param_counts()
+    console.print(
+        f"validating {recipe_path}: {len(runs)} models of {params['active']:,} active parameters "
+        f"({params['active'] / proxy_params['active']:.1f}x the proxy; non-embedding "
+        f"{params['non_embedding_active'] / proxy_params['non_embedding_active']:.1f}x), "
+        f"{tokens:,} tokens each ({token_factor:g}x); {len(tasks)} held-out items"
+    )
+    steps = loaders[0].steps
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps {task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+    )
+    t0 = time.perf_counter()
+    with bar:
+        job = bar.add_task("training", total=steps, info="")
+
+        def on_log(step: int, losses: list[float], rate: float) -> None:
+            bar.update(job, completed=step + 1, info=f"{rate:,.0f} tok/s")
+
+        tcfg = dataclasses.replace(train_config(config), log_every=max(1, steps // 50))
+        results = train_pack(
+            model_cfg,
+            loaders,
+            [s for _, s in runs],  # the same initialisation for every mixture
+            tcfg,
+            val=bundle.val_arrays(),
+            bytes_per_token=bundle.bytes_per_token(),
+            evaluate=lambda model: score_suites(model, bundle.tokenizer, tasks, config),
+            on_log=on_log,
+        )
+    seconds = time.perf_counter() - t0
+    folder = rd.file("validate")
+    per_run: dict[str, list[dict[str, float]]] = {m: [] for m in mixtures}
+    for (m, s), r in zip(runs, results, strict=True):
+        if r.status != "done":
+            raise AutomixerError(f"the {m} model (seed {s}) failed: {r.error}")
+        values = {domain_metric(d): v for d, v in r.val_bpb.items()} | r.metrics
+        per_run[m].append(values)
+        save_proxy(
+            folder / f"{m}-seed{s}.pt",
+            model_config=model_cfg,
+            state=r.state,
+            tokenizer=bundle.tokenizer,
+            config_yaml=dump_config(config),
+            meta={
+                **rd.provenance(),
+                "name": m,
+                "seed": s,
+                "tokens": r.tokens,
+                "weights": mixtures[m],
+                "left_out": sorted(left_out),
+            },
+        )
+    mean = {m: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for m, vs in per_run.items()}
+    missing = [t for t, w in zip(objective.targets, objective.weights, strict=True) if w > 0]
+    missing = [t for t in missing if t not in mean["solved"]]
+    if missing:
+        raise AutomixerError(f"the validation models have no '{missing[0]}' to score")
+
+    def obj(values: dict[str, float]) -> float:
+        y = np.array([values.get(t, math.nan) for t in objective.targets])
+        y = np.where(objective.weights > 0, y, objective.center)
+        return float(objective.value(y))
+
+    obj_runs = {m: [obj(v) for v in vs] for m, vs in per_run.items()}
+    scores = {m: float(np.mean(v)) for m, v in obj_runs.items()}
+    columns = {m: {"objective": scores[m], **mean[m]} for m in mixtures}
+    best = {}
+    for k in columns["solved"]:
+        ranked = sorted(columns, key=lambda m, k=k: columns[m][k])  # type: ignore[misc]
+        best[k] = ranked[0] if lower_is_better(k) else ranked[-1]
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.suite] = counts.get(t.suite, 0) + 1
+    console.print(
+        metrics_table(columns, title="validation (held-out items)", best=best, counts=counts)
+    )
+    margins = {b: scores["solved"] - scores[b] for b in BASELINES}
+    wins = all(v > 0 for v in margins.values())
+    console.print(
+        "objective (higher is better, in the sweep's standard units): "
+        f"solved {scores['solved']:+.3f}"
+        + "".join(f", {b} {scores[b]:+.3f}" for b in BASELINES)
+        + (
+            f"; seed spread (sd over {seeds} seeds): "
+            + ", ".join(f"{m} {np.std(v, ddof=1):.3f}" for m, v in obj_runs.items())
+            if seeds > 1
+            else ""
+        )
+    )
+    verdict = "wins" if wins else "does NOT beat both baselines"
+    console.print(
+        f"the solved mixture {verdict}: "
+        + ", ".join(f"{margins[b]:+.3f} vs {b}" for b in BASELINES)
+    )
+    out = {
+        **rd.provenance(),
+        "recipe": str(recipe_path),
+        "settings": {
+            "width": width,
+            "token_factor": token_factor,
+            "tokens": tokens,
+            "seeds": seed_list,
+            "n_per_suite": n_per_suite,
+            "items": counts,
+            "params": params,
+            "proxy_params": proxy_params,
+            "seconds": round(seconds, 1),
+        },
+        "mixtures": mixtures,
+        "objective": {
+            "weights": dict(config.solve.objective),
+            "values": scores,
+            "per_seed": obj_runs,
+        },
+        "metrics": mean,
+        "solved_wins": wins,
+        "margins": margins,
+    }
+    path = rd.file("validation.json")
+    atomic_write_json(path, out)
+    console.print(f"validation: {path}; models: {folder}/ (score one with `automixer eval`)")
+    return out
