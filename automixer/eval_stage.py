@@ -71,8 +71,8 @@ def metrics_table(
     names: list[str] = []
     for col in columns.values():
         names.extend(n for n in col if n not in names)
-    order = {"suite": 0, "ability": 1, "domain": 2}
-    names.sort(key=lambda n: (order.get(_kind(n), 3), n))
+    order = {"objective": 0, "suite": 1, "ability": 2, "domain": 3}
+    names.sort(key=lambda n: (order.get(_kind(n), 4), n))
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     if counts is not None:

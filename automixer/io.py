@@ -63,3 +63,13 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced by ***, for logs, messages and saved configs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL; say nothing of it
+        return "<storage>"

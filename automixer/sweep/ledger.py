@@ -27,17 +27,16 @@ from optuna.trial import TrialState
 
 from automixer.design import PlannedRun
 from automixer.errors import AutomixerError
+from automixer.io import mask_url
 from automixer.solve.solvers import quiet_optuna
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, for logs and messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL; say nothing of it
-        return "<storage>"
+def _with_driver(url: str) -> str:
+    """postgresql:// means psycopg (3) here, whichever default the installed SQLAlchemy has."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
 
 
 @contextlib.contextmanager
@@ -68,6 +67,7 @@ class Ledger:
         max_retry: int = 3,
     ) -> None:
         beat = max(1, round(heartbeat_s))
+        url = _with_driver(url)
         with _quiet():
             try:
                 self.storage = RDBStorage(
@@ -81,7 +81,12 @@ class Ledger:
                     if not url.startswith("sqlite")
                     else {"connect_args": {"timeout": 60}},
                 )
-            except Exception as e:  # sqlalchemy / driver errors
+            except ImportError:
+                raise AutomixerError(
+                    f"no database driver for the ledger {mask_url(url)}: "
+                    "pip install 'automixer[distributed]' (psycopg for PostgreSQL)"
+                ) from None
+            except Exception as e:  # sqlalchemy / driver errors; messages may quote the URL
                 raise AutomixerError(
                     f"cannot open the ledger {mask_url(url)}: {type(e).__name__}"
                 ) from None
@@ -104,6 +109,16 @@ class Ledger:
                         f"no sweep '{study_name}' in the ledger {mask_url(url)}"
                     ) from None
         self.heartbeat_s = beat
+
+    def close(self) -> None:
+        """Release the database connections (the ledger itself stays as it is)."""
+        self.storage.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- planning -----------------------------------------------------------------------------
 

@@ -190,23 +190,86 @@ def worker_loop(
 
 
 def _worker_process(url: str, study: str, heartbeat_s: float) -> None:
-    ledger = Ledger(url, study, heartbeat_s=heartbeat_s)
-    config = parse_config(ledger.meta("config"), source="<ledger>")
-    bundle = data_bundle(config, progress=False)
-    worker_loop(config, bundle, ledger)
+    with Ledger(url, study, heartbeat_s=heartbeat_s) as ledger:
+        config = parse_config(ledger.meta("config"), source="<ledger>")
+        bundle = data_bundle(config, progress=False)
+        worker_loop(config, bundle, ledger)
+
+
+def _ray_worker(url: str, study: str, heartbeat_s: float, cwd: str) -> None:
+    """One Ray task: the same worker loop as a local process, in the driver's folder (the
+    config's relative paths) when this node has it."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    _worker_process(url, study, heartbeat_s)
+
+
+def run_on_ray(config: Config, url: str, study: str, tick: Callable[[], None]) -> list[str]:
+    """Run `sweep.workers` worker loops as Ray tasks; returns the errors of tasks that died
+    (their runs go back to the queue through the ledger's heartbeats)."""
+    local = not config.sweep.ray_address
+    if local:
+        # Ray binds a new instance to the machine's routable address unless its "no cluster"
+        # switch is set; with it, every port of the instance listens on 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+        from ray._private import ray_constants
+    except ImportError:
+        raise AutomixerError(
+            "the Ray executor needs Ray: pip install 'automixer[distributed]'",
+            field="sweep.executor",
+        ) from None
+    started = not ray.is_initialized()
+    if started and local:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read when the instance starts
+    if started:
+        common: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if config.sweep.ray_address:
+            ray.init(address=config.sweep.ray_address, **common)
+        else:  # a private instance on this machine, reachable from loopback only
+            ray.init(
+                num_cpus=max(config.sweep.workers, 1),
+                object_store_memory=256 * 2**20,
+                **common,
+            )
+    try:
+        gpus = 1 if config.proxy.device != "cpu" and ray.cluster_resources().get("GPU") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_worker)
+        pending = [
+            task.remote(url, study, config.sweep.heartbeat_s, os.getcwd())
+            for _ in range(config.sweep.workers)
+        ]
+        errors: list[str] = []
+        while pending:
+            done, pending = ray.wait(pending, timeout=1.0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception as e:  # a worker died: its runs are requeued by the ledger
+                    errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            tick()
+        return errors
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def join_sweep(url: str, study: str | None, console: Console) -> None:
     """`automixer worker`: work on a sweep whose config is stored in its ledger."""
-    ledger = Ledger(url, study)
-    text = ledger.meta("config")
-    if not text:
-        raise AutomixerError("the ledger has no sweep config (was it made by automixer sweep?)")
-    config = parse_config(text, source="<ledger>")
-    bundle = data_bundle(config, progress=False)
-    console.print(f"joined sweep {ledger.study.study_name}: {ledger.counts()}")
-    worker_loop(config, bundle, ledger)
-    console.print(f"sweep finished: {ledger.counts()}")
+    with Ledger(url, study) as ledger:
+        text = ledger.meta("config")
+        if not text:
+            raise AutomixerError("the ledger has no sweep config (was it made by automixer sweep?)")
+        config = parse_config(text, source="<ledger>")
+        bundle = data_bundle(config, progress=False)
+        console.print(f"joined sweep {ledger.study.study_name}: {ledger.counts()}")
+        worker_loop(config, bundle, ledger)
+        console.print(f"sweep finished: {ledger.counts()}")
 
 
 def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
@@ -290,79 +353,80 @@ def run_sweep(
         },
     )
     url = storage_url(config, rd.path)
-    ledger = Ledger(url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True)
-    ledger.set_meta("config", dump_config(config))
-    added = ledger.plan(planned)
-    total = len(planned)
-    say = console.print if console is not None else (lambda *a, **k: None)
-    say(
-        f"sweep {ledger.study.study_name}: {total} runs planned ({added} new), "
-        f"{ledger.counts()['done']} already done; ledger in {rd.path}"
-    )
-    if config.sweep.executor == "ray":
-        raise AutomixerError(
-            "the Ray executor is not built yet; use sweep.executor: local "
-            "(several machines can join with `automixer worker`)",
-            field="sweep.executor",
+    with Ledger(
+        url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
+    ) as ledger:
+        ledger.set_meta("config", dump_config(config))
+        added = ledger.plan(planned)
+        total = len(planned)
+        say = console.print if console is not None else (lambda *a, **k: None)
+        say(
+            f"sweep {ledger.study.study_name}: {total} runs planned ({added} new), "
+            f"{ledger.counts()['done']} already done; ledger in {rd.path}"
         )
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
-    t_start = time.perf_counter()
-    tokens_seen = [0]
-
-    def refresh(task: Any) -> None:
-        c = ledger.counts()
-        rate = tokens_seen[0] / max(1e-9, time.perf_counter() - t_start)
-        bar.update(
-            task,
-            completed=c["done"] + c["failed"],
-            info=f"done {c['done']} failed {c['failed']} running {c['running']} {rate:,.0f} tok/s",
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not progress,
         )
+        t_start = time.perf_counter()
+        tokens_seen = [0]
 
-    with bar:
-        task = bar.add_task("sweep", total=total, info="")
-        refresh(task)
-        if config.sweep.workers == 1:
-
-            def on_pack(tokens: int, _seconds: float) -> None:
-                tokens_seen[0] += tokens
-                refresh(task)
-
-            worker_loop(
-                config,
-                bundle,
-                ledger,
-                on_pack=on_pack,
-                max_packs=max_packs,
-                on_first_step=lambda: say("first proxy step done"),
+        def refresh(task: Any) -> None:
+            c = ledger.counts()
+            rate = tokens_seen[0] / max(1e-9, time.perf_counter() - t_start)
+            bar.update(
+                task,
+                completed=c["done"] + c["failed"],
+                info=f"done {c['done']} failed {c['failed']} running {c['running']} "
+                f"{rate:,.0f} tok/s",
             )
-        else:
-            ctx = mp.get_context("spawn")
-            procs = [
-                ctx.Process(
-                    target=_worker_process,
-                    args=(url, ledger.study.study_name, config.sweep.heartbeat_s),
-                )
-                for _ in range(config.sweep.workers)
-            ]
-            for p in procs:
-                p.start()
-            while any(p.is_alive() for p in procs):
-                time.sleep(1.0)
-                refresh(task)
+
+        with bar:
+            task = bar.add_task("sweep", total=total, info="")
             refresh(task)
-    out = rd.file("runs.parquet")
-    df = export_runs(ledger, config, out)
-    c = ledger.counts()
-    say(
-        f"runs: {c['done']} done, {c['failed']} failed, {c['running'] + c['waiting']} left; "
-        f"{out if df.height else 'no runs.parquet yet'}"
-    )
-    return rd.path
+            if config.sweep.executor == "ray":
+                for err in run_on_ray(config, url, ledger.study.study_name, lambda: refresh(task)):
+                    say(f"[yellow]a Ray worker stopped:[/] {err}")
+                refresh(task)
+            elif config.sweep.workers == 1:
+
+                def on_pack(tokens: int, _seconds: float) -> None:
+                    tokens_seen[0] += tokens
+                    refresh(task)
+
+                worker_loop(
+                    config,
+                    bundle,
+                    ledger,
+                    on_pack=on_pack,
+                    max_packs=max_packs,
+                    on_first_step=lambda: say("first proxy step done"),
+                )
+            else:
+                ctx = mp.get_context("spawn")
+                procs = [
+                    ctx.Process(
+                        target=_worker_process,
+                        args=(url, ledger.study.study_name, config.sweep.heartbeat_s),
+                    )
+                    for _ in range(config.sweep.workers)
+                ]
+                for p in procs:
+                    p.start()
+                while any(p.is_alive() for p in procs):
+                    time.sleep(1.0)
+                    refresh(task)
+                refresh(task)
+        out = rd.file("runs.parquet")
+        df = export_runs(ledger, config, out)
+        c = ledger.counts()
+        say(
+            f"runs: {c['done']} done, {c['failed']} failed, {c['running'] + c['waiting']} left; "
+            f"{out if df.height else 'no runs.parquet yet'}"
+        )
+        return rd.path

@@ -1,0 +1,114 @@
+"""Sweeps across processes on real engines: a shared PostgreSQL ledger and a local Ray instance.
+
+PostgreSQL: `.ci/run` installs it from Debian's packages, starts it and sets
+AUTOMIXER_TEST_POSTGRES_URL (a role that may create databases); each test gets its own database.
+Without that variable the PostgreSQL tests are skipped, unless AUTOMIXER_REQUIRE_POSTGRES is set
+(as in CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from automixer.config import load_config
+from automixer.rundir import RunDir
+from automixer.sweep.ledger import Ledger
+from automixer.sweep.runner import run_on_ray, run_sweep, storage_url, study_name
+from tests.test_sweep import _sweep_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    url = os.environ.get("AUTOMIXER_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("AUTOMIXER_REQUIRE_POSTGRES"):
+            pytest.fail("AUTOMIXER_REQUIRE_POSTGRES is set but AUTOMIXER_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL: set AUTOMIXER_TEST_POSTGRES_URL (.ci/run starts one)")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"automixer_test_{uuid.uuid4().hex[:10]}"
+    admin = dict(
+        dbname=base.database or "postgres",
+        user=base.username,
+        password=base.password,
+        host=base.host,
+        port=base.port or 5432,
+        autocommit=True,
+    )
+    with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def test_two_workers_share_one_postgresql_ledger(tmp_path: Path, postgres_url: str, capfd):
+    from sqlalchemy.engine import make_url
+
+    password = make_url(postgres_url).password
+    cfg = _sweep_config(
+        tmp_path,
+        proxy={"pack_size": 1},
+        sweep={"n_runs": 6, "replicates": 0, "workers": 2, "storage": postgres_url},
+    )
+    run_dir = run_sweep(cfg, progress=False)
+    config = load_config(cfg)
+    with Ledger(postgres_url, study_name(config)) as ledger:
+        assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+        assert set(ledger.completions().values()) == {1}  # no mixture claimed twice
+    df = pl.read_parquet(run_dir / "runs.parquet")
+    assert df.height == 6 and df["run_id"].is_unique().all()
+    # The password is in no file of the run and in nothing printed.
+    if password:
+        for f in run_dir.rglob("*"):
+            if f.is_file():
+                assert password.encode() not in f.read_bytes(), f
+        out, err = capfd.readouterr()
+        assert password not in out + err
+        assert "***" in (run_dir / "config.yaml").read_text()
+
+
+def test_ray_executor_runs_the_sweep_on_a_loopback_instance(tmp_path: Path):
+    over = {"pack_size": 1}
+    local = _sweep_config(tmp_path, proxy=over, sweep={"n_runs": 4, "replicates": 0})
+    run_sweep(local, progress=False, max_packs=0)  # plan into the ledger, train nothing
+    ray_cfg = _sweep_config(
+        tmp_path,
+        proxy=over,
+        sweep={"n_runs": 4, "replicates": 0, "executor": "ray", "workers": 2},
+    )
+    config = load_config(ray_cfg)
+    rd = RunDir.for_config(config)
+    assert rd.path == RunDir.for_config(load_config(local)).path  # where it runs is not hashed
+    url = storage_url(config, rd.path)
+    seen: list[str] = []
+
+    def tick() -> None:
+        import ray
+
+        if not seen:
+            seen.extend(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+
+    errors = run_on_ray(config, url, study_name(config), tick)
+    assert errors == []
+    assert seen == ["127.0.0.1"]  # the local instance listens on loopback only
+    import ray
+
+    assert not ray.is_initialized()  # the instance it started is shut down
+    with Ledger(url, study_name(config)) as ledger:
+        assert ledger.counts()["done"] == 4 and set(ledger.completions().values()) == {1}
+    # The whole verb with the Ray executor: nothing left to train, the table is written.
+    run_sweep(ray_cfg, progress=False)
+    assert pl.read_parquet(rd.file("runs.parquet")).height == 4
