@@ -201,3 +201,19 @@ def test_hf_task_loader_on_a_local_dataset(tmp_path: Path):
     assert [t.gold_text() for t in tasks] == [" whale", " 4"]
     m = score_tasks(tasks, random_loglik(P=1))
     assert "suite:toy:acc" in m
+
+
+def test_parsed_suites_are_cached_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from automixer.evals import suites
+
+    monkeypatch.setenv("AUTOMIXER_SUITE_CACHE", str(tmp_path))
+    for name in ("winogrande", "gsm8k", "arc_easy"):
+        suites._all_items.cache_clear()
+        built = suites._all_items(name)  # parsed from the package, then written
+        assert suites._cache_file(name).is_file()
+        suites._all_items.cache_clear()
+        assert suites._all_items(name) == built  # read back: the same items, tuples and all
+    suites._cache_file("gsm8k").write_text("{not json")
+    suites._all_items.cache_clear()
+    assert suites._all_items("gsm8k") == tuple(suites.SUITES["gsm8k"].load())
+    suites._all_items.cache_clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,20 +218,25 @@ def _load_domain_docs(
     return frame, key
 
 
-def _flags(
-    index: ContaminationIndex | None, texts: Sequence[str], cache: Path, key: str
-) -> np.ndarray:
-    if index is None or len(index) == 0 or not texts:
-        return np.zeros(len(texts), dtype=bool)
-    path = cache / "contamination" / f"{key}.npy"
+def _check(
+    index: Callable[[], ContaminationIndex], texts: Sequence[str], cache: Path, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which training texts share an n-gram with an eval item (a mask over `texts`), and which
+    items they contain (indices of items). Cached: the index is only built on a miss."""
+    path = cache / "contamination" / f"{key}.npz"
     if path.is_file():
-        flags = np.load(path)
-        if len(flags) == len(texts):
-            return np.asarray(flags, dtype=bool)
-    flags = index.flag(texts)
+        with np.load(path) as saved:
+            if len(saved["flags"]) == len(texts):
+                return saved["flags"].astype(bool), saved["items"].astype(np.int64)
+    if not texts:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    idx = index()
+    flags = idx.flag(texts)
+    flagged = [t for t, f in zip(texts, flags, strict=True) if f]
+    items = np.flatnonzero(idx.contaminated_items(flagged))
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.save(fh, flags)
-    return flags
+        np.savez(fh, flags=flags, items=items)
+    return flags, items
 
 
 def prepare_data(
@@ -254,12 +259,10 @@ def prepare_data(
     if not isinstance(eval_texts, Mapping):
         eval_texts = {str(i): t for i, t in enumerate(eval_texts)}
     item_keys = list(eval_texts)
-    contam = (
-        ContaminationIndex(list(eval_texts.values()), config.data.contamination_ngram)
-        if eval_texts
-        else None
-    )
-    eval_key = hash_json(sorted(hashlib.sha1(t.encode()).hexdigest() for t in eval_texts.values()))
+    checked = bool(eval_texts)
+    texts = list(eval_texts.values())
+    index = functools.cache(lambda: ContaminationIndex(texts, config.data.contamination_ngram))
+    eval_key = hash_json([[k, hashlib.sha1(t.encode()).hexdigest()] for k, t in eval_texts.items()])
     with _progress(progress) as bar:
         for i, domain in enumerate(config.domains):
             frame, key = _load_domain_docs(domain, i, config, cache, bar)
@@ -274,16 +277,14 @@ def prepare_data(
                     continue
                 seen.add(digest)
                 out.add(text, digest, split)
-            if contam is not None:
-                flags = _flags(
-                    contam,
+            if checked:
+                flags, hits = _check(
+                    index,
                     out.train,
                     cache,
                     f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}",
                 )
-                flagged = [t for t, f in zip(out.train, flags, strict=True) if f]
-                hits = contam.contaminated_items(flagged)
-                found[domain.name] = [item_keys[i] for i in np.flatnonzero(hits)]
+                found[domain.name] = [item_keys[i] for i in hits]
                 if config.data.decontaminate and flags.any():
                     keep = ~flags
                     out.contaminated = int(flags.sum())
@@ -333,7 +334,7 @@ def prepare_data(
                 val=val,
                 duplicates=s.duplicates,
                 contaminated=s.contaminated,
-                checked=contam is not None,
+                checked=checked,
                 items=found.get(domain.name, []),
             )
     return DataBundle(

