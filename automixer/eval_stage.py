@@ -148,7 +148,11 @@ def run_eval(
     )
     console.print(metrics_table({"value": values}, title=title, counts=counts))
     if left_out:
-        console.print(f"{len(left_out)} items found in the training corpora were left out")
+        n = len(left_out)
+        console.print(
+            f"{n} item{'s' if n != 1 else ''} found in the training corpora "
+            f"{'were' if n != 1 else 'was'} left out"
+        )
     if json_out is not None:
         atomic_write_json(
             json_out,

@@ -8,6 +8,7 @@ solve: runs.parquet + choice -> solution.json (weights, predictions with interva
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,21 @@ def run_fit(run_dir: Path, console: Console) -> Path:
         f"{s.cv_folds}-fold x {s.cv_repeats} out-of-fold cross-validation on {len(X)} runs",
     )
     rho = {(r["target"], r["model"]): r["spearman"] for r in cv.table.iter_rows(named=True)}
-    mean = float(np.mean([rho[(t, best[t])] for t in targets]))
-    console.print(f"out-of-fold Spearman of the chosen surrogates: mean {mean:.4f}")
+    chosen = np.array([rho[(t, best[t])] for t in targets], dtype=np.float64)
+    # A target equal in every run (an accuracy at chance everywhere) has no ranking to predict.
+    constant = np.ptp(Y, axis=0) <= 1e-9 * (1 + np.abs(Y).max(axis=0))
+    keep = ~constant & np.isfinite(chosen)
+    flat = [t for t, k in zip(targets, keep, strict=True) if not k]
+    mean = float(np.mean(chosen[keep])) if keep.any() else math.nan
+    console.print(
+        f"out-of-fold Spearman of the chosen surrogates: mean {mean:.4f}"
+        + (
+            f" over {len(targets) - len(flat)} targets; {len(flat)} constant across the runs "
+            f"have no rank to predict: {', '.join(flat[:4])}{' ...' if len(flat) > 4 else ''}"
+            if flat
+            else ""
+        )
+    )
     oof = pl.concat(
         [
             pl.DataFrame(

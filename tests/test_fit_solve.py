@@ -49,6 +49,7 @@ def _run_dir(tmp_path: Path, n: int = 40) -> RunDir:
             "ability:code:bpb": code,
             "ability:commonsense:bpb": cs,
             "domain:bible:bpb": cs + 0.1,
+            "suite:hellaswag:acc": [0.25] * n,  # at chance everywhere: constant
         }
     )
     write_runs(df, rd.file("runs.parquet"), domains)
@@ -60,14 +61,21 @@ def test_fit_then_solve(tmp_path: Path):
     r = runner.invoke(app, ["fit", str(rd.path)])
     assert r.exit_code == 0, r.output
     cv = pl.read_csv(rd.file("surrogates") / "cv.csv")
-    assert set(cv["target"]) == {"ability:code:bpb", "ability:commonsense:bpb", "domain:bible:bpb"}
+    assert set(cv["target"]) == {
+        "ability:code:bpb",
+        "ability:commonsense:bpb",
+        "domain:bible:bpb",
+        "suite:hellaswag:acc",
+    }
+    assert "mean nan" not in r.output
+    assert "over 3 targets; 1 constant across the runs" in r.output
     choice = json.loads((rd.file("surrogates") / "choice.json").read_text())
     assert choice["runs"] == 39  # the failed run is left out
     assert choice["config_hash"] == rd.config_hash
     signal = pl.read_csv(rd.file("surrogates") / "signal.csv")
-    assert signal.height == 3 and signal["seed_noise_sd"].is_not_null().all()
+    assert signal.height == 4 and signal["seed_noise_sd"].is_not_null().all()
     oof = pl.read_parquet(rd.file("surrogates") / "oof.parquet")
-    assert oof.height == 3 * 39
+    assert oof.height == 4 * 39
     r = runner.invoke(app, ["solve", str(rd.path)])
     assert r.exit_code == 0, r.output
     sol = json.loads(rd.file("solution.json").read_text())
