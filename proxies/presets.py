@@ -104,7 +104,7 @@ PRESETS: dict[str, ModelConfig] = {
         window=128,
     ),
     # ~39M active (88M total): a GPU proxy.
-    "gpu-25m": ModelConfig(
+    "gpu-40m": ModelConfig(
         vocab_size=32_768,
         d_model=384,
         n_layers=8,

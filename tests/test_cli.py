@@ -102,5 +102,5 @@ def test_laguna_60_dry_run_resolves_without_downloads():
     root = Path(__file__).parents[1]
     result = _run("data", str(root / "configs" / "laguna-60.yaml"), "--dry-run")
     assert result.exit_code == 0, result.output
-    for needle in ["HuggingFaceFW/fineweb-edu", "gpu-25m", "63 proxies", "nothing read"]:
+    for needle in ["HuggingFaceFW/fineweb-edu", "gpu-40m", "63 proxies", "nothing read"]:
         assert needle in result.output

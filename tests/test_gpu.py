@@ -45,7 +45,7 @@ def test_compiled_training_matches_eager():
 
 
 def test_a_pack_of_sixty_gpu_proxies_fits_and_trains():
-    model_cfg = get_preset("gpu-25m", vocab_size=512)
+    model_cfg = get_preset("gpu-40m", vocab_size=512)
     seeds = list(range(60))
     loaders = [_loader(s, tokens=8 * 32 * 4) for s in seeds]
     results = train_pack(model_cfg, loaders, seeds, TrainConfig(log_every=1, eval_tokens=1024))
