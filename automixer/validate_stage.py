@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from automixer.config import Config, dump_config
 from automixer.errors import AutomixerError
@@ -32,6 +31,7 @@ from automixer.recipes import load_recipe, recipe_weights
 from automixer.rundir import RunDir
 from automixer.solve.objective import Objective, lower_is_better, resolve_keys
 from automixer.stages import data_bundle
+from automixer.views import progress_bar
 
 BASELINES = ("natural", "uniform")
 
@@ -134,15 +134,7 @@ def run_validate(
         f"{tokens:,} tokens each ({token_factor:g}x); {len(tasks)} held-out items"
     )
     steps = loaders[0].steps
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps {task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
+    bar = progress_bar("{task.completed}/{task.total} steps {task.fields[info]}", progress)
     t0 = time.perf_counter()
     with bar:
         job = bar.add_task("training", total=steps, info="")

@@ -1,4 +1,5 @@
-"""Tables for people: the cross-validation table, and a solution with its honesty checks."""
+"""What people see: the cross-validation table, a solution with its honesty checks, and the
+progress bar of long work."""
 
 from __future__ import annotations
 
@@ -6,9 +7,24 @@ from collections.abc import Sequence
 
 import polars as pl
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from automixer.solve import Solution
+
+
+def progress_bar(info: str, enabled: bool) -> Progress:
+    """A bar on stderr: the task's description, the bar, `info` (a rich column template over
+    the task's fields), elapsed time and the estimate of what is left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn(info),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
 
 
 def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | None = None) -> None:

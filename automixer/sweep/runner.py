@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from automixer.config import Config, config_hash, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
@@ -35,6 +34,7 @@ from automixer.rundir import RunDir
 from automixer.runs_table import weight_column, write_runs
 from automixer.stages import data_bundle
 from automixer.sweep.ledger import Claim, Ledger
+from automixer.views import progress_bar
 
 STORAGE_ENV = "AUTOMIXER_STORAGE"
 
@@ -364,15 +364,7 @@ def run_sweep(
             f"sweep {ledger.study.study_name}: {total} runs planned ({added} new), "
             f"{ledger.counts()['done']} already done; ledger in {rd.path}"
         )
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not progress,
-        )
+        bar = progress_bar("{task.fields[info]}", progress)
         t_start = time.perf_counter()
         tokens_seen = [0]
 
