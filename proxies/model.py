@@ -82,6 +82,13 @@ class PackedLM(nn.Module):
     def forward(self, tokens_PBT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (P, B, T, V) and the per-proxy auxiliary loss (P,)."""
         P, B, T = tokens_PBT.shape
+        x, aux_P = self.hidden(tokens_PBT)
+        logits = packed_linear(x, self.head).view(P, B, T, -1)
+        return logits, aux_P
+
+    def hidden(self, tokens_PBT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's normalised states (P, B*T, D) and the auxiliary loss (P,)."""
+        P, B, T = tokens_PBT.shape
         # One lookup per proxy: each proxy's embedding gradient is then summed exactly as it
         # would be alone (a single gather over the pack accumulates in another order).
         x = torch.stack([F.embedding(tokens_PBT[p], self.embed[p]) for p in range(P)])
@@ -89,20 +96,20 @@ class PackedLM(nn.Module):
         for block in self.blocks:
             x = block(x, aux, self.cfg)
         x = rms_norm(x, self.final_norm[:, None, None, :]).reshape(P, B * T, -1)
-        logits = packed_linear(x, self.head).view(P, B, T, -1)
         aux_P = torch.stack(aux).sum(0) if aux else x.new_zeros(P)
-        return logits, aux_P
+        return x, aux_P
 
     def losses(self, batch_PBL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean next-token cross-entropy per proxy (P,) in nats, and the auxiliary loss (P,)."""
         inputs, targets = batch_PBL[..., :-1], batch_PBL[..., 1:]
-        logits, aux = self(inputs)
-        P = logits.shape[0]
-        ce = (
-            F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
-            )
-            .view(P, -1)
-            .mean(1)
+        x, aux = self.hidden(inputs)
+        # One proxy at a time through the output layer: the (tokens x vocabulary) logits of a
+        # whole pack are large enough (134 MB for 8 quickstart proxies) that the allocator maps
+        # fresh pages for them every step, which made packs slower than single proxies on CPU.
+        ce = torch.stack(
+            [
+                F.cross_entropy((x[p] @ self.head[p].T).float(), targets[p].reshape(-1))
+                for p in range(x.shape[0])
+            ]
         )
         return ce, aux
