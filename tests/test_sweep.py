@@ -231,8 +231,9 @@ def test_dead_worker_run_is_requeued_and_completed(tmp_path: Path):
     )
     ledger = _ledger(cfg)
     deadline = time.time() + 120
-    while ledger.counts()["running"] == 0 and time.time() < deadline:
-        time.sleep(0.5)
+    # It claims the pack's six runs one after another; wait until it holds them all.
+    while ledger.counts()["running"] < 6 and time.time() < deadline:
+        time.sleep(0.2)
     assert ledger.counts()["running"] == 6  # it holds the whole pack
     worker.send_signal(signal.SIGKILL)
     worker.wait()
