@@ -8,6 +8,7 @@ number the surrogates were fitted on.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,22 +38,25 @@ def score_suites(
     return score_tasks(tasks, scorer, config.evals.abilities)
 
 
-def score_domains(
-    model: Any, bundle: DataBundle, config: Config, tokens: int | None = None
-) -> dict[str, np.ndarray]:
-    """Held-out bits per byte of every training domain for every proxy of a pack."""
-    from proxies.train import evaluate_bpb
+def score_domains(model: Any, bundle: DataBundle, config: Config) -> dict[str, np.ndarray]:
+    """Held-out bits per byte of every training domain for every proxy of a pack, measured as
+    training measures it at the end of a run."""
+    from proxies.train import TrainConfig, evaluate_bpb
 
     bpb = evaluate_bpb(
         model,
         bundle.val_arrays(),
         bundle.bytes_per_token(),
         config.proxy.seq_len,
-        16,
-        tokens or config.proxy.eval_tokens,
+        TrainConfig.eval_batch,
+        config.proxy.eval_tokens,
         next(model.parameters()).device,
     )
     return {domain_metric(d): v.numpy().astype(np.float64) for d, v in bpb.items()}
+
+
+def items_per_suite(tasks: Sequence[Task]) -> dict[str, int]:
+    return dict(Counter(t.suite for t in tasks))
 
 
 def _kind(name: str) -> str:
@@ -139,9 +143,7 @@ def run_eval(
     tasks = config_tasks(config, exclude=left_out)
     metrics.update(score_suites(model, tokenizer, tasks, config))
     values = {k: float(v[0]) for k, v in metrics.items()}
-    counts: dict[str, int] = {}
-    for t in tasks:
-        counts[t.suite] = counts.get(t.suite, 0) + 1
+    counts = items_per_suite(tasks)
     meta = payload["meta"]
     title = f"{path.name}: " + ", ".join(
         f"{k} {meta[k]}" for k in ("run_id", "name", "seed", "tokens") if k in meta

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from automixer.config import Config, dump_config
 from automixer.errors import AutomixerError
-from automixer.eval_stage import metrics_table, score_suites
+from automixer.eval_stage import items_per_suite, metrics_table, score_suites
 from automixer.evals.scoring import domain_metric
 from automixer.evals.suites import config_tasks, item_key
 from automixer.fit_stage import load_fit_inputs
@@ -155,6 +155,8 @@ def run_validate(
         )
     seconds = time.perf_counter() - t0
     folder = rd.file("validate")
+    config_yaml = dump_config(config)
+    left_out_keys = sorted(left_out)
     per_run: dict[str, list[dict[str, float]]] = {m: [] for m in mixtures}
     for (m, s), r in zip(runs, results, strict=True):
         if r.status != "done":
@@ -166,19 +168,22 @@ def run_validate(
             model_config=model_cfg,
             state=r.state,
             tokenizer=bundle.tokenizer,
-            config_yaml=dump_config(config),
+            config_yaml=config_yaml,
             meta={
                 **rd.provenance(),
                 "name": m,
                 "seed": s,
                 "tokens": r.tokens,
                 "weights": mixtures[m],
-                "left_out": sorted(left_out),
+                "left_out": left_out_keys,
             },
         )
     mean = {m: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for m, vs in per_run.items()}
-    missing = [t for t, w in zip(objective.targets, objective.weights, strict=True) if w > 0]
-    missing = [t for t in missing if t not in mean["solved"]]
+    missing = [
+        t
+        for t, w in zip(objective.targets, objective.weights, strict=True)
+        if w > 0 and t not in mean["solved"]
+    ]
     if missing:
         raise AutomixerError(f"the validation models have no '{missing[0]}' to score")
 
@@ -194,9 +199,7 @@ def run_validate(
     for k in columns["solved"]:
         ranked = sorted(columns, key=lambda m, k=k: columns[m][k])  # type: ignore[misc]
         best[k] = ranked[0] if lower_is_better(k) else ranked[-1]
-    counts: dict[str, int] = {}
-    for t in tasks:
-        counts[t.suite] = counts.get(t.suite, 0) + 1
+    counts = items_per_suite(tasks)
     console.print(
         metrics_table(columns, title="validation (held-out items)", best=best, counts=counts)
     )

@@ -70,9 +70,7 @@ def read_proxy(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_proxy(
-    path: str | Path, device: torch.device | None = None
-) -> tuple[PackedLM, Tokenizer, dict[str, Any]]:
+def load_proxy(path: str | Path) -> tuple[PackedLM, Tokenizer, dict[str, Any]]:
     """A pack of one holding the proxy, its tokenizer, and the rest of the payload."""
     payload = read_proxy(path)
     cfg = ModelConfig(**payload["model_config"])
@@ -83,6 +81,4 @@ def load_proxy(
         first = str(e).splitlines()[0]
         raise AutomixerError(f"weights do not fit the architecture: {first}", file=path) from None
     model.eval()
-    if device is not None:
-        model.to(device)
     return model, Tokenizer.from_str(payload["tokenizer"]), payload

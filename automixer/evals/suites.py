@@ -286,17 +286,12 @@ def _cache_file(name: str) -> Path:
     return Path(root) / f"olmo-eval-{version}-v{_CACHE_VERSION}" / f"{name}.json"
 
 
-def _task(d: dict[str, Any]) -> Task:
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return Task(**fields)
-
-
 @cache
 def _all_items(name: str) -> tuple[Task, ...]:
     path = _cache_file(name)
     if path.is_file():
         try:
-            return tuple(_task(d) for d in json.loads(path.read_text(encoding="utf-8")))
+            return tuple(Task.from_json(d) for d in json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError):  # a damaged cache file: build it again
             pass
     items = tuple(SUITES[name].load())

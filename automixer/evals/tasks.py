@@ -64,6 +64,14 @@ class Task:
             if v is not None
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        """The inverse of `to_json` (trusted data: no checks; see `task_from_dict`)."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**fields)
+
 
 def task_from_dict(
     row: Any,

@@ -113,6 +113,9 @@ def run_pack(
         return 0, 0
     done = 0
     tokens = 0
+    folder = RunDir.for_config(config).file("proxies")
+    config_yaml = dump_config(config)
+    left_out = sorted(bundle.contaminated_items)
     for (c, _), r in zip(ok, results, strict=True):
         curve = [v for _, v in r.loss_curve]
         extra = {
@@ -132,18 +135,18 @@ def run_pack(
                 continue
             if config.sweep.save_weights:
                 save_proxy(
-                    RunDir.for_config(config).file("proxies") / f"{c.run_id}.pt",
+                    folder / f"{c.run_id}.pt",
                     model_config=cfg,
                     state=r.state,
                     tokenizer=bundle.tokenizer,
-                    config_yaml=dump_config(config),
+                    config_yaml=config_yaml,
                     meta={
                         **info,
                         "run_id": c.run_id,
                         "seed": c.seed,
                         "tokens": r.tokens,
                         "weights": dict(c.weights),
-                        "left_out": sorted(bundle.contaminated_items),
+                        "left_out": left_out,
                     },
                 )
             if ledger.complete(c, metrics, extra):
