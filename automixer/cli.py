@@ -68,8 +68,8 @@ def data(
     ] = False,
 ) -> None:
     """Build the domain corpora (documents, tokenizer, token shards) and print the domains table."""
-    from automixer.stages import dry_run as plan_only
-    from automixer.stages import run_data
+    from automixer.pipeline.data import dry_run as plan_only
+    from automixer.pipeline.data import run_data
 
     if dry_run:
         plan_only(config, console)
@@ -81,7 +81,7 @@ def data(
 @user_errors
 def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
     """The whole loop: data, sweep, fit, solve, export, report."""
-    from automixer.stages import run_all
+    from automixer.pipeline.run import run_all
 
     run_all(config, progress=not quiet, console=console)
 
@@ -90,7 +90,7 @@ def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
 @user_errors
 def sweep(config: ConfigArg, quiet: QuietOpt = False) -> None:
     """Plan and train the proxy swarm; resumes where it stopped."""
-    from automixer.sweep.runner import run_sweep
+    from automixer.pipeline.sweep import run_sweep
 
     run_sweep(config, console=console, progress=not quiet)
 
@@ -109,7 +109,8 @@ def worker(
     """Join a running sweep from another process or machine."""
     import os
 
-    from automixer.sweep.runner import STORAGE_ENV, join_sweep
+    from automixer.pipeline.sweep import join_sweep
+    from automixer.sweep.worker import STORAGE_ENV
 
     url = storage or os.environ.get(STORAGE_ENV)
     if not url:
@@ -145,7 +146,7 @@ def eval_(
     quiet: QuietOpt = False,
 ) -> None:
     """Score a trained proxy: a per-suite, per-ability and per-domain table."""
-    from automixer.eval_stage import run_eval
+    from automixer.pipeline.eval import run_eval
 
     run_eval(
         proxy,
@@ -162,7 +163,7 @@ def eval_(
 @user_errors
 def fit(run_dir: RunDirArg) -> None:
     """Fit surrogates on a sweep and print the cross-validation table."""
-    from automixer.fit_stage import run_fit
+    from automixer.pipeline.fit import run_fit
 
     run_fit(run_dir, console)
 
@@ -171,7 +172,7 @@ def fit(run_dir: RunDirArg) -> None:
 @user_errors
 def solve(run_dir: RunDirArg) -> None:
     """The optimal mixture, with predicted scores and intervals."""
-    from automixer.fit_stage import run_solve
+    from automixer.pipeline.solve import run_solve
 
     run_solve(run_dir, console)
 
@@ -191,7 +192,7 @@ def export(
     ] = None,
 ) -> None:
     """Write the recipe in a framework's format."""
-    from automixer.export_stage import run_export
+    from automixer.pipeline.export import run_export
 
     run_export(run_dir, format, console)
 
@@ -200,7 +201,7 @@ def export(
 @user_errors
 def report(run_dir: RunDirArg) -> None:
     """Write a self-contained HTML report with figures."""
-    from automixer.report import run_report
+    from automixer.pipeline.report import run_report
 
     run_report(run_dir, console)
 
@@ -262,7 +263,7 @@ def replay(
     ] = Path("replay-out"),
 ) -> None:
     """Fit, cross-validate, predict and solve on runs another system produced."""
-    from automixer.replay_stage import ReplayOptions, parse_pairs, run_replay
+    from automixer.pipeline.replay import ReplayOptions, parse_pairs, run_replay
 
     opts = ReplayOptions(
         model=model,
@@ -310,7 +311,7 @@ def validate(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a larger model on the recipe and on the natural and uniform mixtures, compare."""
-    from automixer.validate_stage import run_validate
+    from automixer.pipeline.validate import run_validate
 
     run_validate(
         recipe,

@@ -25,9 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from automixer.errors import ConfigError
 from automixer.mixture import WeightIssue, check_weights
-
-ABILITIES = ("code", "math", "stem", "commonsense")
-"""The four abilities that the built-in eval suites are grouped into."""
+from automixer.registry import (
+    ABILITIES,
+    EXECUTORS,
+    EXPORT_FORMATS,
+    SOLVERS,
+    SURROGATES,
+    unknown,
+)
 
 
 class FieldIssue(ValueError):
@@ -188,7 +193,7 @@ class SweepSection(_Section):
     storage: str | None = None
     """Ledger URL (SQLite file in the run directory by default; postgresql://... for many
     machines). Credentials may come from the environment instead."""
-    executor: Literal["local", "ray"] = "local"
+    executor: str = "local"
     """Where proxies run: worker processes on this machine, or Ray tasks on a Ray cluster."""
     workers: int = Field(default=1, ge=1)
     """Worker processes (local) or Ray tasks running at once."""
@@ -240,7 +245,7 @@ class SurrogateSection(_Section):
 class SolveSection(_Section):
     objective: dict[str, float] = Field(default_factory=lambda: {a: 0.25 for a in ABILITIES})
     """Weights over abilities (or any metric names) of the objective to maximise."""
-    method: Literal["exact", "topk", "tpe", "cmaes"] = "exact"
+    method: str = "exact"
     """Solver: gradient-based on the surrogate, RegMix's simulate-and-average-top-k, or Optuna."""
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Per-domain [low, high] bounds on the weight."""
@@ -262,12 +267,8 @@ class SolveSection(_Section):
         return v
 
 
-ExportFormat = Literal["yaml", "json", "megatron", "olmo-core", "hf-datasets", "csv"]
-EXPORT_FORMATS: list[ExportFormat] = ["yaml", "json", "megatron", "olmo-core", "hf-datasets", "csv"]
-
-
 class ExportSection(_Section):
-    formats: list[ExportFormat] = Field(default_factory=lambda: list(EXPORT_FORMATS))
+    formats: list[str] = Field(default_factory=lambda: list(EXPORT_FORMATS))
     """Recipe formats written by `automixer export`."""
     target_tokens: float = Field(default=1e12, gt=0.0)
     """Token budget of the full pretraining run that the recipe is for."""
@@ -336,6 +337,7 @@ class Config(_Section):
                 )
         if self.solve.objective and sum(self.solve.objective.values()) <= 0:
             raise FieldIssue("objective weights are all zero", ("solve", "objective"))
+        _check_names(self)
         if self.sweep.n_runs < 2 + len(self.sweep.anchors):
             raise FieldIssue(
                 f"n_runs={self.sweep.n_runs} leaves no room beside natural, uniform and "
@@ -343,6 +345,42 @@ class Config(_Section):
                 ("sweep", "n_runs"),
             )
         return self
+
+
+def _check_names(config: Config) -> None:
+    """Every name the config gives a registry is in it (see `automixer.registry`)."""
+    from automixer.evals.suites import SUITES
+
+    surrogates = ["auto", *SURROGATES]
+    s = config.surrogate
+    if s.model not in surrogates:
+        raise FieldIssue(unknown("surrogate", s.model, surrogates), ("surrogate", "model"))
+    for i, c in enumerate(s.candidates):
+        if c not in SURROGATES:
+            raise FieldIssue(
+                unknown("surrogate", c, list(SURROGATES)), ("surrogate", "candidates", i)
+            )
+    if config.solve.method not in SOLVERS:
+        raise FieldIssue(unknown("solver", config.solve.method, list(SOLVERS)), ("solve", "method"))
+    if config.sweep.executor not in EXECUTORS:
+        raise FieldIssue(
+            unknown("executor", config.sweep.executor, list(EXECUTORS)), ("sweep", "executor")
+        )
+    for i, f in enumerate(config.export.formats):
+        if f not in EXPORT_FORMATS:
+            raise FieldIssue(unknown("format", f, list(EXPORT_FORMATS)), ("export", "formats", i))
+    for i, name in enumerate(config.evals.suites or []):
+        if name not in SUITES:
+            raise FieldIssue(unknown("suite", name, list(SUITES)), ("evals", "suites", i))
+    scored = set(config.evals.suites if config.evals.suites is not None else SUITES)
+    for ability, weights in (config.evals.abilities or {}).items():
+        for name in weights:
+            # Suites of task files are only known once the files are read.
+            if name not in scored and not (config.evals.files and name not in SUITES):
+                raise FieldIssue(
+                    f"suite '{name}' is not scored; scored suites: {', '.join(sorted(scored))}",
+                    ("evals", "abilities", ability, name),
+                )
 
 
 def _unknown_domain(name: str, names: list[str]) -> str:

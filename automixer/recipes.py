@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import yaml
 from automixer.errors import AutomixerError
 from automixer.io import atomic_write_text
 from automixer.mixture import WeightIssue, check_weights
+from automixer.registry import EXPORT_FORMATS, load, unknown
 
 RECIPE_VERSION = 1
 
@@ -143,22 +144,11 @@ def to_csv(recipe: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-EXPORTERS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]] = {
-    "yaml": ("recipe.yaml", to_yaml),
-    "json": ("recipe.json", to_json),
-    "megatron": ("megatron_blend.txt", to_megatron),
-    "olmo-core": ("olmo_core_mixture.yaml", to_olmo_core),
-    "hf-datasets": ("hf_interleave.json", to_hf_datasets),
-    "csv": ("recipe.csv", to_csv),
-}
-
-
 def export(recipe: Mapping[str, Any], fmt: str, folder: Path) -> Path:
-    if fmt not in EXPORTERS:
-        raise AutomixerError(
-            f"unknown format '{fmt}'; choose from {', '.join(EXPORTERS)}", field="--format"
-        )
-    name, fn = EXPORTERS[fmt]
+    if fmt not in EXPORT_FORMATS:
+        raise AutomixerError(unknown("format", fmt, list(EXPORT_FORMATS)), field="--format")
+    name, spec = EXPORT_FORMATS[fmt]
+    fn = load(spec)
     path = folder / name
     atomic_write_text(path, fn(recipe))
     return path

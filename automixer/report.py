@@ -1,22 +1,20 @@
-"""`automixer report`: one self-contained HTML file (figures embedded) for a run directory."""
+"""The report: one self-contained HTML page (figures embedded) for a run directory."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
-from rich.console import Console
 
 from automixer import plots
-from automixer.errors import AutomixerError
-from automixer.io import atomic_write_text
+from automixer.modeling import FitInputs, chosen_model
+from automixer.rundir import RunDir
 from automixer.runs_table import weight_column
+from automixer.solve import Constraints
 
 
 def _img(fig: Figure) -> str:
@@ -40,20 +38,14 @@ def _table(df: pl.DataFrame, digits: int = 4) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def build_report(run_dir: Path) -> str:
-    from automixer.fit_stage import fitted_model, load_fit_inputs
-    from automixer.solve import Constraints, Objective
-    from automixer.solve.objective import resolve_keys
-
+def build_report(rd: RunDir) -> str:
+    """The report of a run directory as one HTML page (figures embedded)."""
     # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
-    rd, X, Y, targets_all, _, runs = load_fit_inputs(run_dir)
+    data = FitInputs.load(rd)
+    runs = data.runs
     domains = rd.config.domain_names
-    sol_path = rd.file("solution.json")
-    if not sol_path.is_file():
-        raise AutomixerError("no solution.json: run `automixer solve` first", file=rd.path)
-    sol = json.loads(sol_path.read_text())
-    manifest = json.loads(rd.file("manifest.json").read_text())
-    natural = manifest["natural_weights"]
+    sol = rd.solution()
+    natural = rd.manifest()["natural_weights"]
     sections: list[str] = []
     obj = sol["objective"]
     iv = f" [{obj['lo']:+.3f}, {obj['hi']:+.3f}]" if obj.get("lo") is not None else ""
@@ -114,10 +106,8 @@ def build_report(run_dir: Path) -> str:
             + _img(plots.signal_vs_noise(signal))
             + _table(signal)
         )
-    model = fitted_model(rd, X, Y, targets_all)
-    objective = Objective.build(
-        targets_all, resolve_keys(rd.config.solve.objective, targets_all), Y
-    )
+    model = chosen_model(data)
+    objective = data.objective()
     constraints = Constraints.build(domains, prior=natural)
     optimum = np.array([sol["weights"][d] for d in domains])
 
@@ -159,11 +149,3 @@ def build_report(run_dir: Path) -> str:
         f"<h1>automixer report: {html.escape(rd.path.name)}</h1>{''.join(sections)}"
         "</body></html>"
     )
-
-
-def run_report(run_dir: Path, console: Console) -> Path:
-    text = build_report(run_dir)
-    out = Path(run_dir) / "report.html"
-    atomic_write_text(out, text)
-    console.print(f"report: {out}")
-    return out

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 import automixer
 from automixer.config import Config, config_hash, dump_config, load_config, slug
@@ -43,6 +46,38 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def _json(self, name: str, made_by: str) -> dict[str, Any]:
+        path = self.file(name)
+        if not path.is_file():
+            raise AutomixerError(f"no {name}: run `automixer {made_by}` first", file=self.path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise AutomixerError(f"unreadable: {e}", file=path) from None
+        if not isinstance(data, dict):
+            raise AutomixerError("not a JSON object", file=path)
+        return data
+
+    def manifest(self) -> dict[str, Any]:
+        """manifest.json: sources, token counts per domain, tokenizer, natural weights."""
+        return self._json("manifest.json", "data")
+
+    def solution(self) -> dict[str, Any]:
+        """solution.json: the solved weights, predictions with intervals, honesty checks."""
+        return self._json("solution.json", "solve")
+
+    def choice(self) -> dict[str, str] | None:
+        """The surrogate `fit` chose per target (None before `fit`)."""
+        if not (self.file("surrogates") / "choice.json").is_file():
+            return None
+        return dict(self._json("surrogates/choice.json", "fit")["choice"])
+
+    def runs(self) -> pl.DataFrame:
+        """runs.parquet, checked against its declared schema."""
+        from automixer.runs_table import read_runs
+
+        return read_runs(self.file("runs.parquet"), self.config.domain_names)
 
     def provenance(self) -> dict[str, Any]:
         return {

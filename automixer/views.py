@@ -3,7 +3,8 @@ progress bar of long work."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import polars as pl
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from automixer.solve import Solution
+
+if TYPE_CHECKING:
+    from automixer.data.pipeline import DataBundle
 
 
 def progress_bar(info: str, enabled: bool) -> Progress:
@@ -67,3 +71,86 @@ def print_cv_table(table: pl.DataFrame, console: Console, title: str) -> None:
             f"{row['rmse']:.4g}",
         )
     console.print(show)
+
+
+def print_domains(bundle: DataBundle, console: Console) -> None:
+    table = Table(title="domains", title_justify="left")
+    for col, justify in [
+        ("domain", "left"),
+        ("docs", "right"),
+        ("train tok", "right"),
+        ("val tok", "right"),
+        ("bytes/tok", "right"),
+        ("natural", "right"),
+        ("dups", "right"),
+        ("contam. docs", "right"),
+        ("eval items found", "right"),
+        ("licence", "left"),
+    ]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    natural = bundle.natural_weights()
+    for d, v in bundle.domains.items():
+        rate = f"{v.contamination_rate:.2%}" if v.checked else "not checked"
+        table.add_row(
+            d,
+            f"{v.train.documents + v.val.documents:,}",
+            f"{v.train.tokens:,}",
+            f"{v.val.tokens:,}",
+            f"{v.bytes_per_token:.2f}",
+            f"{natural[d]:.3f}",
+            f"{v.duplicates:,}",
+            rate,
+            f"{len(v.items)}" if v.checked else "-",
+            v.licence,
+        )
+    console.print(table)
+    console.print(
+        f"tokenizer: {bundle.tokenizer_path} (vocab {bundle.tokenizer.get_vocab_size()}, "
+        f"hash {bundle.tokenizer_hash}); eval items checked: {bundle.eval_items_checked}"
+    )
+    found = bundle.contaminated_items
+    if found:
+        console.print(
+            f"{len(found)} eval items share a word n-gram with the training corpora"
+            " and are left out of scoring (listed in manifest.json): "
+            + ", ".join(list(found)[:5])
+            + (" ..." if len(found) > 5 else "")
+        )
+
+
+def _kind(name: str) -> str:
+    return name.split(":", 1)[0]
+
+
+def metrics_table(
+    columns: Mapping[str, Mapping[str, float]],
+    *,
+    title: str,
+    best: Mapping[str, str] | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> Table:
+    """Metrics by row (suites, then abilities, then domains), one column per model; `best`
+    marks the winning column of a row."""
+    names: list[str] = []
+    for col in columns.values():
+        names.extend(n for n in col if n not in names)
+    order = {"objective": 0, "suite": 1, "ability": 2, "domain": 3}
+    names.sort(key=lambda n: (order.get(_kind(n), 4), n))
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    if counts is not None:
+        table.add_column("items", justify="right")
+    for c in columns:
+        table.add_column(c, justify="right")
+    if best is not None:
+        table.add_column("best")
+    for n in names:
+        row = [n]
+        if counts is not None:
+            suite = n.split(":")[1] if _kind(n) == "suite" else ""
+            row.append(str(counts.get(suite, "")))
+        row += [f"{columns[c][n]:.4f}" if n in columns[c] else "-" for c in columns]
+        if best is not None:
+            row.append(best.get(n, ""))
+        table.add_row(*row)
+    return table

@@ -29,9 +29,9 @@ import yaml
 
 from automixer.config import load_config
 from automixer.design import plan_mixtures
-from automixer.eval_stage import score_suites
+from automixer.evals.scoring import score_suites
 from automixer.evals.suites import config_tasks
-from automixer.stages import data_bundle
+from automixer.sweep.training import data_bundle, train_config
 
 CONFIG = {
     "run": {"name": "overhead"},
@@ -58,7 +58,6 @@ def main() -> None:
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)
     bundle = data_bundle(config, progress=False)  # what the sweep opens: warm for both sides
-    from automixer.sweep.runner import train_config
     from proxies.presets import get_preset
     from proxies.train import train_pack
 

@@ -15,9 +15,10 @@
 # # automixer: analysing a sweep
 #
 # Loads a run directory written by `automixer run` (or `sweep`), shows the sweep, the
-# surrogates' cross-validation and the seed-noise check, solves for the best mixture and exports
-# the recipe, using only the package's API. Set `AUTOMIXER_RUN_DIR` to choose the run
-# directory; by default the newest one under `runs/`.
+# surrogates' cross-validation and the seed-noise check, solves for the best mixture and builds
+# the recipe, using only the package's API. It reads the run directory and writes nothing into
+# it. Set `AUTOMIXER_RUN_DIR` to choose the run directory; by default the newest one under
+# `runs/`.
 
 # %%
 import os
@@ -26,20 +27,18 @@ from pathlib import Path
 import polars as pl
 
 from automixer import plots
-from automixer.fit_stage import run_fit, run_solve
-from automixer.noise import signal_table
-from automixer.recipes import load_recipe
-from automixer.export_stage import run_export
+from automixer.modeling import FitInputs, chosen_model, fit_surrogates, solve_runs
+from automixer.pipeline.export import recipe_for
+from automixer.recipes import to_megatron
 from automixer.rundir import RunDir
-from automixer.runs_table import fit_arrays, metric_columns, read_runs, weight_column
-from rich.console import Console
+from automixer.runs_table import metric_columns, weight_column
 
 run_dir = Path(os.environ.get("AUTOMIXER_RUN_DIR") or
                max(Path("runs").iterdir(), key=lambda p: p.stat().st_mtime))
 rd = RunDir.open(run_dir)
 domains = rd.config.domain_names
-runs = read_runs(rd.file("runs.parquet"), domains)
-console = Console()
+data = FitInputs.load(rd)
+runs = data.runs
 print(run_dir, runs.height, "runs")
 
 # %% [markdown]
@@ -58,31 +57,31 @@ runs.select("run_id", "name", "status", "loss_first", "loss_last",
 # ## Is there signal? Seed noise against the spread between mixtures
 
 # %%
-X, Y, targets, ids = fit_arrays(runs, domains)
-signal = signal_table(runs, targets)
-plots.signal_vs_noise(signal.filter(pl.col("target").str.starts_with("ability:")))
+fit = fit_surrogates(data)
+plots.signal_vs_noise(fit.signal.filter(pl.col("target").str.starts_with("ability:")))
 
 # %% [markdown]
 # ## Surrogates: cross-validation, out-of-fold predictions
 
 # %%
-run_fit(run_dir, console)
-oof = pl.read_parquet(rd.file("surrogates") / "oof.parquet")
-plots.predicted_vs_actual(oof, [t for t in targets if t.startswith("ability:")
-                                and t.endswith(":bpb")])
+print(f"mean out-of-fold Spearman of the chosen surrogates: {fit.mean_spearman:.3f}")
+plots.predicted_vs_actual(fit.oof, [t for t in data.targets if t.startswith("ability:")
+                                    and t.endswith(":bpb")])
 
 # %% [markdown]
 # ## The optimal mixture
 
 # %%
-solution = run_solve(run_dir, console)
-natural = {d: float(w) for d, w in zip(domains, X.mean(0), strict=True)}
-plots.weights_comparison({"optimal": solution.weights_dict(), "runs' mean": natural})
+solved = solve_runs(data, chosen_model(data, fit.choice)).solution
+natural = rd.manifest()["natural_weights"]
+plots.weights_comparison({"optimal": solved.weights_dict(), "natural": natural})
 
 # %% [markdown]
 # ## The recipe
 
 # %%
-paths = run_export(run_dir, ["yaml", "megatron"], console)
-recipe = load_recipe(rd.file("recipes") / "recipe.yaml")
+# The recipe `automixer export` wrote from the saved solution (this notebook's solve above is
+# not saved).
+recipe = recipe_for(rd)
+print(to_megatron(recipe))
 pl.DataFrame([{"domain": d, **v} for d, v in recipe["mixture"].items()])

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from automixer.errors import AutomixerError
-from automixer.io import atomic_path
+from proxies.files import ProxyFileError, atomic_save
 from proxies.model import PackedLM
 from proxies.presets import ModelConfig
 
@@ -43,9 +42,7 @@ def save_proxy(
         "config": config_yaml,
         "meta": dict(meta),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_save(path, payload)
     return path
 
 
@@ -53,18 +50,18 @@ def read_proxy(path: str | Path) -> dict[str, Any]:
     """The payload of a proxy file, checked; a clear error for anything else."""
     p = Path(path)
     if not p.is_file():
-        raise AutomixerError("proxy file not found", file=p)
+        raise ProxyFileError("proxy file not found", file=p)
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, another format, a pickle with code in it
-        raise AutomixerError(f"not a readable proxy file ({type(e).__name__})", file=p) from None
+        raise ProxyFileError(f"not a readable proxy file ({type(e).__name__})", file=p) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise AutomixerError(
+        raise ProxyFileError(
             "not an automixer proxy file (the sweep writes them under <run dir>/proxies/)",
             file=p,
         )
     if payload.get("version") != VERSION:
-        raise AutomixerError(
+        raise ProxyFileError(
             f"proxy file version {payload.get('version')} (want {VERSION})", file=p
         )
     return payload
@@ -79,6 +76,6 @@ def load_proxy(path: str | Path) -> tuple[PackedLM, Tokenizer, dict[str, Any]]:
         model.load_state_dict({k: v.unsqueeze(0) for k, v in payload["state"].items()})
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise AutomixerError(f"weights do not fit the architecture: {first}", file=path) from None
+        raise ProxyFileError(f"weights do not fit the architecture: {first}", file=path) from None
     model.eval()
     return model, Tokenizer.from_str(payload["tokenizer"]), payload

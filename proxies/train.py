@@ -18,16 +18,26 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from automixer.data.loader import MixtureLoader
-from automixer.io import atomic_path
+from proxies.files import atomic_save
 from proxies.model import PackedLM
 from proxies.optim import BatchedAdamW, BatchedMuon, clip_per_proxy, lr_multiplier, split_params
 from proxies.presets import ModelConfig
+
+
+class BatchSource(Protocol):
+    """What training reads a proxy's data from (automixer's `BatchSource` is one): `steps`
+    batches of `batch_size` windows of `seq_len + 1` tokens, the same batch for the same step."""
+
+    steps: int
+    batch_size: int
+    seq_len: int
+
+    def batch(self, step: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -147,14 +157,190 @@ def evaluate_bpb(
     return out
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+@dataclass
+class _Optimizers:
+    """Muon for the hidden matrices (none with optimizer='adamw'), AdamW for the rest, and
+    each proxy's learning-rate multiplier."""
+
+    muon: BatchedMuon | None
+    adamw: BatchedAdamW
+    scales: torch.Tensor
+
+    @classmethod
+    def build(cls, model: PackedLM, cfg: TrainConfig, device: torch.device) -> _Optimizers:
+        muon_params, adam_params = split_params(model)
+        if cfg.optimizer == "adamw":
+            muon_params, adam_params = [], muon_params + adam_params
+        elif cfg.optimizer != "muon":
+            raise ValueError(f"unknown optimizer '{cfg.optimizer}' (muon or adamw)")
+        muon = (
+            BatchedMuon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if muon_params
+            else None
+        )
+        adamw = BatchedAdamW(adam_params, lr=cfg.adam_lr, weight_decay=cfg.weight_decay)
+        scales = torch.tensor(
+            cfg.lr_scales if cfg.lr_scales is not None else [1.0] * model.P,
+            device=device,
+            dtype=torch.float32,
+        )
+        if scales.numel() != model.P:
+            raise ValueError("lr_scales needs one value per proxy")
+        return cls(muon, adamw, scales)
+
+    def set_lr(self, cfg: TrainConfig, mult: float) -> None:
+        for g in self.muon.param_groups if self.muon is not None else []:
+            g["lr"] = cfg.lr * mult
+        for g in self.adamw.param_groups:
+            g["lr"] = cfg.adam_lr * mult
+
+    def step(self, active: torch.Tensor) -> None:
+        if self.muon is not None:
+            self.muon.step(proxy_scale=active * self.scales)
+        self.adamw.step(proxy_scale=active * self.scales)
+
+
+@dataclass
+class _PackState:
+    """What a checkpoint holds beside the weights and optimizer states."""
+
+    results: list[ProxyResult]
+    active: torch.Tensor
+    step: int = 0
+    seconds: float = 0.0
+
+
+def _save_checkpoint(
+    path: Path, model: PackedLM, opt: _Optimizers, st: _PackState, seeds: Sequence[int], steps: int
+) -> None:
+    atomic_save(
+        path,
+        {
+            "seeds": list(seeds),
+            "steps": steps,
+            "step": st.step,
+            "model": model.state_dict(),
+            "muon": opt.muon.state_dict() if opt.muon is not None else {},
+            "adamw": opt.adamw.state_dict(),
+            "active": st.active.cpu(),
+            "seconds": st.seconds,
+            "curves": [r.loss_curve for r in st.results],
+            "val_curves": [r.val_curve for r in st.results],
+            "status": [r.status for r in st.results],
+            "errors": [r.error or "" for r in st.results],
+        },
+    )
+
+
+def _resume(
+    path: Path,
+    model: PackedLM,
+    opt: _Optimizers,
+    st: _PackState,
+    seeds: Sequence[int],
+    steps: int,
+    device: torch.device,
+) -> None:
+    """Load a checkpoint written by `_save_checkpoint` into the model, optimizers and state."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    if list(saved["seeds"]) != list(seeds) or saved["steps"] != steps:
+        raise ValueError(f"checkpoint {path} belongs to another run")
+    model.load_state_dict(saved["model"])
+    if opt.muon is not None:
+        opt.muon.load_state_dict(saved["muon"])
+    opt.adamw.load_state_dict(saved["adamw"])
+    st.active = saved["active"].to(device)
+    st.step = int(saved["step"])
+    st.seconds = float(saved["seconds"])
+    for r, curve, status, error in zip(
+        st.results, saved["curves"], saved["status"], saved["errors"], strict=True
+    ):
+        r.loss_curve = [(int(s), float(v)) for s, v in curve]
+        r.status, r.error = status, error or None
+
+
+def _train_step(
+    model: PackedLM,
+    opt: _Optimizers,
+    st: _PackState,
+    batch: torch.Tensor,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    step: int,
+) -> torch.Tensor | None:
+    """One optimizer step of every active proxy; a proxy whose loss is not finite is stopped
+    and reported failed. Returns the per-proxy losses, or None when no proxy is left."""
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if batch.device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    with autocast:
+        ce, aux = model.losses(batch)
+    bad = ~torch.isfinite(ce) & (st.active > 0)
+    for p in torch.nonzero(bad).flatten().tolist():
+        st.results[p].status = "failed"
+        st.results[p].error = f"loss became {ce[p].item()} at step {step}"
+        st.active[p] = 0.0
+    if not bool(st.active.any()):
+        return None
+    loss = torch.where(st.active > 0, ce + aux, torch.zeros_like(ce)).sum()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_per_proxy(model.parameters(), cfg.grad_clip, model.P)
+    opt.step(st.active)
+    for moe in model.moe_layers():
+        moe.update_bias(model_cfg.bias_update_rate, st.active)
+    return ce
+
+
+def _record_val_curve(
+    model: PackedLM, st: _PackState, val: Mapping[str, np.ndarray], cfg: TrainConfig, seq_len: int
+) -> None:
+    """Mean held-out loss (nats) over domains of every active proxy, for the validation curve."""
+    device = next(model.parameters()).device
+    # bytes_per_token = 1/ln 2 turns bits per byte into nats per token.
+    curve = evaluate_bpb(
+        model,
+        val,
+        dict.fromkeys(val, 1 / math.log(2)),
+        seq_len,
+        cfg.eval_batch,
+        cfg.eval_curve_tokens,
+        device,
+    )
+    nats = torch.stack(list(curve.values())).mean(0)
+    for p, r in enumerate(st.results):
+        if st.active[p] > 0:
+            r.val_curve.append((st.step, float(nats[p])))
+
+
+def _final_evaluation(
+    model: PackedLM,
+    results: list[ProxyResult],
+    cfg: TrainConfig,
+    seq_len: int,
+    val: Mapping[str, np.ndarray] | None,
+    bytes_per_token: Mapping[str, float] | None,
+    evaluate: Callable[[PackedLM], Mapping[str, np.ndarray]] | None,
+) -> None:
+    """Held-out bits per byte per domain, then whatever `evaluate` measures, per proxy."""
+    device = next(model.parameters()).device
+    if val is not None and bytes_per_token is not None:
+        bpb = evaluate_bpb(
+            model, val, bytes_per_token, seq_len, cfg.eval_batch, cfg.eval_tokens, device
+        )
+        for p, r in enumerate(results):
+            r.val_bpb = {d: float(v[p]) for d, v in bpb.items()}
+    if evaluate is not None:
+        scores = evaluate(model)
+        for p, r in enumerate(results):
+            r.metrics = {k: float(v[p]) for k, v in scores.items()}
 
 
 def train_pack(
     model_cfg: ModelConfig,
-    loaders: Sequence[MixtureLoader],
+    loaders: Sequence[BatchSource],
     seeds: Sequence[int],
     cfg: TrainConfig = TrainConfig(),
     *,
@@ -175,88 +361,34 @@ def train_pack(
         raise ValueError("one loader per seed")
     P = len(seeds)
     device = pick_device(cfg.device)
-    steps = loaders[0].steps
+    steps, seq_len = loaders[0].steps, loaders[0].seq_len
     if any(lo.steps != steps or lo.batch_size != loaders[0].batch_size for lo in loaders):
         raise ValueError("loaders of a pack must share steps and batch size")
     model = PackedLM(model_cfg, list(seeds)).to(device)
-    muon_params, adam_params = split_params(model)
-    if cfg.optimizer == "adamw":
-        muon_params, adam_params = [], muon_params + adam_params
-    elif cfg.optimizer != "muon":
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (muon or adamw)")
-    muon = (
-        BatchedMuon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay) if muon_params else None
-    )
-    adamw = BatchedAdamW(adam_params, lr=cfg.adam_lr, weight_decay=cfg.weight_decay)
-    scales = torch.tensor(
-        cfg.lr_scales if cfg.lr_scales is not None else [1.0] * P,
-        device=device,
-        dtype=torch.float32,
-    )
-    if scales.numel() != P:
-        raise ValueError("lr_scales needs one value per proxy")
-    results = [ProxyResult(seed=s) for s in seeds]
-    active = torch.ones(P, device=device)
-    start = 0
-    seconds_before = 0.0
+    opt = _Optimizers.build(model, cfg, device)
+    st = _PackState([ProxyResult(seed=s) for s in seeds], torch.ones(P, device=device))
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if list(state["seeds"]) != list(seeds) or state["steps"] != steps:
-            raise ValueError(f"checkpoint {checkpoint} belongs to another run")
-        model.load_state_dict(state["model"])
-        if muon is not None:
-            muon.load_state_dict(state["muon"])
-        adamw.load_state_dict(state["adamw"])
-        active = state["active"].to(device)
-        start = int(state["step"])
-        seconds_before = float(state["seconds"])
-        for r, curve, status, error in zip(
-            results, state["curves"], state["status"], state["errors"], strict=True
-        ):
-            r.loss_curve = [(int(s), float(v)) for s, v in curve]
-            r.status, r.error = status, error or None
+        _resume(checkpoint, model, opt, st, seeds, steps, device)
     if cfg.compile and device.type == "cuda":
         model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
     t0 = time.perf_counter()
-    tokens_per_step = loaders[0].batch_size * loaders[0].seq_len
+    seconds_before, start = st.seconds, st.step
+    tokens_per_step = loaders[0].batch_size * seq_len
     end = steps if max_steps is None else min(steps, max_steps)
-    step = start
     for step in range(start, end):
-        mult = lr_multiplier(step, steps, cfg.warmup_fraction, cfg.schedule)
-        for g in muon.param_groups if muon is not None else []:
-            g["lr"] = cfg.lr * mult
-        for g in adamw.param_groups:
-            g["lr"] = cfg.adam_lr * mult
+        opt.set_lr(cfg, lr_multiplier(step, steps, cfg.warmup_fraction, cfg.schedule))
         batch = torch.from_numpy(np.stack([lo.batch(step) for lo in loaders])).to(device)
-        with autocast:
-            ce, aux = model.losses(batch)
-        bad = ~torch.isfinite(ce) & (active > 0)
-        for p in torch.nonzero(bad).flatten().tolist():
-            results[p].status = "failed"
-            results[p].error = f"loss became {ce[p].item()} at step {step}"
-            active[p] = 0.0
-        if not bool(active.any()):
+        ce = _train_step(model, opt, st, batch, cfg, model_cfg, step)
+        if ce is None:
             break
-        loss = torch.where(active > 0, ce + aux, torch.zeros_like(ce)).sum()
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_per_proxy(model.parameters(), cfg.grad_clip, P)
-        if muon is not None:
-            muon.step(proxy_scale=active * scales)
-        adamw.step(proxy_scale=active * scales)
-        for moe in model.moe_layers():
-            moe.update_bias(model_cfg.bias_update_rate, active)
         if on_step is not None:
             on_step(step, model)
+        st.step = step + 1
+        st.seconds = seconds_before + time.perf_counter() - t0
         if (step % cfg.log_every == 0) or step == steps - 1:
             values = ce.detach().float().cpu().tolist()
-            for p, r in enumerate(results):
-                if active[p] > 0:
+            for p, r in enumerate(st.results):
+                if st.active[p] > 0:
                     r.loss_curve.append((step, values[p]))
             if on_log is not None:
                 elapsed = time.perf_counter() - t0
@@ -264,73 +396,31 @@ def train_pack(
         if (
             cfg.eval_every
             and val is not None
-            and bytes_per_token is not None
-            and ((step + 1) % cfg.eval_every == 0 or step == steps - 1)
+            and (st.step % cfg.eval_every == 0 or st.step == steps)
         ):
-            curve = evaluate_bpb(
-                model,
-                val,
-                dict.fromkeys(val, 1 / math.log(2)),
-                loaders[0].seq_len,
-                cfg.eval_batch,
-                cfg.eval_curve_tokens,
-                device,
-            )
-            nats = torch.stack(list(curve.values())).mean(0)  # bytes_per_token=1/ln2 -> nats
-            for p, r in enumerate(results):
-                if active[p] > 0:
-                    r.val_curve.append((step + 1, float(nats[p])))
-        if cfg.sdc_every and (step + 1) % cfg.sdc_every == 0:
+            _record_val_curve(model, st, val, cfg, seq_len)
+        if cfg.sdc_every and st.step % cfg.sdc_every == 0:
             check_replicas(model, step)
-        done = step + 1
-        if (
-            checkpoint is not None
-            and cfg.checkpoint_every
-            and done % cfg.checkpoint_every == 0
-            and done < steps
-        ):
-            _save(
-                checkpoint,
-                {
-                    "seeds": list(seeds),
-                    "steps": steps,
-                    "step": done,
-                    "model": model.state_dict(),
-                    "muon": muon.state_dict() if muon is not None else {},
-                    "adamw": adamw.state_dict(),
-                    "active": active.cpu(),
-                    "seconds": seconds_before + time.perf_counter() - t0,
-                    "curves": [r.loss_curve for r in results],
-                    "val_curves": [r.val_curve for r in results],
-                    "status": [r.status for r in results],
-                    "errors": [r.error or "" for r in results],
-                },
-            )
+        save = cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < steps
+        if checkpoint is not None and save:
+            _save_checkpoint(checkpoint, model, opt, st, seeds, steps)
     finished = end == steps
     seconds = seconds_before + time.perf_counter() - t0
-    if finished and val is not None and bytes_per_token is not None:
-        bpb = evaluate_bpb(
-            model, val, bytes_per_token, loaders[0].seq_len, cfg.eval_batch, cfg.eval_tokens, device
-        )
-        for p, r in enumerate(results):
-            r.val_bpb = {d: float(v[p]) for d, v in bpb.items()}
-    if finished and evaluate is not None:
-        scores = evaluate(model)
-        for p, r in enumerate(results):
-            r.metrics = {k: float(v[p]) for k, v in scores.items()}
-    for p, r in enumerate(results):
+    if finished:
+        _final_evaluation(model, st.results, cfg, seq_len, val, bytes_per_token, evaluate)
+    for p, r in enumerate(st.results):
         r.seconds = seconds
-        r.tokens = tokens_per_step * (min(end, steps))
+        r.tokens = tokens_per_step * end
         if r.status == "running" and finished:
             r.status = "done"
         if r.status != "failed":
             r.state = proxy_state(model, p)
-    return results
+    return st.results
 
 
 def train_one(
     model_cfg: ModelConfig,
-    loader: MixtureLoader,
+    loader: BatchSource,
     seed: int,
     cfg: TrainConfig = TrainConfig(),
     **kw: Any,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,32 @@ def bundle_and_config(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("data")
     config = Config.model_validate(small_config(tmp))
     return prepare_data(config, progress=False), config
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    url = os.environ.get("AUTOMIXER_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("AUTOMIXER_REQUIRE_POSTGRES"):
+            pytest.fail("AUTOMIXER_REQUIRE_POSTGRES is set but AUTOMIXER_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL: set AUTOMIXER_TEST_POSTGRES_URL (.ci/run starts one)")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"automixer_test_{uuid.uuid4().hex[:10]}"
+    admin = dict(
+        dbname=base.database or "postgres",
+        user=base.username,
+        password=base.password,
+        host=base.host,
+        port=base.port or 5432,
+        autocommit=True,
+    )
+    with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]

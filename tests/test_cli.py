@@ -25,21 +25,31 @@ def _assert_one_line_error(result, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+VERBS = [
+    "run",
+    "data",
+    "sweep",
+    "worker",
+    "fit",
+    "solve",
+    "export",
+    "report",
+    "eval",
+    "validate",
+    "replay",
+]
+
+
 def test_help_lists_every_verb():
+    import re
+
     out = _run("--help").output
-    for verb in [
-        "run",
-        "data",
-        "sweep",
-        "worker",
-        "fit",
-        "solve",
-        "export",
-        "report",
-        "replay",
-        "validate",
-    ]:
-        assert verb in out
+    listed = set(re.findall(r"^\W*([a-z]+)\s{2,}\S", out, flags=re.MULTILINE))
+    assert set(VERBS) <= listed, out
+    for verb in VERBS:
+        result = _run(verb, "--help")
+        assert result.exit_code == 0, result.output
+        assert f"automixer {verb}" in result.output
 
 
 def test_malformed_yaml(tmp_path: Path):
@@ -104,3 +114,24 @@ def test_laguna_60_dry_run_resolves_without_downloads():
     assert result.exit_code == 0, result.output
     for needle in ["HuggingFaceFW/fineweb-edu", "gpu-40m", "63 proxies", "nothing read"]:
         assert needle in result.output
+
+
+def test_unknown_surrogate_is_caught_when_the_config_is_read(tmp_path: Path):
+    cfg = small_config(tmp_path)
+    cfg["surrogate"] = {"model": "forest"}
+    p = write_config(tmp_path / "c.yaml", cfg)
+    _assert_one_line_error(
+        _run("data", str(p), "--dry-run"), "c.yaml:", "surrogate.model", "unknown surrogate"
+    )
+
+
+def test_unknown_suite_and_ability_suite_are_caught_in_the_dry_run(tmp_path: Path):
+    cfg = small_config(tmp_path)
+    cfg["evals"] = {"suites": ["arc_easy", "hellaswagg"]}
+    p = write_config(tmp_path / "c.yaml", cfg)
+    _assert_one_line_error(
+        _run("data", str(p), "--dry-run"), "evals.suites[1]", "did you mean 'hellaswag'"
+    )
+    cfg["evals"] = {"suites": ["arc_easy"], "abilities": {"stem": {"arc_easy": 1, "sciq": 1}}}
+    p = write_config(tmp_path / "c.yaml", cfg)
+    _assert_one_line_error(_run("data", str(p), "--dry-run"), "evals.abilities.stem.sciq")

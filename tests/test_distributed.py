@@ -8,50 +8,21 @@ Without that variable the PostgreSQL tests are skipped, unless AUTOMIXER_REQUIRE
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from automixer.config import load_config
+from automixer.data.pipeline import prepare_data
+from automixer.pipeline.sweep import run_sweep
 from automixer.rundir import RunDir
+from automixer.sweep.executors import Job, run_ray
 from automixer.sweep.ledger import Ledger
-from automixer.sweep.runner import run_on_ray, run_sweep, storage_url, study_name
+from automixer.sweep.worker import storage_url, study_name
 from tests.test_sweep import _sweep_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    url = os.environ.get("AUTOMIXER_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("AUTOMIXER_REQUIRE_POSTGRES"):
-            pytest.fail("AUTOMIXER_REQUIRE_POSTGRES is set but AUTOMIXER_TEST_POSTGRES_URL is not")
-        pytest.skip("no PostgreSQL: set AUTOMIXER_TEST_POSTGRES_URL (.ci/run starts one)")
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(url)
-    name = f"automixer_test_{uuid.uuid4().hex[:10]}"
-    admin = dict(
-        dbname=base.database or "postgres",
-        user=base.username,
-        password=base.password,
-        host=base.host,
-        port=base.port or 5432,
-        autocommit=True,
-    )
-    with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 def test_two_workers_share_one_postgresql_ledger(tmp_path: Path, postgres_url: str, capfd):
@@ -95,13 +66,14 @@ def test_ray_executor_runs_the_sweep_on_a_loopback_instance(tmp_path: Path):
     url = storage_url(config, rd.path)
     seen: list[str] = []
 
-    def tick() -> None:
+    def tick(_tokens: int) -> None:
         import ray
 
         if not seen:
             seen.extend(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
 
-    errors = run_on_ray(config, url, study_name(config), tick)
+    with Ledger(url, study_name(config)) as planned:
+        errors = run_ray(Job(config, prepare_data(config, progress=False), planned, url, tick))
     assert errors == []
     assert seen == ["127.0.0.1"]  # the local instance listens on loopback only
     import ray

@@ -6,13 +6,13 @@ import pytest
 
 from automixer.errors import AutomixerError
 from automixer.recipes import (
-    EXPORTERS,
     build_recipe,
     export,
     load_recipe,
     mixed_stream,
     weights_from_export,
 )
+from automixer.registry import EXPORT_FORMATS
 
 WEIGHTS = {"code": 0.5, "bible": 0.3, "dictionary": 0.2}
 DOMAINS = {d: {"source": f"builtin:{d}", "licence": "x", "tokens_train": 1e6} for d in WEIGHTS}
@@ -43,7 +43,7 @@ def test_recipe_contents():
     assert r["predicted_objective"]["lo"] == 0.9
 
 
-@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+@pytest.mark.parametrize("fmt", sorted(EXPORT_FORMATS))
 def test_every_format_round_trips(tmp_path: Path, fmt: str):
     path = export(_recipe(), fmt, tmp_path)
     back = weights_from_export(path.read_text(), fmt)

@@ -14,6 +14,7 @@ from automixer.recipes import load_recipe
 from tests.conftest import small_config, write_config
 
 
+@pytest.mark.slow
 def test_run_goes_from_data_to_recipes(tmp_path: Path):
     cfg = small_config(tmp_path)
     cfg["proxy"] = {
@@ -51,8 +52,14 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     assert f"{solution['optimism_gap']:+.3f}" in report
     assert report.count("data:image/png;base64,") >= 6
     assert "http://" not in report and "https://" not in report  # readable offline
+    before = _snapshot(run_dir)
     _execute_notebook(run_dir)
+    assert _snapshot(run_dir) == before  # the notebook reads the run, it rewrites nothing
     _validate(run_dir)
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 def _validate(run_dir: Path) -> None:

@@ -20,9 +20,10 @@ from automixer.cli import app
 from automixer.config import load_config
 from automixer.design import coverage, plan_mixtures
 from automixer.errors import AutomixerError
+from automixer.pipeline.sweep import run_sweep
 from automixer.rundir import RunDir
 from automixer.sweep.ledger import Ledger, mask_url
-from automixer.sweep.runner import run_sweep, storage_url, study_name
+from automixer.sweep.worker import storage_url, study_name
 from tests.conftest import small_config, write_config
 
 

@@ -17,7 +17,9 @@ is scored by all P proxies of a pack in one batched forward pass.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +27,10 @@ from tokenizers import Tokenizer
 
 from automixer.data.tokenizer import EOS
 from automixer.evals.tasks import Task
+
+if TYPE_CHECKING:
+    from automixer.config import Config
+    from automixer.data.pipeline import DataBundle
 
 Request = tuple[str, str]
 LogLik = Callable[[Sequence[Request]], tuple[np.ndarray, np.ndarray]]
@@ -41,6 +47,42 @@ def ability_metric(ability: str, measure: str) -> str:
 
 def domain_metric(domain: str) -> str:
     return f"domain:{domain}:bpb"
+
+
+def domain_metrics(bpb: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-domain values keyed by their metric names."""
+    return {domain_metric(d): v for d, v in bpb.items()}
+
+
+def items_per_suite(tasks: Sequence[Task]) -> dict[str, int]:
+    return dict(Counter(t.suite for t in tasks))
+
+
+def score_suites(
+    model: torch.nn.Module, tokenizer: Tokenizer, tasks: Sequence[Task], config: Config
+) -> dict[str, np.ndarray]:
+    """Suite and ability metrics of every proxy of a pack: name -> (P,)."""
+    if not tasks:
+        return {}
+    scorer = PackScorer(model, tokenizer, max_len=2 * config.proxy.seq_len)
+    return score_tasks(tasks, scorer, config.evals.abilities)
+
+
+def score_domains(model: Any, bundle: DataBundle, config: Config) -> dict[str, np.ndarray]:
+    """Held-out bits per byte of every training domain for every proxy of a pack, measured as
+    training measures it at the end of a run."""
+    from proxies.train import TrainConfig, evaluate_bpb
+
+    bpb = evaluate_bpb(
+        model,
+        bundle.val_arrays(),
+        bundle.bytes_per_token(),
+        config.proxy.seq_len,
+        TrainConfig.eval_batch,
+        config.proxy.eval_tokens,
+        next(model.parameters()).device,
+    )
+    return domain_metrics({d: v.numpy().astype(np.float64) for d, v in bpb.items()})
 
 
 def score_tasks(

@@ -37,12 +37,15 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from automixer.config import Config
 from automixer.errors import AutomixerError
 from automixer.evals.tasks import Task, load_jsonl
 from automixer.io import atomic_write_text
+from automixer.registry import unknown
+
+if TYPE_CHECKING:
+    from automixer.config import Config
 
 MMLU_STEM = (
     "abstract_algebra",
@@ -303,13 +306,7 @@ def _all_items(name: str) -> tuple[Task, ...]:
 def load_suite(name: str, n: int | None = None, seed: int = 0) -> list[Task]:
     """A seeded subsample of `n` items of a built-in suite (all items when n is None)."""
     if name not in SUITES:
-        from difflib import get_close_matches
-
-        near = get_close_matches(name, list(SUITES), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise AutomixerError(
-            f"unknown suite '{name}'{hint}; known: {', '.join(SUITES)}", field="evals.suites"
-        )
+        raise AutomixerError(unknown("suite", name, list(SUITES)), field="evals.suites")
     items = list(_all_items(name))
     if n is not None and n < len(items):
         items = random.Random(f"{seed}:{name}").sample(items, n)

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from automixer.config import ABILITIES
 from automixer.errors import AutomixerError
+from automixer.registry import ABILITIES
 
 
 @dataclass(frozen=True)

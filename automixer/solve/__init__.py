@@ -3,10 +3,9 @@
 from automixer.solve.constraints import Constraints
 from automixer.solve.objective import Objective, lower_is_better
 from automixer.solve.reuse import expand, freeze
-from automixer.solve.solvers import SOLVERS, Solution, describe, pareto_front, solve_mixture
+from automixer.solve.solvers import Solution, describe, pareto_front, solve_mixture
 
 __all__ = [
-    "SOLVERS",
     "Constraints",
     "Objective",
     "Solution",

@@ -13,9 +13,8 @@ optimism gap between them, and how far the optimum lies from the nearest trained
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,8 @@ import polars as pl
 from scipy.optimize import minimize
 
 from automixer.errors import AutomixerError
+from automixer.io import quiet_optuna
+from automixer.registry import SOLVERS, unknown
 from automixer.solve.constraints import Constraints
 from automixer.solve.objective import Objective
 
@@ -133,21 +134,6 @@ def _score_fn(
     return score
 
 
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's info logging and experimental-feature warnings off for a block, then back."""
-    import optuna
-
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(before)
-
-
 def _exact(
     score: Callable[[np.ndarray], np.ndarray], c: Constraints, starts: np.ndarray
 ) -> np.ndarray:
@@ -228,9 +214,6 @@ def _optuna(
     return c.project(x / max(x.sum(), 1e-12))
 
 
-SOLVERS = ("exact", "topk", "tpe", "cmaes")
-
-
 def solve_mixture(
     model: Any,
     objective: Objective,
@@ -251,9 +234,7 @@ def solve_mixture(
     give the best observed run and the optimism gap, and the distance check.
     """
     if method not in SOLVERS:
-        raise AutomixerError(
-            f"unknown solver '{method}'; choose from {', '.join(SOLVERS)}", field="solve.method"
-        )
+        raise AutomixerError(unknown("solver", method, list(SOLVERS)), field="solve.method")
     rng = np.random.default_rng(seed)
     score = _score_fn(model, objective, constraints)
     starts = [

@@ -5,7 +5,6 @@ from automixer.surrogates.ensemble import BootstrapEnsemble
 from automixer.surrogates.estimators import LightGBMSurrogate, LinearSurrogate, LogLinearSurrogate
 from automixer.surrogates.gp import GPSurrogate
 from automixer.surrogates.selection import (
-    SURROGATES,
     AutoSurrogate,
     CVResult,
     cross_validate,
@@ -13,7 +12,6 @@ from automixer.surrogates.selection import (
 )
 
 __all__ = [
-    "SURROGATES",
     "TRANSFORMS",
     "AutoSurrogate",
     "BootstrapEnsemble",

@@ -49,3 +49,10 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def linear_ensemble(**params: Any) -> BootstrapEnsemble:
+    """The registry's `ensemble`: bootstrap refits of the linear surrogate."""
+    from automixer.surrogates.estimators import LinearSurrogate
+
+    return BootstrapEnsemble(LinearSurrogate(**params))

@@ -7,7 +7,7 @@ values are computed per repeat, and their mean and spread over repeats form the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,17 +18,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from automixer.registry import SURROGATES, load, unknown
 from automixer.surrogates.ensemble import BootstrapEnsemble
-from automixer.surrogates.estimators import LightGBMSurrogate, LinearSurrogate, LogLinearSurrogate
-from automixer.surrogates.gp import GPSurrogate
-
-SURROGATES: dict[str, Callable[..., Any]] = {
-    "linear": LinearSurrogate,
-    "lightgbm": LightGBMSurrogate,
-    "loglinear": LogLinearSurrogate,
-    "gp": GPSurrogate,
-    "ensemble": lambda **kw: BootstrapEnsemble(LinearSurrogate(**kw)),
-}
 
 
 def make_surrogate(name: str, transform: str | None = None, **params: Any) -> Any:
@@ -36,11 +27,11 @@ def make_surrogate(name: str, transform: str | None = None, **params: Any) -> An
     if name == "auto":
         return AutoSurrogate(weight_transform=transform or "auto", **params)
     if name not in SURROGATES:
-        raise ValueError(f"unknown surrogate '{name}'; choose from auto, {', '.join(SURROGATES)}")
+        raise ValueError(unknown("surrogate", name, ["auto", *SURROGATES]))
     kw = dict(params)
     if transform not in (None, "auto"):
         kw["weight_transform"] = transform
-    return SURROGATES[name](**kw)
+    return load(SURROGATES[name])(**kw)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -27,8 +27,7 @@ from optuna.trial import TrialState
 
 from automixer.design import PlannedRun
 from automixer.errors import AutomixerError
-from automixer.io import mask_url
-from automixer.solve.solvers import quiet_optuna
+from automixer.io import mask_url, quiet_optuna
 
 
 def _with_driver(url: str) -> str:

@@ -1,8 +1,7 @@
-"""`automixer export`: the solved mixture of a run directory as recipes."""
+"""`automixer export RUN_DIR [-f FORMAT]`: the solved mixture as recipes in recipes/."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +9,19 @@ import polars as pl
 from rich.console import Console
 
 from automixer.errors import AutomixerError
-from automixer.recipes import EXPORTERS, build_recipe, export
+from automixer.recipes import build_recipe, export
+from automixer.registry import EXPORT_FORMATS, unknown
 from automixer.rundir import RunDir
 
 
 def recipe_for(rd: RunDir) -> dict[str, Any]:
-    sol_path = rd.file("solution.json")
-    if not sol_path.is_file():
-        raise AutomixerError("no solution.json: run `automixer solve` first", file=rd.path)
-    solution = json.loads(sol_path.read_text())
-    manifest = json.loads(rd.file("manifest.json").read_text())
+    solution = rd.solution()
+    manifest = rd.manifest()
     cv_summary: dict[str, Any] = {}
     cv_path = rd.file("surrogates") / "cv.csv"
-    choice_path = rd.file("surrogates") / "choice.json"
-    if cv_path.is_file() and choice_path.is_file():
+    choice = rd.choice()
+    if cv_path.is_file() and choice is not None:
         cv = pl.read_csv(cv_path)
-        choice = json.loads(choice_path.read_text())["choice"]
         rho = {(r["target"], r["model"]): r["spearman"] for r in cv.iter_rows(named=True)}
         cv_summary = {t: {"model": m, "spearman": rho.get((t, m))} for t, m in choice.items()}
     cfg = rd.config
@@ -50,15 +46,13 @@ def recipe_for(rd: RunDir) -> dict[str, Any]:
 
 def run_export(run_dir: Path, formats: list[str] | None, console: Console) -> list[Path]:
     rd = RunDir.open(run_dir)
+    wanted = formats or list(rd.config.export.formats)
+    bad = [f for f in wanted if f not in EXPORT_FORMATS]
+    if bad:
+        raise AutomixerError(unknown("format", bad[0], list(EXPORT_FORMATS)), field="--format")
     recipe = recipe_for(rd)
     folder = rd.file("recipes")
     folder.mkdir(exist_ok=True)
-    wanted = formats or list(rd.config.export.formats)
-    bad = [f for f in wanted if f not in EXPORTERS]
-    if bad:
-        raise AutomixerError(
-            f"unknown format '{bad[0]}'; choose from {', '.join(EXPORTERS)}", field="--format"
-        )
     paths = [export(recipe, f, folder) for f in wanted]
     for p in paths:
         console.print(f"recipe: {p}")

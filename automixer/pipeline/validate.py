@@ -22,16 +22,15 @@ from rich.console import Console
 
 from automixer.config import Config, dump_config
 from automixer.errors import AutomixerError
-from automixer.eval_stage import items_per_suite, metrics_table, score_suites
-from automixer.evals.scoring import domain_metric
+from automixer.evals.scoring import items_per_suite
 from automixer.evals.suites import config_tasks, item_key
-from automixer.fit_stage import load_fit_inputs
 from automixer.io import atomic_write_json
+from automixer.modeling import FitInputs
 from automixer.recipes import load_recipe, recipe_weights
 from automixer.rundir import RunDir
-from automixer.solve.objective import Objective, lower_is_better, resolve_keys
-from automixer.stages import data_bundle
-from automixer.views import progress_bar
+from automixer.solve.objective import lower_is_better
+from automixer.sweep.training import data_bundle, train_and_score, train_config
+from automixer.views import metrics_table, progress_bar
 
 BASELINES = ("natural", "uniform")
 
@@ -82,10 +81,8 @@ def run_validate(
     console: Console,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from automixer.sweep.runner import train_config
     from proxies.checkpoint import save_proxy
     from proxies.presets import get_preset
-    from proxies.train import train_pack
 
     recipe = load_recipe(recipe_path)
     rd = _run_dir_of(recipe_path, run_dir)
@@ -99,8 +96,7 @@ def run_validate(
         raise AutomixerError(
             "--width and --tokens-factor must be > 0, --seeds and --n-per-suite >= 1"
         )
-    _, _, Y, targets, _, _ = load_fit_inputs(rd.path)
-    objective = Objective.build(targets, resolve_keys(config.solve.objective, targets), Y)
+    objective = FitInputs.load(rd).objective()
     bundle = data_bundle(config, progress=progress)
     unknown = [d for d in recipe["mixture"] if d not in bundle.domains]
     if unknown:
@@ -142,15 +138,14 @@ def run_validate(
         def on_log(step: int, losses: list[float], rate: float) -> None:
             bar.update(job, completed=step + 1, info=f"{rate:,.0f} tok/s")
 
-        tcfg = dataclasses.replace(train_config(config), log_every=max(1, steps // 50))
-        results = train_pack(
+        scored = train_and_score(
+            config,
+            bundle,
             model_cfg,
             loaders,
             [s for _, s in runs],  # the same initialisation for every mixture
-            tcfg,
-            val=bundle.val_arrays(),
-            bytes_per_token=bundle.bytes_per_token(),
-            evaluate=lambda model: score_suites(model, bundle.tokenizer, tasks, config),
+            tasks,
+            tcfg=train_config(config, log_every=max(1, steps // 50)),
             on_log=on_log,
         )
     seconds = time.perf_counter() - t0
@@ -158,11 +153,11 @@ def run_validate(
     config_yaml = dump_config(config)
     left_out_keys = sorted(left_out)
     per_run: dict[str, list[dict[str, float]]] = {m: [] for m in mixtures}
-    for (m, s), r in zip(runs, results, strict=True):
-        if r.status != "done":
+    for (m, s), sc in zip(runs, scored, strict=True):
+        r = sc.result
+        if not sc.ok:
             raise AutomixerError(f"the {m} model (seed {s}) failed: {r.error}")
-        values = {domain_metric(d): v for d, v in r.val_bpb.items()} | r.metrics
-        per_run[m].append(values)
+        per_run[m].append(sc.metrics)
         save_proxy(
             folder / f"{m}-seed{s}.pt",
             model_config=model_cfg,

@@ -1,0 +1,203 @@
+"""Fitting and solving on a sweep's runs: computed and returned, nothing printed or written.
+
+`FitInputs.load` reads a run directory's finished runs; `fit_surrogates` cross-validates the
+configured surrogates and measures signal against seed noise; `chosen_model` refits the chosen
+surrogates on all runs; `solve_runs` finds the optimum under the config's constraints. The
+pipeline's `fit` and `solve` verbs write and print these results; a notebook can call the same
+functions without touching the run directory it analyses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from automixer.errors import AutomixerError
+from automixer.noise import signal_table
+from automixer.rundir import RunDir
+from automixer.runs_table import fit_arrays
+from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
+from automixer.solve.objective import resolve_keys
+from automixer.surrogates import AutoSurrogate, cross_validate, make_surrogate
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """The finished runs of a run directory: weights X, targets Y, their names, the run ids,
+    and the whole runs table."""
+
+    rd: RunDir
+    X: np.ndarray
+    Y: np.ndarray
+    targets: list[str]
+    ids: list[str]
+    runs: pl.DataFrame
+
+    @classmethod
+    def load(cls, rd: RunDir) -> FitInputs:
+        """Too few runs or no metrics is an error."""
+        df = rd.runs()
+        X, Y, targets, ids = fit_arrays(df, rd.config.domain_names)
+        need = rd.config.surrogate.cv_folds + 1
+        if len(X) < need:
+            raise AutomixerError(
+                f"{len(X)} finished runs; fitting needs at least {need}",
+                file=rd.file("runs.parquet"),
+            )
+        if not targets:
+            raise AutomixerError(
+                "the runs table has no metric columns", file=rd.file("runs.parquet")
+            )
+        return cls(rd, X, Y, targets, ids, df)
+
+    def objective(self) -> Objective:
+        """The config's objective over these targets, standardised by these runs."""
+        keys = resolve_keys(self.rd.config.solve.objective, self.targets)
+        return Objective.build(self.targets, keys, self.Y)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    cv: pl.DataFrame
+    """One row per (target, candidate): out-of-fold Spearman, its sd, RMSE, MAE."""
+    choice: dict[str, str]
+    """target -> the chosen surrogate."""
+    oof: pl.DataFrame
+    """Out-of-fold predictions of the chosen surrogate: run_id, target, model, actual,
+    predicted."""
+    signal: pl.DataFrame
+    """Seed noise against the spread between mixtures, per target."""
+    mean_spearman: float
+    """Mean out-of-fold Spearman of the chosen surrogates over the non-constant targets."""
+    constant: list[str]
+    """Targets equal in every run (nothing to rank)."""
+
+    def spearman(self, target: str) -> float:
+        row = self.cv.filter(
+            (pl.col("target") == target) & (pl.col("model") == self.choice[target])
+        )
+        return float(row["spearman"][0])
+
+
+def fit_surrogates(data: FitInputs) -> FitResult:
+    """Cross-validate the configured surrogates on every target and choose one per target."""
+    s = data.rd.config.surrogate
+    names = s.candidates if s.model == "auto" else [s.model]
+    models = {n: make_surrogate(n, s.transform) for n in names}
+    cv = cross_validate(
+        data.X,
+        data.Y,
+        models,
+        data.targets,
+        folds=s.cv_folds,
+        repeats=s.cv_repeats,
+        seed=data.rd.config.run.seed,
+    )
+    best = cv.best()
+    choice = {t: best[t] for t in data.targets}
+    rho = {(r["target"], r["model"]): r["spearman"] for r in cv.table.iter_rows(named=True)}
+    chosen = np.array([rho[(t, choice[t])] for t in data.targets], dtype=np.float64)
+    # A target equal in every run (an accuracy at chance everywhere) has no ranking to predict.
+    Y = data.Y
+    constant_mask = np.ptp(Y, axis=0) <= 1e-9 * (1 + np.abs(Y).max(axis=0))
+    keep = ~constant_mask & np.isfinite(chosen)
+    oof = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "run_id": data.ids,
+                    "target": t,
+                    "model": choice[t],
+                    "actual": Y[:, j],
+                    "predicted": cv.oof[choice[t]][:, j],
+                }
+            )
+            for j, t in enumerate(data.targets)
+        ]
+    )
+    return FitResult(
+        cv=cv.table,
+        choice=choice,
+        oof=oof,
+        signal=signal_table(data.runs, data.targets),
+        mean_spearman=float(np.mean(chosen[keep])) if keep.any() else math.nan,
+        constant=[t for t, k in zip(data.targets, keep, strict=True) if not k],
+    )
+
+
+def chosen_model(data: FitInputs, choice: dict[str, str] | None = None) -> Any:
+    """The surrogates refitted on all runs: `choice` (or the one `fit` saved) when it covers
+    these targets, else chosen again by cross-validation."""
+    rd = data.rd
+    choice = choice if choice is not None else rd.choice()
+    picked = [choice[t] for t in data.targets] if choice and list(choice) == data.targets else None
+    s = rd.config.surrogate
+    if s.model != "auto" and picked is None:
+        picked = [s.model] * len(data.targets)
+    return AutoSurrogate(
+        candidates=s.candidates if s.model == "auto" else [s.model],
+        folds=s.cv_folds,
+        repeats=s.cv_repeats,
+        weight_transform=s.transform,
+        choice=picked,
+        random_state=rd.config.run.seed,
+    ).fit(data.X, data.Y)
+
+
+def natural_prior(data: FitInputs) -> dict[str, float]:
+    """The natural mixture from the manifest (the runs' mean weights when there is none)."""
+    manifest = data.rd.manifest() if data.rd.file("manifest.json").is_file() else {}
+    return manifest.get("natural_weights") or dict(
+        zip(data.rd.config.domain_names, data.X.mean(0), strict=True)
+    )
+
+
+def constraints_for(data: FitInputs) -> Constraints:
+    """The config's constraints: bounds, repetition caps at the target budget, the prior."""
+    cfg = data.rd.config
+    manifest = data.rd.manifest() if data.rd.file("manifest.json").is_file() else {}
+    tokens = {d: v["tokens_train"] for d, v in manifest.get("domains", {}).items()} or None
+    return Constraints.build(
+        cfg.domain_names,
+        prior=natural_prior(data),
+        bounds=cfg.solve.bounds,
+        token_counts=tokens,
+        target_tokens=cfg.solve.target_tokens,
+        max_epochs=cfg.solve.max_epochs,
+        penalty=cfg.solve.penalty,
+        strength=cfg.solve.prior_penalty,
+    )
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    solution: Solution
+    best_run_id: str | None
+    pareto: pl.DataFrame | None
+    """The front over the objective's targets (None with fewer than two weighted targets)."""
+
+
+def solve_runs(data: FitInputs, model: Any | None = None) -> SolveResult:
+    """The optimal mixture of the config's objective under its constraints."""
+    cfg = data.rd.config
+    model = model if model is not None else chosen_model(data)
+    objective = data.objective()
+    constraints = constraints_for(data)
+    sol = solve_mixture(
+        model,
+        objective,
+        constraints,
+        X_runs=data.X,
+        Y_runs=data.Y,
+        method=cfg.solve.method,
+        seed=cfg.run.seed,
+    )
+    front = None
+    if int((objective.weights > 0).sum()) >= 2:
+        front = pareto_front(model, objective, constraints, seed=cfg.run.seed, chosen=sol.weights)
+    best = data.ids[sol.best_run] if sol.best_run is not None else None
+    return SolveResult(sol, best, front)

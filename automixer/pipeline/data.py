@@ -1,0 +1,88 @@
+"""`automixer data CONFIG [--dry-run]`: build the corpora and print the domains table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from automixer.config import load_config
+from automixer.data.pipeline import DataBundle
+from automixer.data.sources import resolve_files, source_description, source_licence
+from automixer.errors import AutomixerError
+from automixer.evals.suites import suite_names
+from automixer.rundir import RunDir
+from automixer.sweep.training import data_bundle
+from automixer.views import print_domains
+
+
+def run_data(
+    config_path: Path, *, progress: bool = True, console: Console | None = None
+) -> tuple[RunDir, DataBundle]:
+    """Build (or reopen) the data of a config; check its anchors fit their budgets; write the
+    resolved config and the manifest into its run directory."""
+    config = load_config(config_path)
+    rd = RunDir.for_config(config)
+    bundle = data_bundle(config, progress=progress)
+    for name, weights in config.sweep.anchors.items():
+        try:
+            bundle.loader(weights, config, seed=config.run.seed)
+        except AutomixerError as e:
+            raise AutomixerError(
+                e.message, file=config_path, field=f"sweep.anchors.{name}"
+            ) from None
+    rd.write_config()
+    rd.write_manifest(bundle.manifest())
+    if console is not None:
+        print_domains(bundle, console)
+        console.print(f"manifest: {rd.file('manifest.json')}")
+    return rd, bundle
+
+
+def dry_run(config_path: Path, console: Console) -> None:
+    """Resolve and check everything a config names without reading or downloading any text:
+    the sources (local globs must match), the preset, the suites, and the sweep's size."""
+    from proxies.presets import get_preset
+
+    config = load_config(config_path)
+    table = Table(title="domains (dry run: nothing read or downloaded)", title_justify="left")
+    for col in ("domain", "source", "limit", "licence"):
+        table.add_column(col)
+    for i, d in enumerate(config.domains):
+        if d.files is not None:
+            resolve_files(d, i)
+        limits = [
+            f"{d.max_bytes:,} bytes" if d.max_bytes else "",
+            f"{d.max_documents:,} docs" if d.max_documents else "",
+        ]
+        table.add_row(
+            d.name,
+            source_description(d),
+            ", ".join(x for x in limits if x) or "all",
+            source_licence(d),
+        )
+    console.print(table)
+    try:
+        preset = get_preset(config.proxy.preset, vocab_size=config.tokenizer.vocab_size)
+    except KeyError as e:
+        raise AutomixerError(str(e).strip("'\""), file=config_path, field="proxy.preset") from None
+    counts = preset.param_counts()
+    tok = (
+        f"given {config.tokenizer.path}"
+        if config.tokenizer.path
+        else f"byte-level BPE, vocab {config.tokenizer.vocab_size}"
+    )
+    runs = config.sweep.n_runs + config.sweep.replicates
+    packs = -(-runs // config.proxy.pack_size)
+    console.print(
+        f"tokenizer: {tok}\n"
+        f"proxy: {config.proxy.preset}, {counts['active'] / 1e6:.1f}M active / "
+        f"{counts['total'] / 1e6:.1f}M total parameters, {config.proxy.tokens:,} tokens each\n"
+        f"sweep: {config.sweep.n_runs} mixtures + {config.sweep.replicates} replicates = {runs} "
+        f"proxies in {packs} packs of up to {config.proxy.pack_size}; "
+        f"{runs * config.proxy.tokens / 1e9:.2f}B training tokens in all\n"
+        f"evals: {len(suite_names(config))} suites x {config.evals.n_per_suite} items; "
+        f"objective {config.solve.objective}\n"
+        f"run directory: {RunDir.for_config(config).path}"
+    )

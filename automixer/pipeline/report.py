@@ -1,0 +1,19 @@
+"""`automixer report RUN_DIR`: write report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from automixer.io import atomic_write_text
+from automixer.report import build_report
+from automixer.rundir import RunDir
+
+
+def run_report(run_dir: Path, console: Console) -> Path:
+    rd = RunDir.open(run_dir)
+    out = rd.file("report.html")
+    atomic_write_text(out, build_report(rd))
+    console.print(f"report: {out}")
+    return out

@@ -1,0 +1,133 @@
+"""`automixer sweep CONFIG` and `automixer worker`: plan the mixtures into the ledger, run the
+config's executor with live progress, export runs.parquet."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from automixer.config import dump_config, parse_config
+from automixer.data.pipeline import DataBundle
+from automixer.design import PlannedRun, plan_mixtures
+from automixer.io import atomic_write_json
+from automixer.pipeline.data import run_data
+from automixer.rundir import RunDir
+from automixer.sweep.executors import Job, run_executor
+from automixer.sweep.ledger import Ledger
+from automixer.sweep.training import data_bundle
+from automixer.sweep.worker import export_runs, storage_url, study_name, work_on, worker_loop
+from automixer.views import progress_bar
+
+
+def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
+    """The sweep's mixtures: the design within each domain's repetition cap at the proxy's
+    budget, anchors and replicates; written to design.json."""
+    config = rd.config
+    caps = {
+        d: config.data.max_epochs * v.train.tokens / config.proxy.tokens
+        for d, v in bundle.domains.items()
+    }
+    planned = plan_mixtures(
+        bundle.natural_weights(),
+        n_runs=config.sweep.n_runs,
+        seed=config.run.seed,
+        caps=caps,
+        concentration=config.sweep.concentration,
+        min_distance=config.sweep.min_distance,
+        design=config.sweep.design,
+        anchors=config.sweep.anchors,
+        replicates=config.sweep.replicates,
+    )
+    atomic_write_json(
+        rd.file("design.json"),
+        {
+            **rd.provenance(),
+            "runs": [
+                {
+                    "run_id": r.run_id,
+                    "name": r.name,
+                    "seed": r.seed,
+                    "replicate_of": r.replicate_of,
+                    "weights": r.weights,
+                }
+                for r in planned
+            ],
+        },
+    )
+    return planned
+
+
+def run_sweep(
+    config_path: Path,
+    *,
+    console: Console | None = None,
+    progress: bool = True,
+    max_packs: int | None = None,
+    prepared: tuple[RunDir, DataBundle] | None = None,
+) -> Path:
+    """Plan and train the sweep (resuming a stopped one); `prepared` is the data stage's
+    result when the caller already ran it."""
+    rd, bundle = prepared or run_data(config_path, progress=progress, console=None)
+    config = rd.config
+    planned = plan(rd, bundle)
+    url = storage_url(config, rd.path)
+    say = console.print if console is not None else (lambda *a, **k: None)
+    with Ledger(
+        url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
+    ) as ledger:
+        ledger.set_meta("config", dump_config(config))
+        added = ledger.plan(planned)
+        say(
+            f"sweep {ledger.study.study_name}: {len(planned)} runs planned ({added} new), "
+            f"{ledger.counts()['done']} already done; ledger in {rd.path}"
+        )
+        bar = progress_bar("{task.fields[info]}", progress)
+        t_start = time.perf_counter()
+        tokens_seen = [0]
+        with bar:
+            task = bar.add_task("sweep", total=len(planned), info="")
+
+            def tick(tokens: int) -> None:
+                tokens_seen[0] += tokens
+                c = ledger.counts()
+                rate = tokens_seen[0] / max(1e-9, time.perf_counter() - t_start)
+                bar.update(
+                    task,
+                    completed=c["done"] + c["failed"],
+                    info=f"done {c['done']} failed {c['failed']} running {c['running']} "
+                    f"{rate:,.0f} tok/s",
+                )
+
+            tick(0)
+            job = Job(
+                config,
+                bundle,
+                ledger,
+                url,
+                tick,
+                on_first_step=lambda: say("first proxy step done"),
+                max_packs=max_packs,
+            )
+            for err in run_executor(job):
+                say(f"[yellow]a worker stopped:[/] {err}")
+            tick(0)
+        out = rd.file("runs.parquet")
+        df = export_runs(ledger, config, out)
+        c = ledger.counts()
+        say(
+            f"runs: {c['done']} done, {c['failed']} failed, {c['running'] + c['waiting']} left; "
+            f"{out if df.height else 'no runs.parquet yet'}"
+        )
+        return rd.path
+
+
+def join_sweep(url: str, study: str | None, console: Console) -> None:
+    """`automixer worker`: work on a sweep whose config is stored in its ledger."""
+    with work_on(url, study) as ledger:
+        config = parse_config(ledger.meta("config"), source="<ledger>")
+        bundle = data_bundle(config, progress=False)
+        console.print(f"joined sweep {ledger.study.study_name}: {ledger.counts()}")
+        worker_loop(config, bundle, ledger)
+        console.print(f"sweep finished: {ledger.counts()}")

@@ -1,0 +1,133 @@
+"""Executors: where a sweep's worker loops run (named in `automixer.registry.EXECUTORS`).
+
+Each takes the same `Job` and runs `sweep.workers` copies of the worker loop against the
+ledger; exactly-once and requeue-on-heartbeat come from the ledger, not from the executor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from automixer.config import Config
+from automixer.data.pipeline import DataBundle
+from automixer.errors import AutomixerError
+from automixer.registry import EXECUTORS, load
+from automixer.sweep.ledger import Ledger
+from automixer.sweep.worker import worker_loop, worker_process
+
+
+@dataclass
+class Job:
+    config: Config
+    bundle: DataBundle
+    ledger: Ledger
+    url: str
+    tick: Callable[[int], None]
+    """Called now and then with the tokens trained since the last call (0 when unknown)."""
+    on_first_step: Callable[[], None] | None = None
+    max_packs: int | None = None
+
+    @property
+    def study(self) -> str:
+        return str(self.ledger.study.study_name)
+
+
+def run_executor(job: Job) -> list[str]:
+    """Run the config's executor; returns the errors of workers that died (their runs go back
+    to the queue through the ledger's heartbeats)."""
+    run: Callable[[Job], list[str]] = load(EXECUTORS[job.config.sweep.executor])
+    return run(job)
+
+
+def run_local(job: Job) -> list[str]:
+    """One worker loop in this process, or `sweep.workers` worker processes."""
+    if job.config.sweep.workers == 1:
+        worker_loop(
+            job.config,
+            job.bundle,
+            job.ledger,
+            on_pack=lambda tokens, _seconds: job.tick(tokens),
+            max_packs=job.max_packs,
+            on_first_step=job.on_first_step,
+        )
+        return []
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=worker_process, args=(job.url, job.study, job.config.sweep.heartbeat_s))
+        for _ in range(job.config.sweep.workers)
+    ]
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):
+        time.sleep(1.0)
+        job.tick(0)
+    return [f"worker process exited with {p.exitcode}" for p in procs if p.exitcode]
+
+
+def _ray_worker(url: str, study: str, heartbeat_s: float, cwd: str) -> None:
+    """One Ray task: the same worker loop as a local process, in the driver's folder (the
+    config's relative paths) when this node has it."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    worker_process(url, study, heartbeat_s)
+
+
+def run_ray(job: Job) -> list[str]:
+    """`sweep.workers` worker loops as Ray tasks, on a private instance bound to loopback or on
+    the cluster at `sweep.ray_address`."""
+    config = job.config
+    local = not config.sweep.ray_address
+    if local:
+        # Ray binds a new instance to the machine's routable address unless its "no cluster"
+        # switch is set; with it, every port of the instance listens on 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+        from ray._private import ray_constants
+    except ImportError:
+        raise AutomixerError(
+            "the Ray executor needs Ray: pip install 'automixer\\[distributed]'",
+            field="sweep.executor",
+        ) from None
+    started = not ray.is_initialized()
+    if started and local:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read when the instance starts
+    if started:
+        common: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if config.sweep.ray_address:
+            ray.init(address=config.sweep.ray_address, **common)
+        else:  # a private instance on this machine, reachable from loopback only
+            ray.init(
+                num_cpus=max(config.sweep.workers, 1),
+                object_store_memory=256 * 2**20,
+                **common,
+            )
+    try:
+        gpus = 1 if config.proxy.device != "cpu" and ray.cluster_resources().get("GPU") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_worker)
+        pending = [
+            task.remote(job.url, job.study, config.sweep.heartbeat_s, os.getcwd())
+            for _ in range(config.sweep.workers)
+        ]
+        errors: list[str] = []
+        while pending:
+            done, pending = ray.wait(pending, timeout=1.0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception as e:  # a worker died: its runs are requeued by the ledger
+                    errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            job.tick(0)
+        return errors
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,215 @@
+"""The worker loop: claim runs from the ledger, train and score them as a pack, record each.
+
+A run ends complete or failed (a NaN loss, a budget the loader refuses, an exception: the sweep
+goes on). Every executor (this process, worker processes, Ray tasks, `automixer worker` on
+another machine) runs this same loop against the same ledger, so exactly-once holds for all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from automixer.config import Config, config_hash, dump_config, parse_config
+from automixer.data.pipeline import DataBundle
+from automixer.errors import AutomixerError
+from automixer.evals.suites import config_tasks
+from automixer.io import atomic_path, git_commit
+from automixer.rundir import RunDir
+from automixer.runs_table import weight_column, write_runs
+from automixer.sweep.ledger import Claim, Ledger
+from automixer.sweep.training import data_bundle, non_finite, train_and_score
+
+STORAGE_ENV = "AUTOMIXER_STORAGE"
+
+
+def storage_url(config: Config, run_dir: Path) -> str:
+    return (
+        config.sweep.storage
+        or os.environ.get(STORAGE_ENV)
+        or f"sqlite:///{(run_dir / 'ledger.db').resolve()}"
+    )
+
+
+def study_name(config: Config) -> str:
+    return f"automixer-{config_hash(config)}"
+
+
+def run_pack(
+    config: Config,
+    bundle: DataBundle,
+    claims: Sequence[Claim],
+    tasks: list[Any],
+    ledger: Ledger,
+    commit: str,
+    on_log: Callable[[int, list[float], float], None] | None = None,
+) -> tuple[int, int]:
+    """Train and score one pack of claimed runs; record each. Returns (tokens, done)."""
+    from proxies.checkpoint import save_proxy
+    from proxies.presets import get_preset
+
+    info = {"config_hash": config_hash(config), "commit": commit}
+    ok: list[tuple[Claim, Any]] = []
+    for c in claims:
+        try:
+            ok.append((c, bundle.loader(c.weights, config, seed=c.seed)))
+        except AutomixerError as e:
+            ledger.fail(c, e.message, {**info, "seconds": 0.0, "tokens": 0})
+    if not ok:
+        return 0, 0
+    cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
+    try:
+        scored = train_and_score(
+            config,
+            bundle,
+            cfg,
+            [lo for _, lo in ok],
+            [c.seed for c, _ in ok],
+            tasks,
+            on_log=on_log,
+        )
+    except Exception as e:  # the whole pack broke (out of memory, a bug): record, go on
+        reason = f"{type(e).__name__}: {e}".strip()
+        for c, _ in ok:
+            ledger.fail(c, reason, {**info, "trace": traceback.format_exc()[-2000:]})
+        return 0, 0
+    done = 0
+    tokens = 0
+    folder = RunDir.for_config(config).file("proxies")
+    config_yaml = dump_config(config)
+    left_out = sorted(bundle.contaminated_items)
+    for (c, _), s in zip(ok, scored, strict=True):
+        r = s.result
+        curve = [v for _, v in r.loss_curve]
+        extra = {
+            **info,
+            "seconds": r.seconds,
+            "tokens": r.tokens,
+            "loss_first": curve[0] if curve else None,
+            "loss_last": float(np.mean(curve[-3:])) if curve else None,
+            "curve": [[step, v] for step, v in r.loss_curve],
+        }
+        if not s.ok:
+            ledger.fail(c, r.error or f"proxy ended as {r.status}", extra)
+            continue
+        bad = non_finite(s.metrics)
+        if bad:
+            ledger.fail(c, f"non-finite metrics: {', '.join(bad[:3])}", extra)
+            continue
+        if config.sweep.save_weights:
+            save_proxy(
+                folder / f"{c.run_id}.pt",
+                model_config=cfg,
+                state=r.state,
+                tokenizer=bundle.tokenizer,
+                config_yaml=config_yaml,
+                meta={
+                    **info,
+                    "run_id": c.run_id,
+                    "seed": c.seed,
+                    "tokens": r.tokens,
+                    "weights": dict(c.weights),
+                    "left_out": left_out,
+                },
+            )
+        if ledger.complete(c, s.metrics, extra):
+            done += 1
+            tokens += r.tokens
+    return tokens, done
+
+
+def worker_loop(
+    config: Config,
+    bundle: DataBundle,
+    ledger: Ledger,
+    *,
+    on_pack: Callable[[int, float], None] | None = None,
+    on_first_step: Callable[[], None] | None = None,
+    max_packs: int | None = None,
+) -> None:
+    """Claim, train, record, until the ledger has nothing waiting or running."""
+    tasks = config_tasks(config, exclude=bundle.contaminated_items)
+    commit = git_commit()
+    pending = [on_first_step]
+
+    def first_step_hook(step: int, losses: list[float], rate: float) -> None:
+        if pending[0] is not None:
+            pending[0]()
+            pending[0] = None
+
+    packs = 0
+    while max_packs is None or packs < max_packs:
+        claims = ledger.claim(config.proxy.pack_size)
+        if not claims:
+            if ledger.finished():
+                return
+            time.sleep(ledger.heartbeat_s)  # runs held by others: wait, or for them to go stale
+            continue
+        t0 = time.perf_counter()
+        with ledger.heartbeat(claims):
+            tokens, _ = run_pack(config, bundle, claims, tasks, ledger, commit, first_step_hook)
+        packs += 1
+        if on_pack is not None:
+            on_pack(tokens, time.perf_counter() - t0)
+
+
+def work_on(url: str, study: str | None, heartbeat_s: float | None = None) -> Ledger:
+    """Open a sweep's ledger as a worker: the config it was planned with must be in it."""
+    ledger = Ledger(url, study, heartbeat_s=heartbeat_s) if heartbeat_s else Ledger(url, study)
+    if not ledger.meta("config"):
+        ledger.close()
+        raise AutomixerError("the ledger has no sweep config (was it made by automixer sweep?)")
+    return ledger
+
+
+def worker_process(url: str, study: str | None, heartbeat_s: float | None = None) -> None:
+    """A whole worker: open the ledger, build the same data bundle, work until the end."""
+    with work_on(url, study, heartbeat_s) as ledger:
+        config = parse_config(ledger.meta("config"), source="<ledger>")
+        worker_loop(config, data_bundle(config, progress=False), ledger)
+
+
+def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
+    """runs.parquet (one row per finished run) and curves.parquet (their loss curves)."""
+    domains = config.domain_names
+    rows = []
+    curves: list[dict[str, Any]] = []
+    for run_id, rec in sorted(ledger.records().items()):
+        if rec["status"] not in ("done", "failed"):
+            continue
+        weights = json.loads(rec["weights"])
+        curves.extend(
+            {"run_id": run_id, "step": int(s), "loss": float(v)} for s, v in rec.get("curve") or []
+        )
+        row: dict[str, Any] = {
+            "run_id": run_id,
+            "name": rec.get("name"),
+            "replicate_of": rec.get("replicate_of") or None,
+            "status": rec["status"],
+            "seed": int(rec["seed"]),
+            "tokens": int(rec.get("tokens") or 0),
+            "seconds": float(rec.get("seconds") or 0.0),
+            "loss_first": rec.get("loss_first"),
+            "loss_last": rec.get("loss_last"),
+            "config_hash": rec.get("config_hash"),
+            "commit": rec.get("commit"),
+            "error": rec.get("error"),
+        }
+        row.update({weight_column(d): float(weights.get(d, 0.0)) for d in domains})
+        row.update(json.loads(rec.get("metrics", "{}")))
+        rows.append(row)
+    df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    if rows:
+        write_runs(df, path, domains)
+    if curves:
+        with atomic_path(path.with_name("curves.parquet")) as tmp:
+            pl.DataFrame(curves).write_parquet(tmp)
+    return df
