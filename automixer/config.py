@@ -96,6 +96,10 @@ class DomainSection(_Section):
     """Read at most this many UTF-8 bytes of text from the source."""
     licence: str | None = None
     """Licence of the text, recorded in the manifest (built-in corpora know their own)."""
+    available_tokens: float | None = Field(default=None, gt=0)
+    """Tokens the whole source holds in the full run's tokenizer, when it is too large to count
+    here (a streamed Hub dataset read only up to its limits). The repetition caps use it; a
+    local source is counted whole even when `max_bytes` limits what the proxies read."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DomainSection:
@@ -134,6 +138,11 @@ class TokenizerSection(_Section):
     """Bytes of training text drawn from each domain to train the tokenizer (domain-balanced)."""
     min_frequency: int = Field(default=2, ge=1)
     """Minimum pair frequency for a BPE merge."""
+    target: str | None = None
+    """The full run's tokenizer (a tokenizer.json, a folder holding one, or a Hugging Face
+    tokenizer name already in the local cache): the recipe's token counts and the repetition
+    caps are then in its tokens, measured on each domain's text. Without it they are in the
+    proxy tokenizer's tokens, and each domain's bytes per token is stated beside them."""
 
     @field_validator("vocab_size")
     @classmethod
@@ -250,9 +259,12 @@ class SolveSection(_Section):
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Per-domain [low, high] bounds on the weight."""
     max_epochs: float = Field(default=4.0, gt=0.0)
-    """Repetition cap of the full run: w_d <= max_epochs * tokens_d / target_tokens."""
-    target_tokens: float | None = Field(default=None, gt=0.0)
-    """Token budget of the full run; enables the repetition caps."""
+    """Repetition cap of the full run: w_d <= max_epochs * available_d / target_tokens, with
+    available_d the domain's whole source (see `automixer.budget`)."""
+    target_tokens: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    """Token budget of the full run: the solver enforces the repetition caps at it and the
+    recipe is written for it (tokens and epochs per domain). Without it the recipe holds
+    weights only."""
     prior_penalty: float = Field(default=0.0, ge=0.0)
     """Strength of the penalty toward the natural mixture."""
     penalty: Literal["kl", "l1"] = "kl"
@@ -269,9 +281,17 @@ class SolveSection(_Section):
 
 class ExportSection(_Section):
     formats: list[str] = Field(default_factory=lambda: list(EXPORT_FORMATS))
-    """Recipe formats written by `automixer export`."""
-    target_tokens: float = Field(default=1e12, gt=0.0)
-    """Token budget of the full pretraining run that the recipe is for."""
+    """Recipe formats written by `automixer export` (see `automixer.registry.EXPORT_FORMATS`)."""
+    paths: dict[str, str] = Field(default_factory=dict)
+    """Per domain, where the full run's tokenized data lives: Megatron's preprocessing output
+    prefix (the blend names `<path>_<json_key>_document`) and OLMo-core's folder of token files
+    (`<path>/*.npy`). Domains left out get their name, relative to where the trainer runs."""
+    megatron_json_key: str = "text"
+    """The `--json-keys` of Megatron's preprocessing: part of its output file names."""
+    global_batch_size: int = Field(default=4 * 1024 * 1024, gt=0)
+    """Global batch size in tokens, for OLMo-core's `SourceMixtureDatasetConfig`."""
+    seed: int = 0
+    """Sampling seed written into the framework configs."""
 
 
 class Config(_Section):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from automixer.budget import Supply, check_budget
 from automixer.errors import AutomixerError
 from automixer.noise import signal_table
 from automixer.rundir import RunDir
@@ -157,10 +158,20 @@ def natural_prior(data: FitInputs) -> dict[str, float]:
 
 
 def constraints_for(data: FitInputs) -> Constraints:
-    """The config's constraints: bounds, repetition caps at the target budget, the prior."""
+    """The config's constraints: bounds, repetition caps at the full run's budget (against
+    what each whole source holds), the prior. An infeasible budget is one line naming the
+    binding domains and the largest budget the data can serve."""
     cfg = data.rd.config
-    manifest = data.rd.manifest() if data.rd.file("manifest.json").is_file() else {}
-    tokens = {d: v["tokens_train"] for d, v in manifest.get("domains", {}).items()} or None
+    tokens = None
+    if cfg.solve.target_tokens is not None:
+        tokens = Supply.from_manifest(data.rd.manifest(), cfg).tokens()
+        check_budget(
+            tokens,
+            cfg.solve.max_epochs,
+            cfg.solve.target_tokens,
+            cfg.solve.bounds,
+            file=data.rd.file("config.yaml"),
+        )
     return Constraints.build(
         cfg.domain_names,
         prior=natural_prior(data),

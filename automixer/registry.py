@@ -41,7 +41,8 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {
     "yaml": ("recipe.yaml", "automixer.recipes:to_yaml"),
     "json": ("recipe.json", "automixer.recipes:to_json"),
     "megatron": ("megatron_blend.txt", "automixer.recipes:to_megatron"),
-    "olmo-core": ("olmo_core_mixture.yaml", "automixer.recipes:to_olmo_core"),
+    "olmo-core": ("olmo_core_sources.yaml", "automixer.recipes:to_olmo_core"),
+    "olmo-core-dataset": ("olmo_core_dataset.yaml", "automixer.recipes:to_olmo_core_dataset"),
     "hf-datasets": ("hf_interleave.json", "automixer.recipes:to_hf_datasets"),
     "csv": ("recipe.csv", "automixer.recipes:to_csv"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -135,3 +136,49 @@ def test_unknown_suite_and_ability_suite_are_caught_in_the_dry_run(tmp_path: Pat
     cfg["evals"] = {"suites": ["arc_easy"], "abilities": {"stem": {"arc_easy": 1, "sciq": 1}}}
     p = write_config(tmp_path / "c.yaml", cfg)
     _assert_one_line_error(_run("data", str(p), "--dry-run"), "evals.abilities.stem.sciq")
+
+
+def test_budget_the_data_cannot_serve_stops_before_training(tmp_path: Path):
+    cfg = small_config(tmp_path)
+    cfg["solve"] = {"target_tokens": 1e9, "max_epochs": 4}
+    p = write_config(tmp_path / "c.yaml", cfg)
+    result = _run("data", str(p), "-q")
+    _assert_one_line_error(
+        result, "c.yaml", "solve.target_tokens", "bible holds", "largest feasible budget is"
+    )
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("manifest.json"))
+    best = float(result.output.split("largest feasible budget is ")[1].split()[0])
+    cfg["solve"]["target_tokens"] = best * 0.99
+    ok = _run("data", str(write_config(tmp_path / "c.yaml", cfg)), "-q")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_target_tokenizer_counts_the_supply_in_its_tokens(tmp_path: Path):
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from automixer.budget import Supply
+    from automixer.config import load_config
+
+    # A whitespace word-level tokenizer: many more bytes per token than the proxies' BPE.
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(
+        ["the a of and to"], trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    )
+    tok.save(str(tmp_path / "target.json"))
+    cfg = small_config(tmp_path)
+    cfg["tokenizer"]["target"] = str(tmp_path / "target.json")
+    p = write_config(tmp_path / "c.yaml", cfg)
+    assert _run("data", str(p), "-q").exit_code == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    supply = Supply.from_manifest(manifest, load_config(p))
+    assert supply.tokenizer.startswith("target: ")
+    for d, row in manifest["domains"].items():
+        assert row["target_bytes_per_token"] > row["bytes_per_token"]
+        assert row["source_bytes"] >= row["bytes_train"]  # the whole source, not the sample
+        assert supply.domains[d].tokens == pytest.approx(
+            row["source_bytes"] / row["target_bytes_per_token"]
+        )

@@ -27,7 +27,7 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     cfg["sweep"] = {"n_runs": 7, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
     cfg["evals"] = {"suites": ["arc_easy", "hellaswag", "humaneval", "gsm8k"], "n_per_suite": 4}
     cfg["surrogate"] = {"cv_folds": 3, "cv_repeats": 1}
-    cfg["export"] = {"target_tokens": 1e9}
+    cfg["solve"] = {"target_tokens": 1e6}
     path = write_config(tmp_path / "run.yaml", cfg)
     result = CliRunner().invoke(app, ["run", str(path), "-q"])
     assert result.exit_code == 0, result.output
@@ -38,10 +38,15 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     recipe = load_recipe(run_dir / "recipes" / "recipe.yaml")
     assert recipe["mixture"]["code"]["weight"] == round(solution["weights"]["code"], 8)
     assert recipe["config_hash"] == solution["config_hash"]
+    assert recipe["target_tokens"] == 1_000_000
+    for d, v in recipe["mixture"].items():  # at the budget the solver enforced
+        assert v["epochs"] <= recipe["max_epochs"] * (1 + 1e-6), d
+        assert v["available_basis"] == "counted"
     for name in [
         "recipe.json",
         "megatron_blend.txt",
-        "olmo_core_mixture.yaml",
+        "olmo_core_sources.yaml",
+        "olmo_core_dataset.yaml",
         "hf_interleave.json",
         "recipe.csv",
     ]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from automixer.config import Config, DomainSection
 from automixer.data.loader import MixtureLoader
 from automixer.data.shards import Shard, build_shard
 from automixer.data.sources import (
+    SourceTally,
     iter_raw_documents,
     limit_documents,
     source_description,
@@ -33,9 +35,9 @@ from automixer.data.sources import (
     source_licence,
 )
 from automixer.data.splits import ContaminationIndex, SplitDocs, split_documents
-from automixer.data.tokenizer import get_tokenizer
+from automixer.data.tokenizer import bytes_per_token, get_tokenizer, load_target_tokenizer
 from automixer.errors import DataError
-from automixer.io import atomic_path, hash_json
+from automixer.io import atomic_path, atomic_write_json, hash_json
 
 
 @dataclass
@@ -53,6 +55,14 @@ class DomainData:
     """Whether the domain was checked against evaluation items at all."""
     items: list[str] = field(default_factory=list)
     """Evaluation items (by key) that share an n-gram with this domain's training documents."""
+    source_documents: int = 0
+    source_bytes: int = 0
+    """Documents and UTF-8 bytes of the whole source (after the `min_chars` filter), counted
+    past the domain's limits for local sources."""
+    source_complete: bool = True
+    """Whether `source_bytes` covers the whole source (False: reading stopped at a limit)."""
+    target_bytes_per_token: float | None = None
+    """Bytes per token of the full run's tokenizer (`tokenizer.target`) on this domain."""
 
     @property
     def contamination_rate(self) -> float:
@@ -75,6 +85,12 @@ class DomainData:
             "bytes_train": self.train.bytes,
             "bytes_val": self.val.bytes,
             "bytes_per_token": round(self.bytes_per_token, 4),
+            "source_documents": self.source_documents,
+            "source_bytes": self.source_bytes,
+            "source_complete": self.source_complete,
+            "target_bytes_per_token": (
+                round(self.target_bytes_per_token, 4) if self.target_bytes_per_token else None
+            ),
             "duplicates_removed": self.duplicates,
             "contaminated_removed": self.contaminated,
             "contamination_rate": self.contamination_rate if self.checked else None,
@@ -178,7 +194,7 @@ def _doc_key(domain: DomainSection, index: int, config: Config) -> dict[str, Any
         "val_fraction": config.data.val_fraction,
         "seed": config.run.seed,
         "dedup": config.data.dedup,
-        "version": 1,
+        "version": 2,
     }
 
 
@@ -196,7 +212,14 @@ def _load_domain_docs(
             progress.advance(task)
             yield d
 
-    raw = limit_documents(iter_raw_documents(domain, index), domain, config.data.min_chars)
+    tally = SourceTally()
+    raw = limit_documents(
+        iter_raw_documents(domain, index),
+        domain,
+        config.data.min_chars,
+        tally,
+        count_rest=domain.hf is None,  # a Hub dataset is not read past its limits
+    )
     split = split_documents(
         counted(raw),
         seed=config.run.seed,
@@ -212,7 +235,12 @@ def _load_domain_docs(
         },
         schema={"text": pl.String, "hash": pl.String, "split": pl.String},
     )
-    frame = frame.with_columns(pl.lit(split.duplicates).alias("within_duplicates").cast(pl.Int64))
+    frame = frame.with_columns(
+        pl.lit(split.duplicates).alias("within_duplicates").cast(pl.Int64),
+        pl.lit(tally.documents).alias("source_documents").cast(pl.Int64),
+        pl.lit(tally.bytes).alias("source_bytes").cast(pl.Int64),
+        pl.lit(tally.complete).alias("source_complete"),
+    )
     with atomic_path(path) as tmp:
         frame.write_parquet(tmp)
     return frame, key
@@ -239,6 +267,26 @@ def _check(
     return flags, items
 
 
+def _target_bytes_per_token(
+    config: Config, splits: Mapping[str, SplitDocs], keys: Mapping[str, str], cache: Path
+) -> dict[str, float]:
+    """Bytes per token of the full run's tokenizer on each domain's training text (cached)."""
+    spec = config.tokenizer.target
+    if spec is None:
+        return {}
+    tok = load_target_tokenizer(spec)
+    tok_key = hash_json(tok.to_str())
+    out: dict[str, float] = {}
+    for d, s in splits.items():
+        path = cache / "target_bpt" / f"{d}-{keys[d]}-{tok_key}.json"
+        if path.is_file():
+            out[d] = float(json.loads(path.read_text())["bytes_per_token"])
+            continue
+        out[d] = bytes_per_token(tok, s.train)
+        atomic_write_json(path, {"bytes_per_token": out[d], "tokenizer": spec})
+    return out
+
+
 def prepare_data(
     config: Config,
     *,
@@ -254,6 +302,7 @@ def prepare_data(
     cache = Path(config.run.cache_dir)
     splits: dict[str, SplitDocs] = {}
     keys: dict[str, str] = {}
+    sizes: dict[str, tuple[int, int, bool]] = {}
     found: dict[str, list[str]] = {}
     seen: set[str] = set()
     if not isinstance(eval_texts, Mapping):
@@ -268,6 +317,12 @@ def prepare_data(
             frame, key = _load_domain_docs(domain, i, config, cache, bar)
             keys[domain.name] = key
             within = int(frame["within_duplicates"][0]) if frame.height else 0
+            if frame.height:
+                sizes[domain.name] = (
+                    int(frame["source_documents"][0]),
+                    int(frame["source_bytes"][0]),
+                    bool(frame["source_complete"][0]),
+                )
             out = SplitDocs(duplicates=within)
             for text, digest, split in zip(
                 frame["text"], frame["hash"], frame["split"], strict=True
@@ -310,9 +365,11 @@ def prepare_data(
             config.tokenizer, {d: s.train for d, s in splits.items()}, cache, config.run.seed
         )
 
+        target_bpt = _target_bytes_per_token(config, splits, keys, cache)
         domains: dict[str, DomainData] = {}
         for i, domain in enumerate(config.domains):
             s = splits[domain.name]
+            n_docs, n_bytes, complete = sizes.get(domain.name, (0, 0, True))
             task = bar.add_task(f"tokenizing {domain.name}", total=len(s.train) + len(s.val))
             shard_key = hash_json(
                 {
@@ -336,6 +393,10 @@ def prepare_data(
                 contaminated=s.contaminated,
                 checked=checked,
                 items=found.get(domain.name, []),
+                source_documents=n_docs,
+                source_bytes=n_bytes,
+                source_complete=complete,
+                target_bytes_per_token=target_bpt.get(domain.name),
             )
     return DataBundle(
         domains=domains,

@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,23 +184,53 @@ def iter_raw_documents(domain: DomainSection, index: int) -> Iterator[str]:
         yield from _read_hf(domain, index)
 
 
-def limit_documents(docs: Iterable[str], domain: DomainSection, min_chars: int) -> Iterator[str]:
-    """Drop short documents and stop at the domain's document and byte limits."""
+@dataclass
+class SourceTally:
+    """What the whole source holds (documents and UTF-8 bytes after the `min_chars` filter),
+    whether or not the domain's limits stop reading before its end."""
+
+    documents: int = 0
+    bytes: int = 0
+    complete: bool = True
+    """False when reading stopped at a limit without counting the rest."""
+
+
+def limit_documents(
+    docs: Iterable[str],
+    domain: DomainSection,
+    min_chars: int,
+    tally: SourceTally | None = None,
+    *,
+    count_rest: bool = False,
+) -> Iterator[str]:
+    """Drop short documents and stop at the domain's document and byte limits. With a `tally`,
+    count the source's documents and bytes; with `count_rest`, read on past the limits to count
+    the whole source (for local sources: reading them is cheap)."""
     n_docs = 0
     n_bytes = 0
+    stopped = False
     for doc in docs:
         doc = doc.strip()
         if len(doc) < min_chars:
             continue
         size = len(doc.encode("utf-8"))
+        if tally is not None:
+            tally.documents += 1
+            tally.bytes += size
+        if stopped:
+            continue
         if domain.max_bytes is not None and n_bytes + size > domain.max_bytes:
             if n_docs == 0:  # a first document larger than the cap is cut, not dropped
                 yield doc.encode("utf-8")[: domain.max_bytes].decode("utf-8", "ignore")
-            return
-        yield doc
-        n_docs += 1
-        n_bytes += size
-        if domain.max_documents is not None and n_docs >= domain.max_documents:
+            stopped = True
+        else:
+            yield doc
+            n_docs += 1
+            n_bytes += size
+            stopped = domain.max_documents is not None and n_docs >= domain.max_documents
+        if stopped and not (tally is not None and count_rest):
+            if tally is not None:
+                tally.complete = False
             return
 
 

@@ -81,6 +81,46 @@ def load_tokenizer(path: str | Path, field: str = "tokenizer.path") -> Tokenizer
     return tok
 
 
+def load_target_tokenizer(spec: str) -> Tokenizer:
+    """The full run's tokenizer: a tokenizer.json, a folder holding one, or the name of a
+    Hugging Face tokenizer (read from the local cache; nothing is downloaded offline)."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    if p.suffix == ".json" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"tokenizer file not found: {p}", field="tokenizer.target")
+        try:
+            return Tokenizer.from_file(str(p))
+        except Exception as e:  # tokenizers raises a plain Exception for bad files
+            raise ConfigError(
+                f"not a tokenizer.json: {e}", file=p, field="tokenizer.target"
+            ) from None
+    try:
+        return Tokenizer.from_pretrained(spec)
+    except Exception as e:  # no network, no such repository, no tokenizer.json in it
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ConfigError(
+            f"cannot load the tokenizer '{spec}' ({first}); give a tokenizer.json path",
+            field="tokenizer.target",
+        ) from None
+
+
+def bytes_per_token(
+    tokenizer: Tokenizer, texts: Sequence[str], max_bytes: int = 1_000_000
+) -> float:
+    """UTF-8 bytes per token of `tokenizer` over the first texts, up to about `max_bytes`."""
+    sample: list[str] = []
+    size = 0
+    for t in texts:
+        if size >= max_bytes:
+            break
+        sample.append(t)
+        size += len(t.encode("utf-8"))
+    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(sample, add_special_tokens=False))
+    return size / max(1, tokens)
+
+
 def get_tokenizer(
     cfg: TokenizerSection, train_docs: Mapping[str, Sequence[str]], cache_dir: Path, seed: int
 ) -> tuple[Tokenizer, Path, str]:

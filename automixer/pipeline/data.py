@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from automixer.budget import Supply, check_budget
 from automixer.config import load_config
 from automixer.data.pipeline import DataBundle
 from automixer.data.sources import resolve_files, source_description, source_licence
@@ -32,8 +33,17 @@ def run_data(
             raise AutomixerError(
                 e.message, file=config_path, field=f"sweep.anchors.{name}"
             ) from None
+    manifest = bundle.manifest()
+    if config.solve.target_tokens is not None:  # before anything trains
+        check_budget(
+            Supply.from_manifest(manifest, config).tokens(),
+            config.solve.max_epochs,
+            config.solve.target_tokens,
+            config.solve.bounds,
+            file=config_path,
+        )
     rd.write_config()
-    rd.write_manifest(bundle.manifest())
+    rd.write_manifest(manifest)
     if console is not None:
         print_domains(bundle, console)
         console.print(f"manifest: {rd.file('manifest.json')}")

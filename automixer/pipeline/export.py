@@ -1,4 +1,4 @@
-"""`automixer export RUN_DIR [-f FORMAT]`: the solved mixture as recipes in recipes/."""
+"""`automixer export RUN_DIR [-f FORMAT] [--paths FILE]`: the solved mixture as recipes."""
 
 from __future__ import annotations
 
@@ -6,17 +6,50 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 from rich.console import Console
 
+import automixer
+from automixer.budget import Supply
+from automixer.config import Config, DomainSection
 from automixer.errors import AutomixerError
-from automixer.recipes import build_recipe, export
+from automixer.io import git_commit
+from automixer.recipes import NeedsBudget, build_recipe, export
 from automixer.registry import EXPORT_FORMATS, unknown
 from automixer.rundir import RunDir
 
 
-def recipe_for(rd: RunDir) -> dict[str, Any]:
+def _source(d: DomainSection) -> dict[str, Any]:
+    """How to read a domain's source, as plain data."""
+    if d.hf is not None:
+        return {"hf": d.hf.model_dump(mode="json"), "text_field": d.text_field}
+    if d.files is not None:
+        return {"files": list(d.files), "format": d.format, "text_field": d.text_field}
+    return {"builtin": d.builtin}
+
+
+def read_paths(path: Path | None, config: Config) -> dict[str, str]:
+    """The per-domain data paths: the config's `export.paths`, updated from a YAML/JSON file."""
+    paths = dict(config.export.paths)
+    if path is None:
+        return paths
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise AutomixerError(f"cannot read the paths file: {e}", file=path) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise AutomixerError("expected a mapping of domain -> path", file=path)
+    extra = [d for d in data if d not in config.domain_names]
+    if extra:
+        raise AutomixerError(f"unknown domain '{extra[0]}'", file=path)
+    return paths | {str(k): v for k, v in data.items()}
+
+
+def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any]:
+    cfg = rd.config
     solution = rd.solution()
     manifest = rd.manifest()
+    supply = Supply.from_manifest(manifest, cfg)
     cv_summary: dict[str, Any] = {}
     cv_path = rd.file("surrogates") / "cv.csv"
     choice = rd.choice()
@@ -24,36 +57,75 @@ def recipe_for(rd: RunDir) -> dict[str, Any]:
         cv = pl.read_csv(cv_path)
         rho = {(r["target"], r["model"]): r["spearman"] for r in cv.iter_rows(named=True)}
         cv_summary = {t: {"model": m, "spearman": rho.get((t, m))} for t, m in choice.items()}
-    cfg = rd.config
+    paths = paths if paths is not None else dict(cfg.export.paths)
+    rows = manifest["domains"]
     return build_recipe(
         weights=solution["weights"],
-        target_tokens=cfg.export.target_tokens,
-        domains=manifest["domains"],
-        tokenizer=manifest["tokenizer"],
+        target_tokens=cfg.solve.target_tokens,
+        max_epochs=cfg.solve.max_epochs,
+        supply={
+            d: {**s.to_dict(), "documents": rows[d].get("source_documents")}
+            for d, s in supply.domains.items()
+        },
+        tokens_in=supply.tokenizer,
+        sources={
+            d.name: {
+                "source": _source(d),
+                "licence": rows[d.name].get("licence"),
+                "path": paths.get(d.name, d.name),
+            }
+            for d in cfg.domains
+        },
         solution=solution,
         constraints={
             "bounds": {d: list(b) for d, b in cfg.solve.bounds.items()},
             "max_epochs": cfg.solve.max_epochs,
-            "target_tokens": cfg.solve.target_tokens,
             "prior_penalty": cfg.solve.prior_penalty,
             "penalty": cfg.solve.penalty,
         },
         objective=cfg.solve.objective,
         cv_summary=cv_summary,
-        provenance={**rd.provenance(), "sweep": rd.path.name},
+        sweep={
+            "name": rd.path.name,
+            "config_hash": manifest.get("config_hash", rd.config_hash),
+            "commit": manifest.get("commit"),
+            "solved_at_commit": solution.get("commit"),
+        },
+        exported_by={"commit": git_commit(), "automixer": automixer.__version__},
+        export={
+            "megatron_json_key": cfg.export.megatron_json_key,
+            "global_batch_size": cfg.export.global_batch_size,
+            "seed": cfg.export.seed,
+        },
     )
 
 
-def run_export(run_dir: Path, formats: list[str] | None, console: Console) -> list[Path]:
+def run_export(
+    run_dir: Path, formats: list[str] | None, console: Console, paths_file: Path | None = None
+) -> list[Path]:
     rd = RunDir.open(run_dir)
     wanted = formats or list(rd.config.export.formats)
     bad = [f for f in wanted if f not in EXPORT_FORMATS]
     if bad:
         raise AutomixerError(unknown("format", bad[0], list(EXPORT_FORMATS)), field="--format")
-    recipe = recipe_for(rd)
+    paths = read_paths(paths_file, rd.config)
+    recipe = recipe_for(rd, paths)
     folder = rd.file("recipes")
     folder.mkdir(exist_ok=True)
-    paths = [export(recipe, f, folder) for f in wanted]
-    for p in paths:
+    written = []
+    for f in wanted:
+        try:
+            written.append(export(recipe, f, folder))
+        except NeedsBudget as e:
+            if formats:  # asked for by name: an error
+                raise AutomixerError(e.message, field="--format") from None
+            console.print(f"[yellow]skipped[/] {f}: {e.message}")
+    for p in written:
         console.print(f"recipe: {p}")
-    return paths
+    missing = [d for d in rd.config.domain_names if d not in paths]
+    if missing and {"megatron", "olmo-core", "olmo-core-dataset"} & set(wanted):
+        console.print(
+            f"note: no data path for {', '.join(missing)}; the framework recipes name them "
+            "relative to where the trainer runs (set export.paths or --paths)"
+        )
+    return written
