@@ -161,11 +161,16 @@ def eval_(
 
 @app.command()
 @user_errors
-def fit(run_dir: RunDirArg) -> None:
+def fit(
+    run_dir: RunDirArg,
+    all_targets: Annotated[
+        bool, typer.Option("--all", help="Print every target and candidate (as in cv.csv).")
+    ] = False,
+) -> None:
     """Fit surrogates on a sweep and print the cross-validation table."""
     from automixer.pipeline.fit import run_fit
 
-    run_fit(run_dir, console)
+    run_fit(run_dir, console, show_all=all_targets)
 
 
 @app.command()
@@ -266,6 +271,14 @@ def replay(
         typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
     ] = None,
     method: Annotated[str, typer.Option(help="Solver: exact, topk, tpe, cmaes.")] = "exact",
+    direction: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--direction",
+            help="TARGET=min|max (names or globs) for targets whose names declare no measure "
+            "(_loss, _bpb, _acc, ...); the objective needs every direction.",
+        ),
+    ] = None,
     out_dir: Annotated[
         Path, typer.Option(help="Where the CV table, predictions and solution go.")
     ] = Path("replay-out"),
@@ -281,6 +294,7 @@ def replay(
         seed=seed,
         objective=parse_pairs(objective or [], "--objective", True),
         method=method,
+        directions=parse_pairs(direction or [], "--direction", False),
     )
     run_replay(
         runs_table,

@@ -293,6 +293,17 @@ class ExportSection(_Section):
     seed: int = 0
     """Sampling seed written into the framework configs."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "target_tokens" in data:
+            raise FieldIssue(
+                "moved: the full run's budget is solve.target_tokens (one budget for the "
+                "solver's repetition caps and the recipe)",
+                ("target_tokens",),
+            )
+        return data
+
 
 class Config(_Section):
     """A whole automixer experiment."""

@@ -24,6 +24,7 @@ from automixer.runs_table import fit_arrays
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
 from automixer.solve.objective import resolve_keys
 from automixer.surrogates import AutoSurrogate, cross_validate, make_surrogate
+from automixer.surrogates.selection import SELECTED, mixture_groups
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,33 @@ class FitInputs:
             )
         return cls(rd, X, Y, targets, ids, df)
 
+    def groups(self) -> np.ndarray:
+        """A group per run: a seed replicate with the run it replicates (and runs with the
+        same mixture), so that cross-validation keeps them in one fold."""
+        done = self.runs.filter(pl.col("run_id").is_in(self.ids))
+        parent = dict(zip(done["run_id"], done["replicate_of"], strict=True))
+        by_mixture = mixture_groups(self.X)
+        # Union of the two relations: replicate links and identical mixtures.
+        root = {i: i for i in range(len(self.ids))}
+
+        def find(i: int) -> int:
+            while root[i] != i:
+                i = root[i]
+            return i
+
+        index = {r: i for i, r in enumerate(self.ids)}
+        for i, r in enumerate(self.ids):
+            p = parent.get(r)
+            if p in index:
+                root[find(i)] = find(index[p])
+        first: dict[int, int] = {}
+        for i, g in enumerate(by_mixture):
+            if g in first:
+                root[find(i)] = find(first[g])
+            else:
+                first[g] = i
+        return np.array([find(i) for i in range(len(self.ids))])
+
     def objective(self) -> Objective:
         """The config's objective over these targets, standardised by these runs."""
         keys = resolve_keys(self.rd.config.solve.objective, self.targets)
@@ -64,24 +92,25 @@ class FitInputs:
 @dataclass(frozen=True)
 class FitResult:
     cv: pl.DataFrame
-    """One row per (target, candidate): out-of-fold Spearman, its sd, RMSE, MAE."""
+    """One row per (target, candidate): out-of-fold Spearman, its sd, RMSE, MAE; with several
+    candidates also 'auto', the per-target choice scored on its own out-of-fold predictions."""
     choice: dict[str, str]
     """target -> the chosen surrogate."""
     oof: pl.DataFrame
-    """Out-of-fold predictions of the chosen surrogate: run_id, target, model, actual,
-    predicted."""
+    """Out-of-fold predictions of what is deployed (the choice): run_id, target, model,
+    actual, predicted."""
     signal: pl.DataFrame
     """Seed noise against the spread between mixtures, per target."""
+    honest: dict[str, float]
+    """target -> out-of-fold Spearman of the deployed choice (not of the best candidate on the
+    same folds, which is optimistic)."""
     mean_spearman: float
-    """Mean out-of-fold Spearman of the chosen surrogates over the non-constant targets."""
+    """Mean of `honest` over the non-constant targets."""
     constant: list[str]
     """Targets equal in every run (nothing to rank)."""
 
     def spearman(self, target: str) -> float:
-        row = self.cv.filter(
-            (pl.col("target") == target) & (pl.col("model") == self.choice[target])
-        )
-        return float(row["spearman"][0])
+        return self.honest[target]
 
 
 def fit_surrogates(data: FitInputs) -> FitResult:
@@ -97,15 +126,20 @@ def fit_surrogates(data: FitInputs) -> FitResult:
         folds=s.cv_folds,
         repeats=s.cv_repeats,
         seed=data.rd.config.run.seed,
+        groups=data.groups(),
     )
     best = cv.best()
     choice = {t: best[t] for t in data.targets}
-    rho = {(r["target"], r["model"]): r["spearman"] for r in cv.table.iter_rows(named=True)}
-    chosen = np.array([rho[(t, choice[t])] for t in data.targets], dtype=np.float64)
+    deployed = SELECTED if SELECTED in cv.oof else names[0]
+    rho = {
+        r["target"]: r["spearman"]
+        for r in cv.table.filter(pl.col("model") == deployed).iter_rows(named=True)
+    }
+    honest = np.array([rho[t] for t in data.targets], dtype=np.float64)
     # A target equal in every run (an accuracy at chance everywhere) has no ranking to predict.
     Y = data.Y
     constant_mask = np.ptp(Y, axis=0) <= 1e-9 * (1 + np.abs(Y).max(axis=0))
-    keep = ~constant_mask & np.isfinite(chosen)
+    keep = ~constant_mask & np.isfinite(honest)
     oof = pl.concat(
         [
             pl.DataFrame(
@@ -114,7 +148,7 @@ def fit_surrogates(data: FitInputs) -> FitResult:
                     "target": t,
                     "model": choice[t],
                     "actual": Y[:, j],
-                    "predicted": cv.oof[choice[t]][:, j],
+                    "predicted": cv.oof[deployed][:, j],
                 }
             )
             for j, t in enumerate(data.targets)
@@ -125,7 +159,8 @@ def fit_surrogates(data: FitInputs) -> FitResult:
         choice=choice,
         oof=oof,
         signal=signal_table(data.runs, data.targets),
-        mean_spearman=float(np.mean(chosen[keep])) if keep.any() else math.nan,
+        honest=dict(zip(data.targets, honest.tolist(), strict=True)),
+        mean_spearman=float(np.mean(honest[keep])) if keep.any() else math.nan,
         constant=[t for t, k in zip(data.targets, keep, strict=True) if not k],
     )
 

@@ -73,6 +73,12 @@ class RunDir:
             return None
         return dict(self._json("surrogates/choice.json", "fit")["choice"])
 
+    def honest_spearman(self) -> dict[str, float]:
+        """Per target, the chosen surrogate's out-of-fold Spearman as `fit` measured it."""
+        if not (self.file("surrogates") / "choice.json").is_file():
+            return {}
+        return dict(self._json("surrogates/choice.json", "fit").get("honest_spearman", {}))
+
     def runs(self) -> pl.DataFrame:
         """runs.parquet, checked against its declared schema."""
         from automixer.runs_table import read_runs

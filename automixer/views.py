@@ -4,7 +4,7 @@ progress bar of long work."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
@@ -56,6 +56,24 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
         )
     for note in sol.warnings:
         console.print(f"[yellow]warning:[/] {note}")
+
+
+def print_fit_summary(result: Any, targets: Sequence[str], console: Console, title: str) -> None:
+    """The targets that matter (the objective's, the abilities): the chosen surrogate, its
+    honest out-of-fold Spearman, and the signal over seed noise."""
+    snr = {r["target"]: r["signal_to_noise"] for r in result.signal.iter_rows(named=True)}
+    show = Table(title=title, title_justify="left")
+    for col in ("target", "chosen", "oof spearman", "signal / noise"):
+        show.add_column(col, justify="left" if col in ("target", "chosen") else "right")
+    for t in targets:
+        ratio = snr.get(t)
+        show.add_row(
+            t,
+            result.choice[t],
+            f"{result.honest[t]:.3f}",
+            "-" if ratio is None or ratio != ratio else f"{ratio:.1f}",
+        )
+    console.print(show)
 
 
 def print_cv_table(table: pl.DataFrame, console: Console, title: str) -> None:

@@ -67,10 +67,17 @@ def test_fit_then_solve(tmp_path: Path):
         "domain:bible:bpb",
         "suite:hellaswag:acc",
     }
-    assert "mean nan" not in r.output
-    assert "over 3 targets; 1 constant across the runs" in r.output
+    assert "nan" not in r.output and "Warning" not in r.output
+    # The compact table: the objective's targets and the abilities, not every metric.
+    assert "│ ability:code:bpb" in r.output and "│ domain:bible:bpb" not in r.output
+    assert "39 runs (37" in r.output  # two replicates of r000 go with it
+    assert "constant in every run: suite:hellaswag:acc" in r.output
+    assert "auto" in set(cv["model"])  # the choice itself, scored on its own folds
     choice = json.loads((rd.file("surrogates") / "choice.json").read_text())
     assert choice["runs"] == 39  # the failed run is left out
+    assert set(choice["honest_spearman"]) == set(choice["choice"])
+    every = runner.invoke(app, ["fit", str(rd.path), "--all"])
+    assert "│ domain:bible:bpb" in every.output and "gp" in every.output
     assert choice["config_hash"] == rd.config_hash
     signal = pl.read_csv(rd.file("surrogates") / "signal.csv")
     assert signal.height == 4 and signal["seed_noise_sd"].is_not_null().all()

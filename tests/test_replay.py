@@ -63,6 +63,8 @@ def test_replay_cli_predicts_with_intervals_and_solves(tmp_path: Path):
             "math=minerva_math_*",
             "--family",
             "code=codex_*|mbpp*|mt_mbpp*",
+            "--direction",
+            "*=min",
             "--model",
             "linear",
             "--repeats",
@@ -86,6 +88,16 @@ def test_replay_cli_predicts_with_intervals_and_solves(tmp_path: Path):
     sol = json.loads((tmp_path / "out" / "solution.json").read_text())
     assert abs(sum(sol["weights"].values()) - 1) < 1e-6
     assert "optimism_gap" in sol and sol["nearest_run"]["distance"] is not None
+
+
+def test_replay_refuses_to_guess_a_direction(tmp_path: Path):
+    """Olmix's columns hold bits per byte under names without a measure: solving them without
+    a declared direction would maximise them."""
+    args = ["replay", str(DCLM / "ratios.csv"), "--metrics", str(DCLM / "metrics.csv")]
+    args += ["--id", "run", "--target", "arc_easy:rc::olmes", "--model", "linear"]
+    args += ["--repeats", "1", "--out-dir", str(tmp_path / "out")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "direction of 'arc_easy:rc::olmes' is not declared" in r.output
 
 
 def test_replay_errors_are_one_line(tmp_path: Path):
@@ -134,7 +146,7 @@ def test_mixture_reuse_on_the_olmix_reuse_swarm(tmp_path: Path):
     prior = dict(zip(runs.domains, runs.X.mean(0), strict=True))
     sol = solve_mixture(
         model,
-        Objective.build(runs.targets, {"qa": 1.0}, runs.Y),
+        Objective.build(runs.targets, {"qa": 1.0}, runs.Y, {"qa": "min"}),  # bits per byte
         Constraints.build(runs.domains, prior=prior, strength=0.05),
         X_runs=runs.X,
         Y_runs=runs.Y,

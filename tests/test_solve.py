@@ -5,6 +5,7 @@ import pytest
 
 from automixer.errors import AutomixerError
 from automixer.solve import Constraints, Objective, expand, freeze, pareto_front, solve_mixture
+from automixer.solve.objective import metric_direction
 from automixer.surrogates import GPSurrogate, LinearSurrogate
 
 DOMAINS = ["a", "b", "c", "d"]
@@ -27,7 +28,7 @@ def _runs(n: int = 50, seed: int = 0):
 def _setup(**kw):
     X, Y = _runs()
     model = LinearSurrogate().fit(X, Y)
-    obj = Objective.build(["loss_a", "loss_b"], {"loss_a": 0.5, "loss_b": 0.5}, Y)
+    obj = Objective.build(["a_loss", "b_loss"], {"a_loss": 0.5, "b_loss": 0.5}, Y)
     c = Constraints.build(DOMAINS, prior={"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}, **kw)
     return X, Y, model, obj, c
 
@@ -114,7 +115,7 @@ def test_interval_and_far_optimum_warning():
     Xc = 0.2 * X + 0.8 * np.full(4, 0.25)
     Yc = np.stack([3 - np.sqrt(Xc[:, 0]), 3 - np.sqrt(Xc[:, 0])], 1)
     model = GPSurrogate().fit(Xc, Yc)
-    obj = Objective.build(["loss_1", "loss_2"], {"loss_*": 1.0}, Yc)
+    obj = Objective.build(["t1_loss", "t2_loss"], {"*_loss": 1.0}, Yc)
     sol = solve_mixture(model, obj, Constraints.build(DOMAINS), X_runs=Xc, Y_runs=Yc)
     lo, hi = sol.interval()
     assert lo < sol.objective < hi
@@ -126,12 +127,21 @@ def test_pareto_front_marks_the_chosen_point():
     _, _, model, obj, c = _setup()
     front = pareto_front(model, obj, c, n_trials=120)
     assert front["chosen"].sum() == 1 and front.height >= 2
-    assert {"loss_a", "loss_b", "objective"} <= set(front.columns)
+    assert {"a_loss", "b_loss", "objective"} <= set(front.columns)
 
 
 def test_objective_directions():
     Y = np.array([[1.0, 0.2], [2.0, 0.4]])
     obj = Objective.build(["val_loss", "acc"], {"val_loss": 1, "acc": 1}, Y)
+    assert list(obj.signs) == [-1.0, 1.0]
+    # Declared by the measure, never by a substring of the subject's name.
+    names = ["suite:applied_physics:acc", "suite:glossary:acc", "suite:terror_qa:acc"]
+    names += ["domain:lossless:bpb", "metric/the_pile_pile_cc_val_loss", "ability:code:acc_norm"]
+    assert [metric_direction(n) for n in names] == ["max", "max", "max", "min", "min", "max"]
+    assert metric_direction("arc_easy:rc::olmes") is None
+    with pytest.raises(AutomixerError, match="not declared"):
+        Objective.build(["arc_easy:rc::olmes"], {"arc_easy:rc::olmes": 1}, Y[:, :1])
+    obj = Objective.build(["a:rc", "b:rc"], {"*": 1}, Y, {"a:*": "min", "b:*": "max"})
     assert list(obj.signs) == [-1.0, 1.0]
     with pytest.raises(AutomixerError, match="matches no target"):
         Objective.build(["val_loss"], {"code": 1}, Y[:, :1])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -14,6 +15,7 @@ from automixer.surrogates import (
     cross_validate,
     make_surrogate,
 )
+from automixer.surrogates.selection import grouped_folds, mixture_groups
 
 
 @parametrize_with_checks(
@@ -83,7 +85,7 @@ def test_cross_validation_table_and_auto_choice():
         folds=5,
         repeats=2,
     )
-    assert cv.table.height == 4
+    assert cv.table.height == 6  # two candidates and the choice, per target
     assert set(cv.table.columns) >= {"target", "model", "spearman", "spearman_sd", "rmse"}
     assert cv.oof["gp"].shape == Y.shape
     assert set(cv.best()) == {"a", "b"}
@@ -102,3 +104,44 @@ def test_cv_refuses_too_few_runs():
 def test_unknown_surrogate():
     with pytest.raises(ValueError, match="unknown surrogate"):
         make_surrogate("forest")
+
+
+def test_replicates_never_straddle_folds():
+    """Twenty mixtures, each trained three times with nearly the same result: with plain
+    K-fold a replicate's twin sits in the training fold and a GP looks clairvoyant on pure
+    noise; grouped folds keep them together and the noise stays noise."""
+    rng = np.random.default_rng(0)
+    mixtures = rng.dirichlet(np.ones(4), size=20)
+    X = np.repeat(mixtures, 3, axis=0)
+    y = np.repeat(rng.normal(size=20), 3) + rng.normal(0, 0.01, 60)
+    folds = grouped_folds(mixture_groups(X), 5, seed=0)
+    for g in range(20):
+        assert len(set(folds[3 * g : 3 * g + 3])) == 1
+    cv = cross_validate(X, y, {"gp": GPSurrogate()}, folds=5, repeats=1)
+    assert cv.table["spearman"][0] < 0.5
+
+
+def test_linear_penalty_is_chosen_per_target():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(4), size=40)
+    clean = np.sqrt(X) @ np.array([1.0, -1.0, 0.5, 0.0])
+    Y = np.column_stack([clean, clean + rng.normal(0, 1.0, 40)])  # one exact, one mostly noise
+    alphas = LinearSurrogate().fit(X, Y).model_.alpha_
+    assert np.ndim(alphas) == 1 and alphas[0] < alphas[1]
+
+
+def test_the_choice_is_scored_on_its_own_folds():
+    """On pure noise the best of several candidates on the same folds looks predictive; the
+    choice scored on its own out-of-fold predictions does not."""
+    rng = np.random.default_rng(1)
+    X = rng.dirichlet(np.ones(3), size=30)
+    Y = rng.normal(size=(30, 12))
+    models = {
+        "linear": LinearSurrogate(),
+        "gp": GPSurrogate(),
+        "ensemble": make_surrogate("ensemble"),
+    }
+    cv = cross_validate(X, Y, models, folds=5, repeats=1)
+    best = cv.table.filter(pl.col("model") != "auto").group_by("target").agg(pl.max("spearman"))
+    auto = cv.table.filter(pl.col("model") == "auto")
+    assert auto["spearman"].mean() < best["spearman"].mean() - 0.05

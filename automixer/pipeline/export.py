@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 from rich.console import Console
 
@@ -51,12 +50,10 @@ def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any
     manifest = rd.manifest()
     supply = Supply.from_manifest(manifest, cfg)
     cv_summary: dict[str, Any] = {}
-    cv_path = rd.file("surrogates") / "cv.csv"
     choice = rd.choice()
-    if cv_path.is_file() and choice is not None:
-        cv = pl.read_csv(cv_path)
-        rho = {(r["target"], r["model"]): r["spearman"] for r in cv.iter_rows(named=True)}
-        cv_summary = {t: {"model": m, "spearman": rho.get((t, m))} for t, m in choice.items()}
+    if choice is not None:
+        honest = rd.honest_spearman()
+        cv_summary = {t: {"model": m, "spearman": honest.get(t)} for t, m in choice.items()}
     paths = paths if paths is not None else dict(cfg.export.paths)
     rows = manifest["domains"]
     return build_recipe(

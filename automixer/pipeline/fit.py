@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, FitResult, fit_surrogates
 from automixer.rundir import RunDir
-from automixer.views import print_cv_table
+from automixer.views import print_cv_table, print_fit_summary
 
 
-def run_fit(run_dir: Path, console: Console) -> FitResult:
+def run_fit(run_dir: Path, console: Console, *, show_all: bool = False) -> FitResult:
+    """Fit; write surrogates/ (cv.csv holds every target and candidate); print the objective's
+    targets and the abilities (all targets with `show_all`)."""
     data = FitInputs.load(RunDir.open(run_dir))
     result = fit_surrogates(data)
     rd, s = data.rd, data.rd.config.surrogate
@@ -23,26 +26,37 @@ def run_fit(run_dir: Path, console: Console) -> FitResult:
     with atomic_path(folder / "cv.csv") as tmp:
         result.cv.write_csv(tmp)
     atomic_write_json(
-        folder / "choice.json", {**rd.provenance(), "runs": len(data.X), "choice": result.choice}
+        folder / "choice.json",
+        {
+            **rd.provenance(),
+            "runs": len(data.X),
+            "choice": result.choice,
+            "honest_spearman": result.honest,
+        },
     )
     with atomic_path(folder / "oof.parquet") as tmp:
         result.oof.write_parquet(tmp)
     with atomic_path(folder / "signal.csv") as tmp:
         result.signal.write_csv(tmp)
-    print_cv_table(
-        result.cv,
-        console,
-        f"{s.cv_folds}-fold x {s.cv_repeats} out-of-fold cross-validation on {len(data.X)} runs",
+    title = (
+        f"{s.cv_folds}-fold x {s.cv_repeats} grouped out-of-fold cross-validation on "
+        f"{len(data.X)} runs ({len(np.unique(data.groups()))} mixtures)"
     )
-    flat = result.constant
+    objective = data.objective()
+    shown = [t for t, w in zip(objective.targets, objective.weights, strict=True) if w > 0]
+    shown += [t for t in data.targets if t.startswith("ability:") and t not in shown]
+    if show_all:
+        print_cv_table(result.cv, console, title)
+    else:
+        print_fit_summary(result, shown, console, title)
+        console.print(f"every target and candidate: {folder / 'cv.csv'} (or `fit --all`)")
+    shown = shown if not show_all else list(data.targets)
+    rho = [result.honest[t] for t in shown if t not in result.constant]
     console.print(
-        f"out-of-fold Spearman of the chosen surrogates: mean {result.mean_spearman:.4f}"
-        + (
-            f" over {len(data.targets) - len(flat)} targets; {len(flat)} constant across the "
-            f"runs have no rank to predict: {', '.join(flat[:4])}{' ...' if len(flat) > 4 else ''}"
-            if flat
-            else ""
-        )
+        "out-of-fold Spearman of the chosen surrogates (the choice scored on its own "
+        f"out-of-fold predictions), mean over the {len(rho)} targets above: "
+        f"{float(np.mean(rho)) if rho else float('nan'):.3f}"
+        + (f"; constant in every run: {', '.join(result.constant)}" if result.constant else "")
     )
     _print_signal(result.signal, len(data.targets), console)
     return result
@@ -60,10 +74,4 @@ def _print_signal(signal: pl.DataFrame, n_targets: int, console: Console) -> Non
             f"across mixtures than twice their seed noise (no usable signal): "
             f"{', '.join(weak[:6])}{' ...' if len(weak) > 6 else ''}; give the "
             "proxies more tokens or make the domains more distinct"
-        )
-    abilities = signal.filter(pl.col("target").str.starts_with("ability:"))
-    for r in abilities.iter_rows(named=True):
-        console.print(
-            f"  {r['target']}: spread {r['mixture_spread_sd']:.4g} vs seed noise "
-            f"{r['seed_noise_sd']:.4g} (x{r['signal_to_noise']:.1f})"
         )

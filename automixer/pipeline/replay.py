@@ -30,6 +30,8 @@ class ReplayOptions:
     seed: int = 0
     objective: Mapping[str, float] | None = None
     method: str = "exact"
+    directions: Mapping[str, str] | None = None
+    """Target names or glob patterns -> 'min' / 'max', for names that declare no measure."""
 
 
 def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
@@ -149,7 +151,7 @@ def run_replay(
                 )
     if solve:
         weights = dict(opts.objective) if opts.objective else {t: 1.0 for t in runs.targets}
-        objective = Objective.build(runs.targets, weights, runs.Y)
+        objective = Objective.build(runs.targets, weights, runs.Y, opts.directions)
         prior = dict(zip(runs.domains, runs.X.mean(axis=0), strict=True))
         constraints = Constraints.build(runs.domains, prior=prior)
         sol: Solution = solve_mixture(

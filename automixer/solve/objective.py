@@ -2,6 +2,10 @@
 
 Each target is standardised by the mean and spread of its values over the trained runs, and its
 sign follows its direction: lower-is-better metrics (losses, bits per byte) count negatively.
+
+A direction is declared, never guessed from a substring: automixer's own metrics end in their
+measure (`suite:<s>:acc`, `domain:<d>:bpb`), other names are read by their last word
+(`..._val_loss`), and anything else must be given (`automixer replay --direction T=min`).
 """
 
 from __future__ import annotations
@@ -14,13 +18,65 @@ import numpy as np
 
 from automixer.errors import AutomixerError
 
-_LOWER_IS_BETTER = ("loss", "bpb", "bits", "ppl", "perplexity", "nll", "error")
+MEASURES: dict[str, str] = {
+    "bpb": "min",
+    "bits_per_byte": "min",
+    "loss": "min",
+    "nll": "min",
+    "ppl": "min",
+    "perplexity": "min",
+    "error": "min",
+    "acc": "max",
+    "acc_norm": "max",
+    "accuracy": "max",
+    "f1": "max",
+    "em": "max",
+    "exact_match": "max",
+    "pass@1": "max",
+}
+"""Measures and their directions: 'min' where lower is better."""
+
+
+def metric_direction(name: str) -> str | None:
+    """'min' or 'max' by the metric's measure (its last ':'-field, or its name's last one or
+    two '_'-words after the last '/'), or None when the name declares none."""
+    own = ("suite", "ability", "domain", "objective")
+    if name.count(":") >= 2 and name.split(":", 1)[0] in own:
+        return MEASURES.get(name.rsplit(":", 1)[1])
+    words = name.rsplit("/", 1)[-1].lower().split("_")
+    for k in (2, 1):
+        if len(words) >= k and "_".join(words[-k:]) in MEASURES:
+            return MEASURES["_".join(words[-k:])]
+    return None
 
 
 def lower_is_better(name: str) -> bool:
-    """Direction of a metric by its name: losses and bits per byte fall as models improve."""
-    low = name.lower()
-    return any(key in low for key in _LOWER_IS_BETTER)
+    """True for a declared lower-is-better metric (see `metric_direction`)."""
+    return metric_direction(name) == "min"
+
+
+def declared_directions(
+    names: Sequence[str], declared: Mapping[str, str] | None, *, needed: Sequence[str] = ()
+) -> dict[str, str]:
+    """The direction of each name: `declared` (names or glob patterns -> 'min'/'max') first,
+    then the measure in the name. A name in `needed` with neither is an error."""
+    out: dict[str, str] = {}
+    for n in names:
+        d = next(
+            (v for k, v in (declared or {}).items() if k == n or fnmatch.fnmatchcase(n, k)),
+            None,
+        ) or metric_direction(n)
+        if d is not None:
+            if d not in ("min", "max"):
+                raise AutomixerError(f"direction of '{n}' must be min or max, got '{d}'")
+            out[n] = d
+        elif n in needed:
+            raise AutomixerError(
+                f"the direction of '{n}' is not declared by its name (no measure such as "
+                "_loss, _bpb, _acc); give it, e.g. --direction '{n}=min'",
+                field="--direction",
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -59,13 +115,10 @@ class Objective:
             raise AutomixerError(
                 "the objective gives every target weight 0", field="solve.objective"
             )
-        directions = directions or {}
-        signs = np.array(
-            [
-                -1.0 if directions.get(n, "min" if lower_is_better(n) else "max") == "min" else 1.0
-                for n in names
-            ]
-        )
+        needed = [n for n, wi in zip(names, w, strict=True) if wi > 0]
+        known = declared_directions(names, directions, needed=needed)
+        # A target outside the objective keeps a sign only for the Pareto front's display.
+        signs = np.array([-1.0 if known.get(n) == "min" else 1.0 for n in names])
         Y = np.asarray(Y, dtype=np.float64).reshape(-1, len(names))
         scale = Y.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)

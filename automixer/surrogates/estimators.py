@@ -13,7 +13,8 @@ from automixer.surrogates.base import Surrogate
 
 
 class LinearSurrogate(Surrogate):
-    """Ridge regression on (transformed) weights, the penalty chosen by generalized CV."""
+    """Ridge regression on (transformed) weights, each target's penalty chosen by generalized
+    (leave-one-out) CV on its own."""
 
     def __init__(
         self, weight_transform: str = "sqrt", alphas: tuple[float, ...] | None = None
@@ -23,7 +24,7 @@ class LinearSurrogate(Surrogate):
 
     def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
         alphas = self.alphas if self.alphas is not None else tuple(np.logspace(-6, 3, 19))
-        self.model_ = RidgeCV(alphas=alphas).fit(Z, Y)
+        self.model_ = RidgeCV(alphas=alphas, alpha_per_target=True).fit(Z, Y)
 
     def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
         return np.asarray(self.model_.predict(Z)).reshape(len(Z), -1), None

@@ -7,6 +7,7 @@ values are computed per repeat, and their mean and spread over repeats form the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,6 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from automixer.registry import SURROGATES, load, unknown
@@ -34,28 +34,87 @@ def make_surrogate(name: str, transform: str | None = None, **params: Any) -> An
     return load(SURROGATES[name])(**kw)
 
 
+SELECTED = "auto"
+"""The CV table's name for the per-target choice itself, scored honestly (see
+`cross_validate`)."""
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if np.std(a) == 0 or np.std(b) == 0:
+    if np.ptp(a) <= 1e-12 * (1 + np.abs(a).max()) or np.ptp(b) <= 1e-12 * (1 + np.abs(b).max()):
         return 0.0
-    return float(spearmanr(a, b).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's warning for (nearly) constant input
+        return float(spearmanr(a, b).statistic)
+
+
+def mixture_groups(X: np.ndarray, decimals: int = 9) -> np.ndarray:
+    """A group id per run: runs with the same mixture (seed replicates, repeated rows of a
+    published table) share one, so cross-validation never splits them."""
+    _, inverse = np.unique(
+        np.round(np.asarray(X, dtype=np.float64), decimals), axis=0, return_inverse=True
+    )
+    return inverse.reshape(-1)
+
+
+def grouped_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold id per run: whole groups, shuffled by `seed`, dealt into `folds` folds."""
+    uniq = np.unique(groups)
+    if len(uniq) < folds:
+        raise ValueError(f"{len(uniq)} distinct mixtures are too few for {folds}-fold CV")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of_group = np.empty(len(uniq), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(uniq)) % folds
+    return fold_of_group[np.searchsorted(uniq, groups)]
 
 
 @dataclass
 class CVResult:
     table: pl.DataFrame
-    """One row per (target, model): spearman, spearman_sd, rmse, mae, over repeats."""
+    """One row per (target, model): spearman, spearman_sd, rmse, mae, over repeats; with more
+    than one model also model 'auto', the per-target choice scored honestly."""
     oof: dict[str, np.ndarray]
     """model -> out-of-fold predictions (n_runs, n_targets), averaged over repeats."""
 
     def best(self) -> dict[str, str]:
         """target -> model with the highest mean Spearman (lower RMSE breaks ties)."""
-        ranked = self.table.sort(["target", "spearman", "rmse"], descending=[False, True, False])
+        ranked = self.table.filter(pl.col("model") != SELECTED).sort(
+            ["target", "spearman", "rmse"], descending=[False, True, False]
+        )
         return dict(
             ranked.group_by("target", maintain_order=True)
             .first()
             .select("target", "model")
             .iter_rows()
         )
+
+
+def _select_out_of_fold(
+    preds: Mapping[str, np.ndarray], Y: np.ndarray, fold: np.ndarray
+) -> np.ndarray:
+    """The per-target choice's own out-of-fold predictions: each fold's targets are predicted
+    by the model that scored best on the other folds' out-of-fold predictions, so the choice
+    never sees the residuals it is judged on."""
+    names = list(preds)
+    out = np.empty_like(Y)
+    for k in np.unique(fold):
+        rest, test = fold != k, fold == k
+        for j in range(Y.shape[1]):
+            scores = [_spearman(preds[m][rest, j], Y[rest, j]) for m in names]
+            out[test, j] = preds[names[int(np.argmax(scores))]][test, j]
+    return out
+
+
+def _rows(target: str, model: str, per_repeat: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    rho = [_spearman(p, y) for p in per_repeat]
+    err = per_repeat - y[None, :]
+    return {
+        "target": target,
+        "model": model,
+        "spearman": float(np.mean(rho)),
+        "spearman_sd": float(np.std(rho)),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+    }
 
 
 def cross_validate(
@@ -67,39 +126,42 @@ def cross_validate(
     folds: int = 5,
     repeats: int = 3,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> CVResult:
-    """Repeated K-fold out-of-fold evaluation of each model on every target."""
+    """Repeated grouped K-fold out-of-fold evaluation of each model on every target.
+
+    Runs of one mixture (`groups`; by default identical weight rows) always fall in the same
+    fold. With several models, the per-target choice among them is scored too (model 'auto'),
+    on its own out-of-fold predictions (`_select_out_of_fold`)."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
     names = list(targets) if targets is not None else [f"y{j}" for j in range(Y.shape[1])]
-    if len(X) < folds:
-        raise ValueError(f"{len(X)} runs are too few for {folds}-fold cross-validation")
-    rows = []
-    oof_mean: dict[str, np.ndarray] = {}
+    groups = mixture_groups(X) if groups is None else np.asarray(groups)
+    fold_ids = [grouped_folds(groups, folds, seed + r) for r in range(repeats)]
+    stacks: dict[str, np.ndarray] = {}
     for model_name, model in models.items():
         per_repeat = []
-        for r in range(repeats):
+        for fold in fold_ids:
             P = np.empty_like(Y)
-            for train, test in KFold(folds, shuffle=True, random_state=seed + r).split(X):
+            for k in range(folds):
+                train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
                 m = clone(model).fit(X[train], Y[train] if Y.shape[1] > 1 else Y[train, 0])
                 P[test] = np.asarray(m.predict(X[test])).reshape(len(test), -1)
             per_repeat.append(P)
-        stack = np.stack(per_repeat)
-        oof_mean[model_name] = stack.mean(axis=0)
-        for j, target in enumerate(names):
-            rho = [_spearman(stack[r, :, j], Y[:, j]) for r in range(repeats)]
-            err = stack[:, :, j] - Y[None, :, j]
-            rows.append(
-                {
-                    "target": target,
-                    "model": model_name,
-                    "spearman": float(np.mean(rho)),
-                    "spearman_sd": float(np.std(rho)),
-                    "rmse": float(np.sqrt(np.mean(err**2))),
-                    "mae": float(np.mean(np.abs(err))),
-                }
-            )
-    return CVResult(pl.DataFrame(rows), oof_mean)
+        stacks[model_name] = np.stack(per_repeat)
+    if len(models) > 1:
+        stacks[SELECTED] = np.stack(
+            [
+                _select_out_of_fold({m: st[r] for m, st in stacks.items()}, Y, fold_ids[r])
+                for r in range(repeats)
+            ]
+        )
+    rows = [
+        _rows(target, model_name, stack[:, :, j], Y[:, j])
+        for model_name, stack in stacks.items()
+        for j, target in enumerate(names)
+    ]
+    return CVResult(pl.DataFrame(rows), {m: st.mean(axis=0) for m, st in stacks.items()})
 
 
 class AutoSurrogate(RegressorMixin, BaseEstimator):
@@ -137,7 +199,7 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
             self.choice_ = list(self.choice)
         else:
             models = {c: make_surrogate(c, self.weight_transform) for c in self.candidates}
-            folds = min(self.folds, len(X))
+            folds = min(self.folds, len(np.unique(mixture_groups(X))))
             self.cv_ = cross_validate(
                 X, Y, models, folds=folds, repeats=self.repeats, seed=self.random_state
             )
