@@ -63,7 +63,7 @@ def main() -> None:
             [0] * len(scales),
             TrainConfig(optimizer=opt, lr_scales=scales, **common),
             val=bundle.val_arrays(),
-            bytes_per_token=bundle.bytes_per_token(),
+            token_bytes=bundle.token_bytes,
         )
         runs[name] = [(s, r.val_curve) for s, r in zip(scales, res, strict=True)]
         for s, r in zip(scales, res, strict=True):

@@ -88,7 +88,7 @@ def main() -> None:
                 [r.seed for r in group],
                 train_config(config),
                 val=bundle.val_arrays(),
-                bytes_per_token=bundle.bytes_per_token(),
+                token_bytes=bundle.token_bytes,
                 evaluate=lambda m: score_suites(m, bundle.tokenizer, tasks, config),
             )
         return time.perf_counter() - t

@@ -130,13 +130,16 @@ def proxy_state(model: PackedLM, p: int) -> dict[str, torch.Tensor]:
 def evaluate_bpb(
     model: PackedLM,
     val: Mapping[str, np.ndarray],
-    bytes_per_token: Mapping[str, float],
+    token_bytes: np.ndarray | None,
     seq_len: int,
     batch: int,
     max_tokens: int,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """Held-out bits per byte per domain for every proxy of the pack: domain -> (P,)."""
+    """Held-out loss per domain for every proxy of the pack: domain -> (P,).
+
+    With `token_bytes` (the UTF-8 bytes each token id stands for) it is bits per byte over the
+    bytes of the tokens actually scored; without, nats per token."""
     out = {}
     model.eval()
     for domain, tokens in val.items():
@@ -145,14 +148,20 @@ def evaluate_bpb(
             out[domain] = torch.full((model.P,), float("nan"))
             continue
         starts = np.arange(n) * seq_len
-        total = torch.zeros(model.P, dtype=torch.float64)
+        nats = torch.zeros(model.P, dtype=torch.float64)
+        scored_bytes = 0.0
         for i in range(0, n, batch):
             idx = starts[i : i + batch, None] + np.arange(seq_len + 1)
-            windows = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64)).to(device)
+            window = np.asarray(tokens[idx], dtype=np.int64)
+            if token_bytes is not None:
+                scored_bytes += float(token_bytes[window[:, 1:]].sum())
+            windows = torch.from_numpy(window).to(device)
             ce, _ = model.losses(windows.unsqueeze(0).expand(model.P, -1, -1))
-            total += ce.double().cpu() * len(idx)
-        nats = total / n
-        out[domain] = (nats / math.log(2) / bytes_per_token[domain]).float()
+            nats += ce.double().cpu() * window[:, 1:].size
+        if token_bytes is None:
+            out[domain] = (nats / (n * seq_len)).float()
+        else:
+            out[domain] = (nats / math.log(2) / max(scored_bytes, 1.0)).float()
     model.train()
     return out
 
@@ -299,11 +308,10 @@ def _record_val_curve(
 ) -> None:
     """Mean held-out loss (nats) over domains of every active proxy, for the validation curve."""
     device = next(model.parameters()).device
-    # bytes_per_token = 1/ln 2 turns bits per byte into nats per token.
     curve = evaluate_bpb(
         model,
         val,
-        dict.fromkeys(val, 1 / math.log(2)),
+        None,  # nats per token
         seq_len,
         cfg.eval_batch,
         cfg.eval_curve_tokens,
@@ -321,14 +329,14 @@ def _final_evaluation(
     cfg: TrainConfig,
     seq_len: int,
     val: Mapping[str, np.ndarray] | None,
-    bytes_per_token: Mapping[str, float] | None,
+    token_bytes: np.ndarray | None,
     evaluate: Callable[[PackedLM], Mapping[str, np.ndarray]] | None,
 ) -> None:
     """Held-out bits per byte per domain, then whatever `evaluate` measures, per proxy."""
     device = next(model.parameters()).device
-    if val is not None and bytes_per_token is not None:
+    if val is not None and token_bytes is not None:
         bpb = evaluate_bpb(
-            model, val, bytes_per_token, seq_len, cfg.eval_batch, cfg.eval_tokens, device
+            model, val, token_bytes, seq_len, cfg.eval_batch, cfg.eval_tokens, device
         )
         for p, r in enumerate(results):
             r.val_bpb = {d: float(v[p]) for d, v in bpb.items()}
@@ -345,7 +353,7 @@ def train_pack(
     cfg: TrainConfig = TrainConfig(),
     *,
     val: Mapping[str, np.ndarray] | None = None,
-    bytes_per_token: Mapping[str, float] | None = None,
+    token_bytes: np.ndarray | None = None,
     checkpoint: Path | None = None,
     on_log: Callable[[int, list[float], float], None] | None = None,
     on_step: Callable[[int, PackedLM], None] | None = None,
@@ -407,7 +415,7 @@ def train_pack(
     finished = end == steps
     seconds = seconds_before + time.perf_counter() - t0
     if finished:
-        _final_evaluation(model, st.results, cfg, seq_len, val, bytes_per_token, evaluate)
+        _final_evaluation(model, st.results, cfg, seq_len, val, token_bytes, evaluate)
     for p, r in enumerate(st.results):
         r.seconds = seconds
         r.tokens = tokens_per_step * end

@@ -59,6 +59,22 @@ def test_contamination_check_flags_overlap():
     assert list(index.contaminated_items([clean])) == [False]
 
 
+def test_short_items_are_matched_whole():
+    """OpenBookQA-sized items (fewer words than the n-gram) used never to match anything."""
+    from automixer.evals.suites import load_suite
+
+    short = [
+        t for t in load_suite("openbookqa") if 6 <= len((t.context + t.gold_text()).split()) < 13
+    ]
+    assert short, "OpenBookQA has items under 13 words"
+    item = short[0].context + short[0].gold_text()
+    index = ContaminationIndex([item, "too few words here"], n=13)
+    doc = "Some preface. " + item + " And a tail that goes on."
+    assert index.flag([doc, "Nothing of the sort is said here at all."]).tolist() == [True, False]
+    assert index.contaminated_items([doc]).tolist() == [True, False]
+    assert index.unchecked == 1
+
+
 def _write_sources(tmp: Path) -> None:
     rows = [{"body": f"record {i}: " + "lorem ipsum dolor sit amet " * 8} for i in range(60)]
     (tmp / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from automixer.errors import AutomixerError
-from automixer.evals.scoring import PackScorer, random_loglik, score_tasks
+from automixer.evals.scoring import PackScorer, random_loglik, score_tasks, suite_scorer
 from automixer.evals.suites import SUITES, config_tasks, load_suite, suite_table
 from automixer.evals.tasks import Task, load_jsonl, write_jsonl
 from proxies.model import PackedLM
@@ -217,3 +217,60 @@ def test_parsed_suites_are_cached_exactly(tmp_path: Path, monkeypatch: pytest.Mo
     suites._all_items.cache_clear()
     assert suites._all_items("gsm8k") == tuple(suites.SUITES["gsm8k"].load())
     suites._all_items.cache_clear()
+
+
+def test_context_and_continuation_are_encoded_together(bundle_and_config):
+    """As lm-eval does: the pair is encoded as one text and split where the context's encoding
+    ends; the context's trailing newline goes with the continuation, so HumanEval's indented
+    answers start with the newline-and-indent token that training text has."""
+    bundle, _ = bundle_and_config
+    tok = bundle.tokenizer
+    cfg = get_preset("tiny", vocab_size=tok.get_vocab_size())
+    scorer = PackScorer(PackedLM(cfg, [0]), tok, max_len=4096)
+    items = load_suite("humaneval", n=20, seed=0)
+    seqs, starts, nbytes = scorer._encode([(t.context, t.gold_text()) for t in items])
+    for t, seq, start, nb in zip(items, seqs, starts, nbytes, strict=True):
+        whole = tok.encode(t.context + t.gold_text(), add_special_tokens=False).ids
+        assert seq[1:] == whole  # no boundary that the text itself does not have
+        assert tok.decode(seq[start:]).startswith("\n") == t.context.endswith("\n")
+        assert nb == len(tok.decode(seq[start:]).encode("utf-8"))
+
+
+def test_no_token_is_scored_beyond_the_training_length(bundle_and_config):
+    bundle, config = bundle_and_config
+    tok = bundle.tokenizer
+    cfg = get_preset("tiny", vocab_size=tok.get_vocab_size())
+    scorer = suite_scorer(PackedLM(cfg, [0]), tok, config)
+    assert scorer.max_len == config.proxy.seq_len + 1  # inputs of at most seq_len tokens
+    long = [(t.context, t.gold_text()) for t in load_suite("humaneval", n=10, seed=0)]
+    seqs, starts, _ = scorer._encode(long)
+    assert max(len(s) for s in seqs) <= config.proxy.seq_len + 1
+    assert all(start >= 1 for start in starts)
+
+
+def test_domain_bits_per_byte_divide_by_the_bytes_scored(bundle_and_config):
+    """A model that predicts every token with probability 1/V: its nats are known exactly, so
+    bits per byte must equal scored tokens * log2(V) / the bytes of those very tokens."""
+    from automixer.data.tokenizer import token_byte_lengths
+    from proxies.train import evaluate_bpb
+
+    bundle, _ = bundle_and_config
+    tok = bundle.tokenizer
+    V = tok.get_vocab_size()
+
+    class Uniform(torch.nn.Module):
+        P = 1
+
+        def losses(self, windows):
+            return torch.full((1,), float(np.log(V))), torch.zeros(1)
+
+    token_bytes = token_byte_lengths(tok)
+    text = "def spam(eggs):\n    return eggs * 2  # état, ça, 例\n"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert token_bytes[ids].sum() == len(text.encode("utf-8"))  # exact for byte-level BPE
+    val = bundle.val_arrays()["bible"]
+    seq_len, n = 32, 3
+    bpb = evaluate_bpb(Uniform(), {"bible": val}, token_bytes, seq_len, 2, n * seq_len, "cpu")
+    targets = np.concatenate([val[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in range(n)])
+    expected = n * seq_len * np.log2(V) / token_bytes[targets].sum()
+    assert float(bpb["bible"][0]) == pytest.approx(expected, rel=1e-6)

@@ -109,3 +109,25 @@ def test_largest_remainder_sums_exactly():
         w /= w.sum()
         c = largest_remainder(w, 1001)
         assert c.sum() == 1001 and np.all(np.abs(c - w * 1001) < 1) and np.all(c[w == 0] == 0)
+
+
+def test_no_planned_mixture_is_refused_by_the_loader(bundle_and_config):
+    """The design plans within the loader's own caps (whole windows, largest-remainder
+    rounding), so the extreme, cap-bound mixtures are trained instead of failing."""
+    from automixer.design import plan_mixtures
+
+    bundle, config = bundle_and_config
+    config = config.model_copy(update={"data": config.data.model_copy(update={"max_epochs": 1.0})})
+    shortest = min(v.train.tokens for v in bundle.domains.values())
+    tokens = int(2.5 * shortest) // 512 * 512  # whole batches; the smallest domain: <= ~0.4
+    caps = bundle.loader_caps(config, tokens)
+    assert min(caps.values()) < 0.5
+    planned = plan_mixtures(
+        bundle.natural_weights(), n_runs=40, seed=3, caps=caps, replicates=0, min_distance=0.01
+    )
+    bound = 0
+    for run in planned:
+        loader = bundle.loader(run.weights, config, seed=run.seed, tokens=tokens)
+        bound += any(w > caps[d] - 1e-3 for d, w in run.weights.items())
+        assert max(p.epochs for p in loader.plan) <= 1.0
+    assert bound >= 2  # the test exercises the caps

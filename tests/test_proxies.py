@@ -236,7 +236,7 @@ def test_loss_falls_on_real_text(bundle_and_config):
         0,
         TrainConfig(log_every=1, eval_tokens=4096),
         val=bundle.val_arrays(),
-        bytes_per_token=bundle.bytes_per_token(),
+        token_bytes=bundle.token_bytes,
     )
     curve = [v for _, v in res.loss_curve]
     assert np.mean(curve[-5:]) < np.mean(curve[:3]) - 1.0

@@ -12,6 +12,7 @@ Shapes: P proxies in a pack, B sequences per batch, L sequence length.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,31 @@ def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
         order = np.argsort(-frac, kind="stable")[:short]
         counts[order] += 1
     return counts
+
+
+def allowed_windows(shard_tokens: int, seq_len: int, max_epochs: float) -> int:
+    """How many windows a domain may give within `max_epochs` passes over its shard."""
+    available = max(0, (shard_tokens - 1) // seq_len)
+    return math.floor(max_epochs * available + 1e-9)
+
+
+def weight_caps(
+    shard_tokens: Mapping[str, int],
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    max_epochs: float,
+) -> dict[str, float]:
+    """The largest weight of each domain that a `MixtureLoader` with this budget accepts (its
+    largest-remainder rounding gives a domain at most ceil(w * windows) windows). The design
+    plans within these caps, so the loader never rejects a planned mixture."""
+    n_windows = (tokens // (seq_len * batch_size)) * batch_size
+    if n_windows < 1:
+        return dict.fromkeys(shard_tokens, 0.0)
+    return {
+        d: max(0.0, min(1.0, (allowed_windows(n, seq_len, max_epochs) - 1e-6) / n_windows))
+        for d, n in shard_tokens.items()
+    }
 
 
 class MixtureLoader:
@@ -102,7 +128,7 @@ class MixtureLoader:
                     f"window of {seq_len + 1}",
                     field=f"weights.{p.name}",
                 )
-            if p.epochs > max_epochs + 1e-9:
+            if p.windows > allowed_windows(len(shards[p.name]), seq_len, max_epochs):
                 cap = max_epochs * p.available / self.n_windows
                 raise BudgetError(
                     f"domain '{p.name}' would be seen {p.epochs:.2f} times "

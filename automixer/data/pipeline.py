@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenizers import Tokenizer
 
 from automixer.config import Config, DomainSection
-from automixer.data.loader import MixtureLoader
+from automixer.data.loader import MixtureLoader, weight_caps
 from automixer.data.shards import Shard, build_shard
 from automixer.data.sources import (
     SourceTally,
@@ -35,7 +35,12 @@ from automixer.data.sources import (
     source_licence,
 )
 from automixer.data.splits import ContaminationIndex, SplitDocs, split_documents
-from automixer.data.tokenizer import bytes_per_token, get_tokenizer, load_target_tokenizer
+from automixer.data.tokenizer import (
+    bytes_per_token,
+    get_tokenizer,
+    load_target_tokenizer,
+    token_byte_lengths,
+)
 from automixer.errors import DataError
 from automixer.io import atomic_path, atomic_write_json, hash_json
 
@@ -127,6 +132,11 @@ class DataBundle:
     def bytes_per_token(self) -> dict[str, float]:
         return {d: v.bytes_per_token for d, v in self.domains.items()}
 
+    @functools.cached_property
+    def token_bytes(self) -> np.ndarray:
+        """The UTF-8 bytes each token id of the proxy tokenizer stands for."""
+        return token_byte_lengths(self.tokenizer)
+
     def loader(
         self, weights: Mapping[str, float], config: Config, seed: int, tokens: int | None = None
     ) -> MixtureLoader:
@@ -138,6 +148,16 @@ class DataBundle:
             config.proxy.batch_size,
             seed=seed,
             max_epochs=config.data.max_epochs,
+        )
+
+    def loader_caps(self, config: Config, tokens: int | None = None) -> dict[str, float]:
+        """The largest weight per domain that `loader` accepts at the proxies' budget."""
+        return weight_caps(
+            {d: v.train.tokens for d, v in self.domains.items()},
+            tokens or config.proxy.tokens,
+            config.proxy.seq_len,
+            config.proxy.batch_size,
+            config.data.max_epochs,
         )
 
     def table(self) -> pl.DataFrame:
@@ -337,7 +357,7 @@ def prepare_data(
                     index,
                     out.train,
                     cache,
-                    f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}",
+                    f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}-v2",
                 )
                 found[domain.name] = [item_keys[i] for i in hits]
                 if config.data.decontaminate and flags.any():

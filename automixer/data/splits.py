@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,25 +73,43 @@ def split_documents(
     return out
 
 
-def _ngrams(text: str, n: int) -> set[int]:
-    words = _WORD.findall(text.lower())
-    if len(words) < n:
-        return {hash(tuple(words))} if words else set()
-    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+MIN_WHOLE_WORDS = 6
+"""Items shorter than the n-gram are matched whole down to this many words; shorter ones
+(a few words) would match ordinary prose and are not checked."""
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _item_grams(words: list[str], n: int) -> set[int]:
+    """An item's word n-grams; an item shorter than n words is one gram, itself whole."""
+    if len(words) >= n:
+        return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+    return {hash(tuple(words))} if len(words) >= MIN_WHOLE_WORDS else set()
+
+
+def _windows(words: list[str], lengths: Sequence[int]) -> Iterator[int]:
+    for k in lengths:
+        for i in range(len(words) - k + 1):
+            yield hash(tuple(words[i : i + k]))
 
 
 class ContaminationIndex:
     """Word n-grams of evaluation texts; asks whether a training text shares any of them.
 
-    Items shorter than n words are matched as a whole (their full word sequence must appear as
-    a document of that length; short items rarely collide, and are better judged by the eval
-    suites' own contamination report).
+    An item shorter than n words (a third of OpenBookQA's, a fifth of CommonsenseQA's) is
+    matched whole: its full word sequence must occur in the training text. Items of fewer than
+    `MIN_WHOLE_WORDS` words are not checked (`unchecked` counts them).
     """
 
     def __init__(self, texts: Sequence[str], n: int = 13) -> None:
         self.n = n
-        self.item_ngrams = [_ngrams(t, n) for t in texts]
+        words = [_words(t) for t in texts]
+        self.item_ngrams = [_item_grams(w, n) for w in words]
         self.ngrams: set[int] = set().union(*self.item_ngrams) if self.item_ngrams else set()
+        self.lengths = sorted({n} | {len(w) for w in words if MIN_WHOLE_WORDS <= len(w) < n})
+        self.unchecked = sum(1 for w in words if len(w) < MIN_WHOLE_WORDS)
 
     def __len__(self) -> int:
         return len(self.item_ngrams)
@@ -99,10 +117,8 @@ class ContaminationIndex:
     def overlaps(self, text: str) -> bool:
         if not self.ngrams:
             return False
-        words = _WORD.findall(text.lower())
-        n = self.n
         grams = self.ngrams
-        return any(hash(tuple(words[i : i + n])) in grams for i in range(len(words) - n + 1))
+        return any(h in grams for h in _windows(_words(text), self.lengths))
 
     def flag(self, texts: Sequence[str]) -> np.ndarray:
         """A boolean mask over `texts`: True where a text shares an n-gram with an eval item."""
@@ -113,5 +129,5 @@ class ContaminationIndex:
         `texts` (the training corpus)."""
         corpus: set[int] = set()
         for t in texts:
-            corpus |= _ngrams(t, self.n) & self.ngrams
+            corpus |= set(_windows(_words(t), self.lengths)) & self.ngrams
         return np.array([bool(g & corpus) for g in self.item_ngrams], dtype=bool)

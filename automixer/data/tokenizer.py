@@ -8,10 +8,12 @@ identity downstream is the hash of its `tokenizer.json`.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from automixer.config import TokenizerSection
@@ -119,6 +121,22 @@ def bytes_per_token(
         size += len(t.encode("utf-8"))
     tokens = sum(len(e.ids) for e in tokenizer.encode_batch(sample, add_special_tokens=False))
     return size / max(1, tokens)
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
+    """The UTF-8 bytes each token id stands for (0 for special tokens), so that bits per byte
+    divide by the bytes actually scored. Exact for byte-level BPE (one symbol per byte); for
+    other tokenizers, the bytes of each token decoded on its own."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    out = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=np.float64)
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    byte_level = json.loads(tokenizer.to_str()).get("decoder", {}) or {}
+    byte_level_decoder = byte_level.get("type") == "ByteLevel"
+    for token, i in vocab.items():
+        if token in special or i >= len(out):
+            continue
+        out[i] = len(token) if byte_level_decoder else len(tokenizer.decode([i]).encode("utf-8"))
+    return out
 
 
 def get_tokenizer(

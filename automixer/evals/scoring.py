@@ -64,8 +64,13 @@ def score_suites(
     """Suite and ability metrics of every proxy of a pack: name -> (P,)."""
     if not tasks:
         return {}
-    scorer = PackScorer(model, tokenizer, max_len=2 * config.proxy.seq_len)
-    return score_tasks(tasks, scorer, config.evals.abilities)
+    return score_tasks(tasks, suite_scorer(model, tokenizer, config), config.evals.abilities)
+
+
+def suite_scorer(model: torch.nn.Module, tokenizer: Tokenizer, config: Config) -> PackScorer:
+    """The scorer of the suites: positions up to the proxies' training length only (the
+    global-attention layers never trained beyond it), the context cut from the left."""
+    return PackScorer(model, tokenizer, max_len=config.proxy.seq_len + 1)
 
 
 def score_domains(model: Any, bundle: DataBundle, config: Config) -> dict[str, np.ndarray]:
@@ -76,7 +81,7 @@ def score_domains(model: Any, bundle: DataBundle, config: Config) -> dict[str, n
     bpb = evaluate_bpb(
         model,
         bundle.val_arrays(),
-        bundle.bytes_per_token(),
+        bundle.token_bytes,
         config.proxy.seq_len,
         TrainConfig.eval_batch,
         config.proxy.eval_tokens,
@@ -153,12 +158,25 @@ def random_loglik(P: int, seed: int = 0) -> LogLik:
     return fn
 
 
+def split_pair(context: str, continuation: str) -> tuple[str, str]:
+    """lm-eval's convention: whitespace that ends the context belongs to the continuation
+    (so "...:\n" + "   return" is scored as "...:" + "\n   return")."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        return context[:-n], context[-n:] + continuation
+    return context, continuation
+
+
 class PackScorer:
     """Log-likelihoods of requests under every proxy of a packed model.
 
-    Each request is [EOS] + context + continuation, the context cut from the left to fit
-    `max_len` tokens (the continuation from the right if it alone is too long). Requests are
-    sorted by length and batched.
+    As lm-eval does it, each request's context and continuation are encoded together and split
+    where the context's own encoding ends, so the model sees the token boundaries that occur in
+    training text (not a context cut at its last character). A request is [EOS] + context +
+    continuation, at most `max_len` tokens (the proxies' training length + 1): the context is
+    cut from the left, the continuation from the right if it alone is too long, so no token is
+    scored at a position the proxies never trained on. Requests are sorted by length and
+    batched. The bytes returned are those of the continuation tokens actually scored.
     """
 
     def __init__(
@@ -166,7 +184,7 @@ class PackScorer:
         model: torch.nn.Module,
         tokenizer: Tokenizer,
         *,
-        max_len: int = 256,
+        max_len: int = 257,
         batch_size: int = 16,
         device: torch.device | None = None,
     ) -> None:
@@ -180,13 +198,17 @@ class PackScorer:
         self.eos = eos
 
     def _encode(self, requests: Sequence[Request]) -> tuple[list[list[int]], list[int], np.ndarray]:
-        ctx = self.tokenizer.encode_batch_fast([c for c, _ in requests], add_special_tokens=False)
-        cont = self.tokenizer.encode_batch_fast([c for _, c in requests], add_special_tokens=False)
+        pairs = [split_pair(c, k) for c, k in requests]
+        whole = self.tokenizer.encode_batch_fast(
+            [c + k for c, k in pairs], add_special_tokens=False
+        )
+        ctx = self.tokenizer.encode_batch_fast([c for c, _ in pairs], add_special_tokens=False)
         seqs, starts, nbytes = [], [], []
-        for c, k in zip(ctx, cont, strict=True):
-            cont_ids = k.ids[: self.max_len - 2] or [self.eos]
+        for w, c in zip(whole, ctx, strict=True):
+            n_ctx = len(c.ids)
+            cont_ids = w.ids[n_ctx:][: self.max_len - 1] or [self.eos]
             room = self.max_len - 1 - len(cont_ids)
-            ctx_ids = c.ids[-room:] if room > 0 and c.ids else []
+            ctx_ids = w.ids[:n_ctx][-room:] if room > 0 and n_ctx else []
             seq = [self.eos, *ctx_ids, *cont_ids]
             seqs.append(seq)
             starts.append(1 + len(ctx_ids))

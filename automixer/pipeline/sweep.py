@@ -25,10 +25,7 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     """The sweep's mixtures: the design within each domain's repetition cap at the proxy's
     budget, anchors and replicates; written to design.json."""
     config = rd.config
-    caps = {
-        d: config.data.max_epochs * v.train.tokens / config.proxy.tokens
-        for d, v in bundle.domains.items()
-    }
+    caps = bundle.loader_caps(config)  # the loader's own rule: no planned mixture is refused
     planned = plan_mixtures(
         bundle.natural_weights(),
         n_runs=config.sweep.n_runs,

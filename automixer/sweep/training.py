@@ -79,7 +79,7 @@ def train_and_score(
         seeds,
         tcfg if tcfg is not None else train_config(config),
         val=bundle.val_arrays(),
-        bytes_per_token=bundle.bytes_per_token(),
+        token_bytes=bundle.token_bytes,
         evaluate=lambda model: score_suites(model, bundle.tokenizer, tasks, config),
         on_log=on_log,
     )
