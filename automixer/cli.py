@@ -256,6 +256,13 @@ def replay(
     repeats: Annotated[int, typer.Option(help="Cross-validation repeats.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the folds and the solver.")] = 0,
     predict: Annotated[Path | None, typer.Option(help="Mixtures to predict (CSV/parquet).")] = None,
+    level: Annotated[
+        float,
+        typer.Option(
+            help="Nominal coverage of the prediction intervals (<t>:lo, <t>:hi): conformal, "
+            "from out-of-fold residuals, so they cover a new run's measured value."
+        ),
+    ] = 0.95,
     truth: Annotated[
         Path | None,
         typer.Option(
@@ -295,6 +302,7 @@ def replay(
         objective=parse_pairs(objective or [], "--objective", True),
         method=method,
         directions=parse_pairs(direction or [], "--direction", False),
+        level=level,
     )
     run_replay(
         runs_table,
@@ -326,7 +334,13 @@ def validate(
         typer.Option(help="Hidden sizes times the proxy's (2: ~4x non-embedding parameters)."),
     ] = 2.0,
     tokens_factor: Annotated[float, typer.Option(help="Training tokens times the proxy's.")] = 4.0,
-    seeds: Annotated[int, typer.Option(help="Seeds per mixture (the metrics are averaged).")] = 1,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="Seeds per mixture: margins are paired by seed and need two or more for a "
+            "standard error."
+        ),
+    ] = 3,
     n_per_suite: Annotated[
         int, typer.Option(help="Held-out items per suite (ones the sweep never scored).")
     ] = 100,

@@ -269,6 +269,9 @@ class SolveSection(_Section):
     """Strength of the penalty toward the natural mixture."""
     penalty: Literal["kl", "l1"] = "kl"
     """Kind of penalty toward the natural mixture."""
+    interval_level: float = Field(default=0.95, gt=0.0, lt=1.0)
+    """Nominal coverage of the prediction intervals (conformal, from out-of-fold residuals:
+    they cover what a new proxy run would measure, seed noise included)."""
 
     @field_validator("bounds")
     @classmethod

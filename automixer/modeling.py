@@ -24,6 +24,7 @@ from automixer.runs_table import fit_arrays
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
 from automixer.solve.objective import resolve_keys
 from automixer.surrogates import AutoSurrogate, cross_validate, make_surrogate
+from automixer.surrogates.intervals import Conformal
 from automixer.surrogates.selection import SELECTED, mixture_groups
 
 
@@ -227,10 +228,30 @@ class SolveResult:
     """The front over the objective's targets (None with fewer than two weighted targets)."""
 
 
-def solve_runs(data: FitInputs, model: Any | None = None) -> SolveResult:
-    """The optimal mixture of the config's objective under its constraints."""
+def conformal(data: FitInputs) -> Conformal:
+    """Interval calibration from the deployed surrogate's out-of-fold predictions: those `fit`
+    saved (surrogates/oof.parquet) when they cover these runs and targets, else measured now."""
+    path = data.rd.file("surrogates") / "oof.parquet"
+    if path.is_file():
+        oof = pl.read_parquet(path)
+        wide = oof.pivot(on="target", index="run_id", values="predicted")
+        if set(wide["run_id"]) == set(data.ids) and set(data.targets) <= set(wide.columns):
+            order = {r: i for i, r in enumerate(wide["run_id"])}
+            P = wide.select(data.targets).to_numpy()[[order[r] for r in data.ids]]
+            return Conformal(data.Y, P)
+    fit = fit_surrogates(data)
+    fresh = fit.oof.pivot(on="target", index="run_id", values="predicted")
+    return Conformal(data.Y, fresh.select(data.targets).to_numpy())
+
+
+def solve_runs(
+    data: FitInputs, model: Any | None = None, intervals: Conformal | None = None
+) -> SolveResult:
+    """The optimal mixture of the config's objective under its constraints, with conformal
+    intervals at `solve.interval_level`."""
     cfg = data.rd.config
     model = model if model is not None else chosen_model(data)
+    intervals = intervals if intervals is not None else conformal(data)
     objective = data.objective()
     constraints = constraints_for(data)
     sol = solve_mixture(
@@ -241,6 +262,8 @@ def solve_runs(data: FitInputs, model: Any | None = None) -> SolveResult:
         Y_runs=data.Y,
         method=cfg.solve.method,
         seed=cfg.run.seed,
+        intervals=intervals,
+        level=cfg.solve.interval_level,
     )
     front = None
     if int((objective.weights > 0).sum()) >= 2:

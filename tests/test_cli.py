@@ -182,3 +182,14 @@ def test_target_tokenizer_counts_the_supply_in_its_tokens(tmp_path: Path):
         assert supply.domains[d].tokens == pytest.approx(
             row["source_bytes"] / row["target_bytes_per_token"]
         )
+
+
+def test_validate_verdict_needs_two_standard_errors():
+    from automixer.pipeline.validate import paired_margin
+
+    assert paired_margin([1.0], [0.5]).verdict == "not distinguishable"  # one seed
+    assert paired_margin([1.0, 1.1, 0.9], [0.5, 0.6, 0.4]).verdict == "ahead"
+    noisy = paired_margin([1.0, 0.2, 0.9], [0.5, 0.7, 0.6])  # +0.5, -0.5, +0.3
+    assert noisy.verdict == "not distinguishable"
+    assert paired_margin([0.1, 0.2], [0.5, 0.7]).verdict == "behind"
+    assert "s.e." in noisy.describe() and "one seed" in paired_margin([1.0], [0.0]).describe()

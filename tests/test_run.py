@@ -69,7 +69,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 
 def _validate(run_dir: Path) -> None:
     """`automixer validate`: a wider model on the solved, natural and uniform mixtures."""
-    args = ["--width", "1.5", "--tokens-factor", "2", "--n-per-suite", "3", "-q"]
+    args = ["--width", "1.5", "--tokens-factor", "2", "--n-per-suite", "3", "--seeds", "2", "-q"]
     recipe = run_dir / "recipes" / "recipe.yaml"
     result = CliRunner().invoke(app, ["validate", str(recipe), *args])
     assert result.exit_code == 0, result.output
@@ -82,6 +82,10 @@ def _validate(run_dir: Path) -> None:
     for m in ("solved", "natural", "uniform"):
         assert f"{out['objective']['values'][m]:+.3f}" in result.output
         assert (run_dir / "validate" / f"{m}-seed0.pt").is_file()
+    for b in ("natural", "uniform"):  # paired by seed, with a standard error and a verdict
+        margin = out["margins"][b]
+        assert len(margin["per_seed"]) == 2 and margin["se"] is not None
+        assert f"solved - {b}: {margin['mean']:+.3f} (s.e. {margin['se']:.3f}" in result.output
     assert "objective" in result.output and "ability:math:bpb" in result.output
     # Held-out items: none of those the sweep scored.
     assert all(n == 3 for n in out["settings"]["items"].values())

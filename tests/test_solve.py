@@ -6,7 +6,8 @@ import pytest
 from automixer.errors import AutomixerError
 from automixer.solve import Constraints, Objective, expand, freeze, pareto_front, solve_mixture
 from automixer.solve.objective import metric_direction
-from automixer.surrogates import GPSurrogate, LinearSurrogate
+from automixer.surrogates import GPSurrogate, LinearSurrogate, cross_validate
+from automixer.surrogates.intervals import Conformal
 
 DOMAINS = ["a", "b", "c", "d"]
 
@@ -116,7 +117,10 @@ def test_interval_and_far_optimum_warning():
     Yc = np.stack([3 - np.sqrt(Xc[:, 0]), 3 - np.sqrt(Xc[:, 0])], 1)
     model = GPSurrogate().fit(Xc, Yc)
     obj = Objective.build(["t1_loss", "t2_loss"], {"*_loss": 1.0}, Yc)
-    sol = solve_mixture(model, obj, Constraints.build(DOMAINS), X_runs=Xc, Y_runs=Yc)
+    oof = cross_validate(Xc, Yc, {"gp": GPSurrogate()}, folds=5, repeats=1).oof["gp"]
+    sol = solve_mixture(
+        model, obj, Constraints.build(DOMAINS), X_runs=Xc, Y_runs=Yc, intervals=Conformal(Yc, oof)
+    )
     lo, hi = sol.interval()
     assert lo < sol.objective < hi
     assert sol.weights[0] > 0.5

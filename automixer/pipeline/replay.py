@@ -16,8 +16,9 @@ from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
 from automixer.solve import Constraints, Objective, Solution, solve_mixture
-from automixer.solve.solvers import Z95
-from automixer.surrogates import cross_validate, make_surrogate
+from automixer.surrogates import CVResult, cross_validate, make_surrogate
+from automixer.surrogates.intervals import Conformal
+from automixer.surrogates.selection import mixture_groups
 from automixer.views import print_cv_table, print_solution
 
 
@@ -32,6 +33,8 @@ class ReplayOptions:
     method: str = "exact"
     directions: Mapping[str, str] | None = None
     """Target names or glob patterns -> 'min' / 'max', for names that declare no measure."""
+    level: float = 0.95
+    """Nominal coverage of the prediction intervals."""
 
 
 def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
@@ -50,8 +53,10 @@ def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
     return out
 
 
-def cv_table(runs: RunsTable, opts: ReplayOptions) -> pl.DataFrame:
-    folds = min(opts.folds, len(runs.X))
+def cross_validated(runs: RunsTable, opts: ReplayOptions) -> CVResult:
+    """Grouped cross-validation of the chosen surrogate (rows with the same weights stay in
+    one fold)."""
+    folds = min(opts.folds, len(np.unique(mixture_groups(runs.X))))
     model = make_surrogate(opts.model, opts.transform)
     return cross_validate(
         runs.X,
@@ -61,19 +66,21 @@ def cv_table(runs: RunsTable, opts: ReplayOptions) -> pl.DataFrame:
         folds=folds,
         repeats=opts.repeats,
         seed=opts.seed,
-    ).table
+    )
 
 
-def predict_table(model: object, runs: RunsTable, mixtures: Path) -> pl.DataFrame:
+def predict_table(
+    model: object, runs: RunsTable, mixtures: Path, intervals: Conformal, level: float
+) -> pl.DataFrame:
+    """Predictions for the mixtures of a table, with conformal `level` intervals."""
     X, ids = load_mixtures(mixtures, runs.domains)
-    mean, std = model.predict(X, return_std=True)  # type: ignore[attr-defined]
-    mean = np.asarray(mean).reshape(len(X), -1)
-    std = np.asarray(std).reshape(len(X), -1)
+    mean = np.asarray(model.predict(X)).reshape(len(X), -1)  # type: ignore[attr-defined]
+    lo, hi = intervals.intervals(mean, level)
     cols: dict[str, np.ndarray] = {}
     for j, t in enumerate(runs.targets):
         cols[t] = mean[:, j]
-        cols[f"{t}:lo"] = mean[:, j] - Z95 * std[:, j]
-        cols[f"{t}:hi"] = mean[:, j] + Z95 * std[:, j]
+        cols[f"{t}:lo"] = lo[:, j]
+        cols[f"{t}:hi"] = hi[:, j]
     return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
 
 
@@ -107,6 +114,8 @@ def run_replay(
     out_dir: Path,
     console: Console,
 ) -> None:
+    if not 0 < opts.level < 1:
+        raise AutomixerError(f"must be between 0 and 1, got {opts.level}", field="--level")
     runs = load_runs(
         runs_table,
         metrics,
@@ -119,7 +128,9 @@ def run_replay(
         f"{len(runs.X)} runs, {len(runs.domains)} domains, {len(runs.targets)} targets"
         + (f" ({runs.dropped} rows without every target dropped)" if runs.dropped else "")
     )
-    table = cv_table(runs, opts)
+    cv = cross_validated(runs, opts)
+    table = cv.table
+    intervals = Conformal(runs.Y, cv.oof[opts.model])
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "cv.csv") as tmp:
         table.write_csv(tmp)
@@ -129,14 +140,9 @@ def run_replay(
     mean_rho = float(np.mean(table["spearman"].to_numpy()))
     console.print(f"mean Spearman {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
     model = make_surrogate(opts.model, opts.transform)
-    if opts.model != "auto":
-        from automixer.surrogates import BootstrapEnsemble, GPSurrogate
-
-        if not isinstance(model, GPSurrogate | BootstrapEnsemble):
-            model = BootstrapEnsemble(model, n_estimators=10, random_state=opts.seed)
     model.fit(runs.X, runs.Y)
     if predict is not None:
-        pred = predict_table(model, runs, predict)
+        pred = predict_table(model, runs, predict, intervals, opts.level)
         target = out or out_dir / "predictions.csv"
         with atomic_path(target) as tmp:
             pred.write_csv(tmp)
@@ -162,6 +168,8 @@ def run_replay(
             Y_runs=runs.Y,
             method=opts.method,
             seed=opts.seed,
+            intervals=intervals,
+            level=opts.level,
         )
         atomic_write_json(out_dir / "solution.json", sol.to_dict())
         print_solution(sol, console, run_ids=runs.ids)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,50 @@ from automixer.sweep.training import data_bundle, train_and_score, train_config
 from automixer.views import metrics_table, progress_bar
 
 BASELINES = ("natural", "uniform")
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The solved mixture's objective minus a baseline's, paired by seed (the same
+    initialisation and data order), with its standard error over seeds."""
+
+    per_seed: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_seed))
+
+    @property
+    def se(self) -> float | None:
+        n = len(self.per_seed)
+        return float(np.std(self.per_seed, ddof=1) / math.sqrt(n)) if n > 1 else None
+
+    @property
+    def verdict(self) -> str:
+        """'ahead' or 'behind' by more than two standard errors, else 'not distinguishable'
+        (always so with one seed: there is no noise estimate)."""
+        if self.se is None or abs(self.mean) <= 2 * self.se:
+            return "not distinguishable"
+        return "ahead" if self.mean > 0 else "behind"
+
+    def describe(self) -> str:
+        if self.se is None:
+            return f"{self.mean:+.3f} (one seed: no standard error; use --seeds 3 or more)"
+        return (
+            f"{self.mean:+.3f} (s.e. {self.se:.3f} over {len(self.per_seed)} seeds): {self.verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "se": self.se,
+            "per_seed": self.per_seed,
+            "verdict": self.verdict,
+        }
+
+
+def paired_margin(solved: list[float], baseline: list[float]) -> Margin:
+    return Margin([a - b for a, b in zip(solved, baseline, strict=True)])
 
 
 def _run_dir_of(recipe: Path, run_dir: Path | None) -> RunDir:
@@ -76,7 +121,7 @@ def run_validate(
     run_dir: Path | None = None,
     width: float = 2.0,
     token_factor: float = 4.0,
-    seeds: int = 1,
+    seeds: int = 3,
     n_per_suite: int = 100,
     console: Console,
     progress: bool = True,
@@ -198,23 +243,19 @@ def run_validate(
     console.print(
         metrics_table(columns, title="validation (held-out items)", best=best, counts=counts)
     )
-    margins = {b: scores["solved"] - scores[b] for b in BASELINES}
-    wins = all(v > 0 for v in margins.values())
+    comparisons = {b: paired_margin(obj_runs["solved"], obj_runs[b]) for b in BASELINES}
     console.print(
         "objective (higher is better, in the sweep's standard units): "
-        f"solved {scores['solved']:+.3f}"
-        + "".join(f", {b} {scores[b]:+.3f}" for b in BASELINES)
-        + (
-            f"; seed spread (sd over {seeds} seeds): "
-            + ", ".join(f"{m} {np.std(v, ddof=1):.3f}" for m, v in obj_runs.items())
-            if seeds > 1
-            else ""
-        )
+        f"solved {scores['solved']:+.3f}" + "".join(f", {b} {scores[b]:+.3f}" for b in BASELINES)
     )
-    verdict = "wins" if wins else "does NOT beat both baselines"
+    for b, c in comparisons.items():
+        console.print(f"solved - {b}: {c.describe()}")
+    wins = all(c.verdict == "ahead" for c in comparisons.values())
     console.print(
-        f"the solved mixture {verdict}: "
-        + ", ".join(f"{margins[b]:+.3f} vs {b}" for b in BASELINES)
+        "the solved mixture is ahead of both baselines by more than two standard errors"
+        if wins
+        else "the solved mixture is NOT shown ahead of both baselines: "
+        + ", ".join(f"{c.verdict} vs {b}" for b, c in comparisons.items())
     )
     out = {
         **rd.provenance(),
@@ -238,7 +279,7 @@ def run_validate(
         },
         "metrics": mean,
         "solved_wins": wins,
-        "margins": margins,
+        "margins": {b: c.to_dict() for b, c in comparisons.items()},
     }
     path = rd.file("validation.json")
     atomic_write_json(path, out)

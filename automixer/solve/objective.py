@@ -129,10 +129,6 @@ class Objective:
         Z = (np.asarray(Y) - self.center) / self.scale
         return np.asarray((Z * self.signs * self.weights).sum(axis=-1))
 
-    def std(self, S: np.ndarray) -> np.ndarray:
-        """Standard deviation of the objective from per-target ones (taken as independent)."""
-        return np.sqrt(((np.asarray(S) / self.scale * self.weights) ** 2).sum(axis=-1))
-
     def per_target(self, Y: np.ndarray) -> np.ndarray:
         """Each target's standardised, signed value (higher is better), for Pareto fronts."""
         return (np.asarray(Y) - self.center) / self.scale * self.signs

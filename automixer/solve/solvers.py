@@ -28,8 +28,6 @@ from automixer.registry import SOLVERS, unknown
 from automixer.solve.constraints import Constraints
 from automixer.solve.objective import Objective
 
-Z95 = 1.959963984540054
-
 
 @dataclass
 class Solution:
@@ -38,10 +36,14 @@ class Solution:
     method: str
     targets: list[str]
     predicted: np.ndarray
-    predicted_std: np.ndarray | None
     objective: float
     """Predicted objective at the optimum (standardised units, higher is better)."""
-    objective_std: float | None
+    predicted_lo: np.ndarray | None = None
+    predicted_hi: np.ndarray | None = None
+    objective_lo: float | None = None
+    objective_hi: float | None = None
+    level: float | None = None
+    """Nominal coverage of the intervals (conformal, from out-of-fold residuals)."""
     best_run: int | None = None
     best_run_objective: float | None = None
     """Measured objective of the best trained run."""
@@ -61,37 +63,37 @@ class Solution:
         return self.objective - self.best_run_objective
 
     def interval(self) -> tuple[float, float] | None:
-        if self.objective_std is None:
+        if self.objective_lo is None or self.objective_hi is None:
             return None
-        return (
-            self.objective - Z95 * self.objective_std,
-            self.objective + Z95 * self.objective_std,
-        )
+        return (self.objective_lo, self.objective_hi)
 
     def weights_dict(self) -> dict[str, float]:
         return {d: float(w) for d, w in zip(self.domains, self.weights, strict=True)}
 
+    def _ends(self) -> tuple[np.ndarray, np.ndarray]:
+        nan = np.full(len(self.targets), np.nan)
+        lo = self.predicted_lo if self.predicted_lo is not None else nan
+        hi = self.predicted_hi if self.predicted_hi is not None else nan
+        return lo, hi
+
     def predicted_table(self) -> pl.DataFrame:
-        std = (
-            self.predicted_std
-            if self.predicted_std is not None
-            else np.full(len(self.targets), np.nan)
-        )
+        lo, hi = self._ends()
         return pl.DataFrame(
             {
                 "target": self.targets,
                 "predicted": self.predicted.tolist(),
-                "lo": (self.predicted - Z95 * std).tolist(),
-                "hi": (self.predicted + Z95 * std).tolist(),
+                "lo": lo.tolist(),
+                "hi": hi.tolist(),
             }
         )
 
     def to_dict(self) -> dict[str, Any]:
         interval = self.interval()
-        std = self.predicted_std
+        lo, hi = self._ends()
         return {
             "method": self.method,
             "weights": self.weights_dict(),
+            "interval_level": self.level,
             "objective": {
                 "predicted": self.objective,
                 "lo": interval[0] if interval else None,
@@ -100,8 +102,8 @@ class Solution:
             "predicted": {
                 t: {
                     "mean": float(m),
-                    "lo": float(m - Z95 * std[j]) if std is not None else None,
-                    "hi": float(m + Z95 * std[j]) if std is not None else None,
+                    "lo": float(lo[j]) if np.isfinite(lo[j]) else None,
+                    "hi": float(hi[j]) if np.isfinite(hi[j]) else None,
                 }
                 for j, (t, m) in enumerate(zip(self.targets, self.predicted, strict=True))
             },
@@ -227,8 +229,13 @@ def solve_mixture(
     top_k: int = 128,
     n_trials: int = 300,
     n_starts: int = 8,
+    intervals: Any = None,
+    level: float = 0.95,
 ) -> Solution:
     """The best feasible mixture under `model`, with its interval and its distance from the runs.
+
+    `intervals` (a `automixer.surrogates.intervals.Conformal`) gives the predictions and the
+    objective their `level` intervals; without it there are none.
 
     `X_runs`/`Y_runs` are the trained mixtures and their measured targets: they seed the search,
     give the best observed run and the optimism gap, and the distance check.
@@ -254,7 +261,7 @@ def solve_mixture(
     else:
         w = _optuna(score, constraints, method, seed, n_trials, S)
     assert constraints.contains(w), "solver left the feasible set"
-    return describe(model, objective, constraints, w, method, X_runs, Y_runs)
+    return describe(model, objective, constraints, w, method, X_runs, Y_runs, intervals, level)
 
 
 def describe(
@@ -265,25 +272,20 @@ def describe(
     method: str,
     X_runs: np.ndarray | None,
     Y_runs: np.ndarray | None,
+    intervals: Any = None,
+    level: float = 0.95,
 ) -> Solution:
     """A `Solution` for mixture w: predictions with intervals, best run, distances, warnings."""
-    try:
-        mean, std = model.predict(w[None, :], return_std=True)
-        mean = np.asarray(mean).reshape(-1)
-        std = np.asarray(std).reshape(-1)
-    except (TypeError, ValueError):
-        mean, std = _predict(model, w)[0], None
-    obj = float(objective.value(mean) - constraints.penalty_value(w))
-    sol = Solution(
-        constraints.domains,
-        w,
-        method,
-        objective.targets,
-        mean,
-        std,
-        obj,
-        float(objective.std(std)) if std is not None else None,
-    )
+    mean = _predict(model, w)[0]
+    penalty = float(constraints.penalty_value(w))
+    obj = float(objective.value(mean)) - penalty
+    sol = Solution(constraints.domains, w, method, objective.targets, mean, obj)
+    if intervals is not None:
+        lo, hi = intervals.intervals(mean[None, :], level)
+        olo, ohi = intervals.objective_interval(objective, mean[None, :], level)
+        sol.predicted_lo, sol.predicted_hi = lo[0], hi[0]
+        sol.objective_lo, sol.objective_hi = float(olo[0]) - penalty, float(ohi[0]) - penalty
+        sol.level = level
     if X_runs is not None and len(X_runs):
         X = np.asarray(X_runs, dtype=np.float64)
         dist = 0.5 * np.abs(X - w).sum(axis=1)
