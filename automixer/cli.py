@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from automixer.errors import AutomixerError
 
@@ -45,7 +46,16 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AutomixerError as e:
-            err_console.print(f"[bold red]error:[/] {e.format()}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(e.format())}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+        except OSError as e:  # permission denied, a full disk, a folder that is a file
+            where = f"{e.filename}: " if e.filename else ""
+            message = f"{where}{e.strerror or type(e).__name__}"
+            err_console.print(
+                "[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished work is kept, run the command again to resume")
@@ -88,11 +98,21 @@ def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
 
 @app.command()
 @user_errors
-def sweep(config: ConfigArg, quiet: QuietOpt = False) -> None:
-    """Plan and train the proxy swarm; resumes where it stopped."""
+def sweep(
+    config: ConfigArg,
+    quiet: QuietOpt = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed/--no-retry-failed",
+            help="Queue the runs whose last attempt failed again (default).",
+        ),
+    ] = True,
+) -> None:
+    """Plan and train the proxy swarm; resumes where it stopped, retrying failed runs."""
     from automixer.pipeline.sweep import run_sweep
 
-    run_sweep(config, console=console, progress=not quiet)
+    run_sweep(config, console=console, progress=not quiet, retry_failed=retry_failed)
 
 
 @app.command()
@@ -143,6 +163,14 @@ def eval_(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
+    config_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The config whose domains to score (default: the proxy's own, built-in "
+            "corpora only; a proxy file's folders and file paths are never used).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a trained proxy: a per-suite, per-ability and per-domain table."""
@@ -150,6 +178,7 @@ def eval_(
 
     run_eval(
         proxy,
+        config_path=config_path,
         suites=suite,
         n_per_suite=n,
         domains=domains,

@@ -10,6 +10,7 @@ Relative paths in a config are taken relative to the working directory the comma
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -175,8 +176,8 @@ class ProxySection(_Section):
     """Share of steps spent warming the learning rate up."""
     schedule: Literal["cosine", "wsd"] = "wsd"
     """Learning-rate decay after warmup: cosine, or warmup-stable-decay."""
-    device: str = "auto"
-    """'auto' (CUDA when present, else CPU), 'cpu', or 'cuda[:N]'."""
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """'auto' (CUDA when present, else CPU), 'cpu', 'mps', or 'cuda[:N]'."""
     pack_size: int = Field(default=8, ge=1)
     """Proxies trained together in one packed model."""
     eval_tokens: int = Field(default=16384, ge=1)
@@ -382,9 +383,20 @@ class Config(_Section):
 
 
 def _check_names(config: Config) -> None:
-    """Every name the config gives a registry is in it (see `automixer.registry`)."""
+    """Every name the config gives a registry is in it (see `automixer.registry`), and every
+    name the whole loop will need later exists now: built-in corpora, the objective's
+    metrics."""
+    from automixer.data.builtin import BUILTINS
     from automixer.evals.suites import SUITES
+    from proxies.presets import PRESETS
 
+    if config.proxy.preset not in PRESETS:
+        raise FieldIssue(unknown("preset", config.proxy.preset, list(PRESETS)), ("proxy", "preset"))
+    for i, d in enumerate(config.domains):
+        if d.builtin is not None and d.builtin not in BUILTINS:
+            raise FieldIssue(
+                unknown("built-in corpus", d.builtin, list(BUILTINS)), ("domains", i, "builtin")
+            )
     surrogates = ["auto", *SURROGATES]
     s = config.surrogate
     if s.model not in surrogates:
@@ -415,6 +427,39 @@ def _check_names(config: Config) -> None:
                     f"suite '{name}' is not scored; scored suites: {', '.join(sorted(scored))}",
                     ("evals", "abilities", ability, name),
                 )
+    names = _metric_names(config, {n: v.ability for n, v in SUITES.items()})
+    for key in config.solve.objective:
+        if key in names or f"ability:{key}:bpb" in names:
+            continue
+        if any(fnmatch.fnmatchcase(n, key) for n in names):
+            continue
+        if config.evals.files and key.startswith(("suite:", "ability:")):
+            continue  # suites of task files are only known once the files are read
+        if key in ABILITIES or key in (config.evals.abilities or {}):
+            raise FieldIssue(
+                f"no suite of ability '{key}' is scored (evals.abilities / evals.suites)",
+                ("solve", "objective", key),
+            )
+        near = get_close_matches(key, [*ABILITIES, *names], n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise FieldIssue(
+            f"'{key}' names no metric the sweep will measure{hint}; use an ability "
+            f"({', '.join(sorted({*ABILITIES, *(config.evals.abilities or {})}))}) or a "
+            "metric name such as domain:<d>:bpb",
+            ("solve", "objective", key),
+        )
+
+
+def _metric_names(config: Config, builtin: dict[str, str]) -> list[str]:
+    """Every metric the sweep will record for this config (task files' suites aside);
+    `builtin` maps the built-in suites to their abilities."""
+    suites = config.evals.suites if config.evals.suites is not None else list(builtin)
+    abilities = set(config.evals.abilities or {builtin[s] for s in suites if s in builtin})
+    return (
+        [f"domain:{d}:bpb" for d in config.domain_names]
+        + [f"suite:{s}:{m}" for s in suites for m in ("bpb", "acc", "acc_norm")]
+        + [f"ability:{a}:{m}" for a in sorted(abilities) for m in ("bpb", "acc")]
+    )
 
 
 def _unknown_domain(name: str, names: list[str]) -> str:
@@ -443,7 +488,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text as a `Config` (see `load_config`)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(node, source)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", file=source) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -463,6 +511,38 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as e:
         raise _to_config_error(e, node, source) from None
+
+
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
+
+def _check_size(node: yaml.Node | None, source: str) -> None:
+    """Refuse a document whose aliases expand it beyond `MAX_NODES` nodes ("billion laughs")
+    or whose nesting is deeper than `MAX_DEPTH`: sizes are counted once per shared node."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"malformed YAML: nested more than {MAX_DEPTH} levels deep",
+                file=source,
+                line=n.start_mark.line + 1,
+            )
+        if id(n) in sizes:
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total += sum(size(v, depth + 1) for v in n.value)
+        sizes[id(n)] = min(total, MAX_NODES + 1)
+        return sizes[id(n)]
+
+    if node is not None and size(node, 0) > MAX_NODES:
+        raise ConfigError(
+            f"the YAML expands to more than {MAX_NODES:,} nodes (aliases repeated?)", file=source
+        )
 
 
 def _check_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> None:
@@ -508,6 +588,18 @@ def _to_config_error(err: ValidationError, node: yaml.Node | None, source: str) 
         msg = "required field is missing"
     line = _line_of(node, loc)
     return ConfigError(msg, file=source, field=_format_loc(loc) or None, line=line)
+
+
+def field_line(path: str | Path, field: str) -> int | None:
+    """The YAML line of a field ('domains[0].files') in a config file, when it can be found."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    loc: list[str | int] = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", field):
+        loc.append(int(part[1:-1]) if part.startswith("[") else part)
+    return _line_of(node, tuple(loc))
 
 
 def _format_loc(loc: tuple[str | int, ...]) -> str:

@@ -21,17 +21,50 @@ ID_CANDIDATES = ("run_id", "run", "id", "index")
 _NOT_DATA = {"", "index", "name", "Unnamed: 0"}
 
 
+MISSING = ["", "NA", "N/A", "nan", "NaN", "NAN", "null", "None"]
+"""Cells read as missing (R writes NA, pandas nan); missing targets drop their row, said so."""
+
+
 def read_table(path: str | Path, option: str = "RUNS_TABLE") -> pl.DataFrame:
+    """A CSV or parquet table. Missing-value spellings are read as missing, and a text column
+    whose cells are numbers (Inf included) becomes numeric; a column that is mostly numbers with
+    a few words in it is an error naming the first such cell."""
     p = Path(path)
     if not p.is_file():
         raise AutomixerError("file not found", file=p, field=option)
     try:
         if p.suffix.lower() == ".parquet":
-            return pl.read_parquet(p)
-        return pl.read_csv(p, infer_schema_length=10_000)
+            df = pl.read_parquet(p)
+        else:
+            df = pl.read_csv(p, infer_schema_length=None, null_values=MISSING)
     except Exception as e:  # polars raises several error types for unreadable files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AutomixerError(f"cannot read table: {first}", file=p, field=option) from None
+    for name, dtype in df.schema.items():
+        if dtype != pl.String:
+            continue
+        col = df[name]
+        as_number = col.cast(pl.Float64, strict=False)
+        text = col.is_not_null() & as_number.is_null()
+        if not text.any():
+            df = df.with_columns(as_number.alias(name))
+        elif int(text.sum()) * 2 < int(col.is_not_null().sum()):
+            row = int(text.arg_max() or 0)
+            raise AutomixerError(
+                f"column '{name}' holds numbers and text: row {row + 1} reads '{col[row]}'",
+                file=p,
+                field=option,
+            )
+    return df
+
+
+def _id_text(col: pl.Series) -> pl.Series:
+    """Ids as text, whole numbers without a decimal point (1, 1.0 and "1" are one id)."""
+    if col.dtype.is_float():
+        whole = col.drop_nulls()
+        if (whole == whole.round(0)).all():
+            return col.cast(pl.Int64).cast(pl.String)
+    return col.cast(pl.String)
 
 
 def _numeric(df: pl.DataFrame) -> list[str]:
@@ -97,15 +130,24 @@ def load_runs(
             else [c for c in _numeric(left) if c not in _NOT_DATA and c != key]
         )
         metric_pool = [c for c in _numeric(right) if c not in _NOT_DATA and c != key]
-        right = right.select([key, *metric_pool])
+        # Ids compare as text: 1 in one table and "1" in the other are the same run.
+        left = left.with_columns(_id_text(left[key]))
+        right = right.select([key, *metric_pool]).with_columns(_id_text(right[key]))
+        for df, path in ((left, runs_path), (right, metrics_path)):
+            dup = df[key].filter(df[key].is_duplicated())
+            if dup.len():
+                raise AutomixerError(f"id '{dup[0]}' appears twice in column '{key}'", file=path)
+        for a, b, path in ((left, right, metrics_path), (right, left, runs_path)):
+            unmatched = a[key].filter(~a[key].is_in(b[key].implode()))
+            if unmatched.len():
+                raise AutomixerError(
+                    f"{unmatched.len()} of {a.height} ids have no row in {path.name} "
+                    f"(first: '{unmatched[0]}'); the two tables must describe the same runs",
+                    file=path,
+                )
         table = left.select([key, *weight_cols]).join(
             right, on=key, how="inner", maintain_order="left"
         )
-        if table.height == 0:
-            raise AutomixerError(
-                f"no row of {runs_path.name} joins a row of {metrics_path.name} on '{key}'",
-                file=metrics_path,
-            )
     else:
         metrics_path = runs_path
         key = (
@@ -152,10 +194,13 @@ def load_runs(
     Y = np.stack(Ycols, axis=1)
     X = table.select(weight_cols).cast(pl.Float64).to_numpy()
     ids = table[key].cast(pl.String).to_list() if key else None
-    bad = ~np.isfinite(X).all(axis=1)
+    bad = ~np.isfinite(X)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise AutomixerError(f"row {row + 1} has a missing or non-finite weight", file=runs_path)
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise AutomixerError(
+            f"row {row + 1} has a missing or non-finite weight in '{weight_cols[col]}'",
+            file=runs_path,
+        )
     if (X < 0).any():
         row = int(np.flatnonzero((X < 0).any(axis=1))[0])
         raise AutomixerError(f"row {row + 1} has a negative weight", file=runs_path)
@@ -197,7 +242,17 @@ def load_mixtures(path: str | Path, domains: Sequence[str]) -> tuple[np.ndarray,
             file=p,
             field="--predict",
         )
+    if df.height == 0:
+        raise AutomixerError("no mixtures to predict (the table has no rows)", file=p)
+    text = [d for d in domains if not df[d].dtype.is_numeric()]
+    if text:
+        raise AutomixerError(f"column '{text[0]}' is not numeric", file=p, field="--predict")
     X = df.select(list(domains)).cast(pl.Float64).to_numpy()
+    if not np.isfinite(X).all():
+        row, col = (int(v) for v in np.argwhere(~np.isfinite(X))[0])
+        raise AutomixerError(
+            f"row {row + 1} has a missing weight in '{domains[col]}'", file=p, field="--predict"
+        )
     sums = X.sum(axis=1)
     if (np.abs(sums - 1) > 0.01).any() or (X < 0).any():
         row = int(np.flatnonzero((np.abs(sums - 1) > 0.01) | (X < 0).any(axis=1))[0])

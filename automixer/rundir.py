@@ -93,12 +93,13 @@ class RunDir:
         }
 
     def write_config(self) -> Path:
-        """Save the resolved config (once; an existing identical one is left alone)."""
+        """Save the resolved config once: the directory's results were made with it. A later
+        command with the same hash (the same experiment, run elsewhere or with another device)
+        leaves it as it is."""
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.file("config.yaml")
-        text = dump_config(self.config)
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            atomic_write_text(target, text)
+        if not target.is_file():
+            atomic_write_text(target, dump_config(self.config))
         return target
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:

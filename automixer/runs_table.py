@@ -62,9 +62,26 @@ def validate(
             + [pl.col(c).cast(pl.Float64, strict=True) for c in metric_columns(df)]
         )
     except pl.exceptions.PolarsError as e:
-        raise AutomixerError(f"column of the wrong type: {e}", file=source) from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AutomixerError(f"column of the wrong type: {first}", file=source) from None
     if out["run_id"].is_duplicated().any():
         raise AutomixerError("run_id is not unique", file=source)
+    done = out.filter(pl.col("status") == "done")
+    weights = done.select([weight_column(d) for d in domains]).to_numpy()
+    metrics = done.select(metric_columns(done)).to_numpy() if metric_columns(done) else None
+    for i, run in enumerate(done["run_id"]):
+        w = weights[i]
+        if not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1) > 1e-3:
+            raise AutomixerError(
+                f"run '{run}': its weights are not a mixture ({', '.join(f'{x:.4g}' for x in w)})",
+                file=source,
+            )
+        if metrics is not None and not np.isfinite(metrics[i]).all():
+            j = int(np.flatnonzero(~np.isfinite(metrics[i]))[0])
+            raise AutomixerError(
+                f"run '{run}' is done but its '{metric_columns(done)[j]}' is {metrics[i][j]}",
+                file=source,
+            )
     return out
 
 

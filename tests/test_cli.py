@@ -75,7 +75,7 @@ def test_missing_config_file(tmp_path: Path):
 def test_glob_matching_nothing(tmp_path: Path):
     cfg = small_config(tmp_path, domains=[{"name": "x", "files": [str(tmp_path / "*.jsonl")]}])
     p = write_config(tmp_path / "c.yaml", cfg)
-    _assert_one_line_error(_run("data", str(p)), "domains[0].files", "matches no file")
+    _assert_one_line_error(_run("data", str(p)), "c.yaml:", "domains[0].files", "matches no file")
 
 
 def test_data_builds_and_prints_table(tmp_path: Path):

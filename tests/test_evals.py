@@ -118,7 +118,11 @@ def test_config_tasks_subsample(tmp_path: Path):
     from tests.conftest import small_config
 
     cfg = Config.model_validate(
-        small_config(tmp_path, evals={"suites": ["sciq", "gsm8k"], "n_per_suite": 7})
+        small_config(
+            tmp_path,
+            evals={"suites": ["sciq", "gsm8k"], "n_per_suite": 7},
+            solve={"objective": {"stem": 1, "math": 1}},
+        )
     )
     tasks = config_tasks(cfg)
     assert len(tasks) == 14 and {t.suite for t in tasks} == {"sciq", "gsm8k"}

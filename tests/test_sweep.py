@@ -38,6 +38,7 @@ def _sweep_config(tmp: Path, **over: object) -> Path:
     }
     cfg["sweep"] = {"n_runs": 5, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
     cfg["evals"] = {"suites": ["arc_easy", "gsm8k"], "n_per_suite": 4}
+    cfg["solve"] = {"objective": {"math": 0.5, "stem": 0.5}}  # the abilities these suites score
     for k, v in over.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     return write_config(tmp / "sweep.yaml", cfg)
@@ -109,7 +110,9 @@ def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
     assert [f.stem for f in files] == sorted(df["run_id"])
     row = df.filter(pl.col("run_id") == files[2].stem).row(0, named=True)
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(app, ["eval", str(files[2]), "--json", str(out), "-q"])
+    res = CliRunner().invoke(
+        app, ["eval", str(files[2]), "--json", str(out), "--config", str(cfg), "-q"]
+    )
     assert res.exit_code == 0, res.output
     assert "ability:math:bpb" in res.output and "suite:arc_easy:acc" in res.output
     got = json.loads(out.read_text())["metrics"]
@@ -117,6 +120,31 @@ def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
     assert sorted(got) == sorted(metric_cols)
     for k in metric_cols:
         assert got[k] == pytest.approx(row[k], rel=1e-4, abs=1e-6), k
+
+    _hostile_embedded_config(files[0], tmp_path)
+
+
+def _hostile_embedded_config(proxy: Path, tmp_path: Path) -> None:
+    """A proxy file whose embedded config points at files and folders elsewhere: eval reads
+    and writes none of them (the config is data; its domains need a trusted --config)."""
+    import torch
+    import yaml
+
+    payload = torch.load(proxy, weights_only=True)
+    cfg = yaml.safe_load(payload["config"])
+    outside = tmp_path / "elsewhere"
+    (outside / "secret").mkdir(parents=True)
+    (outside / "secret" / "notes.txt").write_text("private text " * 100)
+    cfg["run"]["cache_dir"] = str(outside / "cache")
+    cfg["run"]["out_dir"] = str(outside / "runs")
+    cfg["domains"][0] = {"name": "code", "files": [str(outside / "secret" / "*.txt")]}
+    cfg["evals"]["files"] = [str(outside / "secret" / "notes.txt")]
+    payload["config"] = yaml.safe_dump(cfg)
+    torch.save(payload, tmp_path / "tampered.pt")
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "tampered.pt"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "--config" in res.output  # says why its domains were not scored
+    assert not (outside / "cache").exists() and not (outside / "runs").exists()
 
 
 def test_eval_refuses_what_is_not_a_proxy_file(tmp_path: Path):

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from automixer.budget import Supply, check_budget
-from automixer.config import load_config
+from automixer.config import Config, field_line, load_config
 from automixer.data.pipeline import DataBundle
 from automixer.data.sources import resolve_files, source_description, source_licence
 from automixer.errors import AutomixerError
 from automixer.evals.suites import suite_names
+from automixer.evals.tasks import load_jsonl
 from automixer.rundir import RunDir
 from automixer.sweep.training import data_bundle
 from automixer.views import print_domains
+
+FIELDS = set(Config.model_fields)
+
+
+@contextlib.contextmanager
+def located(config_path: Path) -> Iterator[None]:
+    """Errors about a config field get the config's file and the field's YAML line."""
+    try:
+        yield
+    except AutomixerError as e:
+        if e.file is None and e.field and e.field.split(".")[0].split("[")[0] in FIELDS:
+            raise type(e)(
+                e.message, file=config_path, field=e.field, line=field_line(config_path, e.field)
+            ) from None
+        raise
 
 
 def run_data(
@@ -23,6 +41,13 @@ def run_data(
 ) -> tuple[RunDir, DataBundle]:
     """Build (or reopen) the data of a config; check its anchors fit their budgets; write the
     resolved config and the manifest into its run directory."""
+    with located(config_path):
+        return _run_data(config_path, progress=progress, console=console)
+
+
+def _run_data(
+    config_path: Path, *, progress: bool, console: Console | None
+) -> tuple[RunDir, DataBundle]:
     config = load_config(config_path)
     rd = RunDir.for_config(config)
     bundle = data_bundle(config, progress=progress)
@@ -53,6 +78,11 @@ def run_data(
 def dry_run(config_path: Path, console: Console) -> None:
     """Resolve and check everything a config names without reading or downloading any text:
     the sources (local globs must match), the preset, the suites, and the sweep's size."""
+    with located(config_path):
+        _dry_run(config_path, console)
+
+
+def _dry_run(config_path: Path, console: Console) -> None:
     from proxies.presets import get_preset
 
     config = load_config(config_path)
@@ -73,6 +103,8 @@ def dry_run(config_path: Path, console: Console) -> None:
             source_licence(d),
         )
     console.print(table)
+    for path in config.evals.files:  # task files: every line checked now, not after the sweep
+        load_jsonl(path)
     try:
         preset = get_preset(config.proxy.preset, vocab_size=config.tokenizer.vocab_size)
     except KeyError as e:

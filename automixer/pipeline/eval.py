@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from automixer.config import parse_config
+from automixer.config import Config, RunSection, load_config, parse_config
 from automixer.errors import AutomixerError
 from automixer.evals.scoring import items_per_suite, score_domains, score_suites
 from automixer.evals.suites import SUITES, config_tasks
@@ -29,6 +29,22 @@ def open_proxy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
         raise AutomixerError(e.message, file=e.file) from None
 
 
+def embedded_config(payload: dict[str, Any], path: Path) -> Config:
+    """The config inside a proxy file, as data only: a file can come from anyone, so its
+    folders are replaced by this machine's defaults and its task files are dropped (nothing
+    is read or written where the file says)."""
+    config = parse_config(payload["config"], source=f"{path} (its config)")
+    defaults = RunSection()
+    return config.model_copy(
+        update={
+            "run": config.run.model_copy(
+                update={"out_dir": defaults.out_dir, "cache_dir": defaults.cache_dir}
+            ),
+            "evals": config.evals.model_copy(update={"files": []}),
+        }
+    )
+
+
 def run_eval(
     path: Path,
     *,
@@ -38,12 +54,22 @@ def run_eval(
     json_out: Path | None,
     console: Console,
     progress: bool = True,
+    config_path: Path | None = None,
 ) -> dict[str, float]:
-    """Score a proxy file on the built-in suites (and its config's held-out domains)."""
+    """Score a proxy file on the built-in suites and on held-out domain text: that of
+    `config_path` (a config you trust), else of its own config's built-in corpora."""
     from proxies.train import pick_device
 
     model, tokenizer, payload = open_proxy(path)
-    config = parse_config(payload["config"], source=f"{path} (its config)")
+    if n_per_suite is not None and n_per_suite < 1:
+        raise AutomixerError(f"must be at least 1, got {n_per_suite}", field="--n")
+    config = load_config(config_path) if config_path else embedded_config(payload, path)
+    if domains and config_path is None and any(d.builtin is None for d in config.domains):
+        console.print(
+            "the proxy's config reads local files or Hub datasets: its domains are not scored "
+            "from a file's say-so; give --config with the config you trust (or --no-domains)"
+        )
+        domains = False
     update: dict[str, Any] = {}
     for s in suites or []:
         if s not in SUITES:

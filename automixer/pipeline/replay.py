@@ -14,9 +14,10 @@ from scipy.stats import spearmanr
 
 from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
+from automixer.registry import SOLVERS, SURROGATES, unknown
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
 from automixer.solve import Constraints, Objective, Solution, solve_mixture
-from automixer.surrogates import CVResult, cross_validate, make_surrogate
+from automixer.surrogates import TRANSFORMS, CVResult, cross_validate, make_surrogate
 from automixer.surrogates.intervals import Conformal
 from automixer.surrogates.selection import mixture_groups
 from automixer.views import print_cv_table, print_solution
@@ -56,7 +57,13 @@ def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
 def cross_validated(runs: RunsTable, opts: ReplayOptions) -> CVResult:
     """Grouped cross-validation of the chosen surrogate (rows with the same weights stay in
     one fold)."""
-    folds = min(opts.folds, len(np.unique(mixture_groups(runs.X))))
+    groups = len(np.unique(mixture_groups(runs.X)))
+    if groups < opts.folds:
+        raise AutomixerError(
+            f"{groups} distinct mixtures are too few for {opts.folds}-fold cross-validation",
+            field="--folds",
+        )
+    folds = opts.folds
     model = make_surrogate(opts.model, opts.transform)
     return cross_validate(
         runs.X,
@@ -116,6 +123,17 @@ def run_replay(
 ) -> None:
     if not 0 < opts.level < 1:
         raise AutomixerError(f"must be between 0 and 1, got {opts.level}", field="--level")
+    if opts.folds < 2 or opts.repeats < 1:
+        raise AutomixerError("--folds must be >= 2 and --repeats >= 1", field="--folds")
+    models = ["auto", *SURROGATES]
+    if opts.model not in models:
+        raise AutomixerError(unknown("surrogate", opts.model, models), field="--model")
+    if opts.method not in SOLVERS:
+        raise AutomixerError(unknown("solver", opts.method, list(SOLVERS)), field="--method")
+    if opts.transform not in ("auto", *TRANSFORMS):
+        raise AutomixerError(
+            unknown("transform", opts.transform, ["auto", *TRANSFORMS]), field="--transform"
+        )
     runs = load_runs(
         runs_table,
         metrics,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from automixer.config import dump_config, parse_config
+from automixer.config import Config, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
 from automixer.design import PlannedRun, plan_mixtures
+from automixer.errors import AutomixerError
 from automixer.io import atomic_write_json
 from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
@@ -56,6 +57,27 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     return planned
 
 
+def check_device(config: Config, config_path: Path) -> None:
+    """A device this machine does not have fails every run the same way: say so before
+    anything trains (only for workers started here; Ray and `worker` nodes check their own)."""
+    import torch
+
+    device = config.proxy.device
+    if config.sweep.executor != "local" or device in ("auto", "cpu"):
+        return
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise AutomixerError(
+                f"'{device}' is not available on this machine "
+                f"({torch.cuda.device_count()} CUDA devices)",
+                file=config_path,
+                field="proxy.device",
+            )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise AutomixerError("'mps' is not available here", file=config_path, field="proxy.device")
+
+
 def run_sweep(
     config_path: Path,
     *,
@@ -63,11 +85,14 @@ def run_sweep(
     progress: bool = True,
     max_packs: int | None = None,
     prepared: tuple[RunDir, DataBundle] | None = None,
+    retry_failed: bool = True,
 ) -> Path:
-    """Plan and train the sweep (resuming a stopped one); `prepared` is the data stage's
-    result when the caller already ran it."""
+    """Plan and train the sweep (resuming a stopped one; runs that failed are queued again
+    unless `retry_failed` is False); `prepared` is the data stage's result when the caller
+    already ran it."""
     rd, bundle = prepared or run_data(config_path, progress=progress, console=None)
     config = rd.config
+    check_device(config, config_path)
     planned = plan(rd, bundle)
     url = storage_url(config, rd.path)
     say = console.print if console is not None else (lambda *a, **k: None)
@@ -75,9 +100,12 @@ def run_sweep(
         url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
     ) as ledger:
         ledger.set_meta("config", dump_config(config))
-        added = ledger.plan(planned)
+        retried = ledger.counts()["failed"] if retry_failed else 0
+        added = ledger.plan(planned, retry_failed=retry_failed)
         say(
-            f"sweep {ledger.study.study_name}: {len(planned)} runs planned ({added} new), "
+            f"sweep {ledger.study.study_name}: {len(planned)} runs planned ({added} queued"
+            + (f", {retried} failed ones again" if retried else "")
+            + "), "
             f"{ledger.counts()['done']} already done; ledger in {rd.path}"
         )
         bar = progress_bar("{task.fields[info]}", progress)
@@ -113,6 +141,15 @@ def run_sweep(
         out = rd.file("runs.parquet")
         df = export_runs(ledger, config, out)
         c = ledger.counts()
+        if config.sweep.save_weights and df.height:
+            done = df.filter(df["status"] == "done")["run_id"].to_list()
+            lost = [r for r in done if not rd.file("proxies").joinpath(f"{r}.pt").is_file()]
+            if lost:
+                say(
+                    f"[yellow]warning:[/] {len(lost)} finished runs have no proxy file "
+                    f"(deleted?): {', '.join(lost[:5])}; their metrics stand, but "
+                    "`automixer eval` cannot score them again"
+                )
         say(
             f"runs: {c['done']} done, {c['failed']} failed, {c['running'] + c['waiting']} left; "
             f"{out if df.height else 'no runs.parquet yet'}"

@@ -17,8 +17,10 @@ import contextlib
 import json
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -46,6 +48,59 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _check_sqlite_file(url: str) -> None:
+    """An existing SQLite ledger that is empty or not a database is an error, not a fresh
+    start: retraining everything silently would lose the record of what was done."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return
+    path = Path(u.database)
+    if path.is_file():
+        head = path.read_bytes()[:16]
+        if head != b"SQLite format 3\x00":
+            what = "empty (0 bytes)" if not head else "not a SQLite database"
+            raise AutomixerError(
+                f"the ledger is {what}; restore it, or delete it to start the sweep afresh",
+                file=path,
+            )
+
+
+@contextlib.contextmanager
+def _exclusive(url: str, key: str) -> Iterator[None]:
+    """One process at a time for `key` on this ledger: a file lock beside a SQLite file, an
+    advisory lock in PostgreSQL (nothing for other databases)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        import fcntl
+
+        lock = f"{u.database}.lock"
+        with open(lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    elif u.get_backend_name() == "postgresql":
+        engine = create_engine(u, pool_pre_ping=True)
+        try:
+            with engine.connect() as conn:
+                k = zlib.crc32(key.encode()) & 0x7FFFFFFF
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": k})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": k})
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
 @dataclass
 class Claim:
     trial: optuna.trial.Trial
@@ -67,7 +122,11 @@ class Ledger:
     ) -> None:
         beat = max(1, round(heartbeat_s))
         url = _with_driver(url)
-        with _quiet():
+        self.url = url
+        _check_sqlite_file(url)
+        # Creating the tables and the study from several processes at once is serialised.
+        lock = _exclusive(url, "automixer-create") if create else contextlib.nullcontext()
+        with _quiet(), lock:
             try:
                 self.storage = RDBStorage(
                     url,
@@ -127,10 +186,15 @@ class Ledger:
     def meta(self, key: str) -> Any:
         return self.study.user_attrs.get(key)
 
-    def plan(self, runs: Sequence[PlannedRun]) -> int:
-        """Enqueue the planned runs not in the ledger yet (safe to call again after a crash)."""
-        with _quiet():
-            known = {t.user_attrs.get("run_id") for t in self.study.get_trials(deepcopy=False)}
+    def plan(self, runs: Sequence[PlannedRun], *, retry_failed: bool = False) -> int:
+        """Enqueue the planned runs not in the ledger yet (safe to call again after a crash, and
+        from several processes at once: planning holds the ledger's lock, so each run id is
+        queued once). With `retry_failed`, runs whose last attempt failed are queued again."""
+        with _quiet(), _exclusive(self.url, f"plan-{self.study.study_name}"):
+            records = self.records()
+            known = {
+                r for r, rec in records.items() if not (retry_failed and rec["status"] == "failed")
+            }
             added = 0
             for r in runs:
                 if r.run_id in known:
@@ -219,9 +283,10 @@ class Ledger:
     # -- reading ------------------------------------------------------------------------------
 
     def records(self) -> dict[str, dict[str, Any]]:
-        """One record per planned run id: its final state, or where it is now."""
+        """One record per planned run id: done if any attempt completed, else its latest
+        attempt's state (a failed run queued again shows as waiting)."""
         out: dict[str, dict[str, Any]] = {}
-        rank = {"done": 3, "failed": 2, "running": 1, "waiting": 0}
+        latest: dict[str, int] = {}
         for t in self.study.get_trials(deepcopy=False):
             run_id = t.user_attrs.get("run_id")
             if run_id is None:
@@ -237,8 +302,11 @@ class Ledger:
             else:
                 continue  # a stale attempt that was queued again
             prev = out.get(run_id)
-            if prev is None or rank[status] > rank[prev["status"]]:
-                out[run_id] = {"status": status, **t.user_attrs}
+            older = prev is not None and (prev["status"] == "done" or t.number < latest[run_id])
+            if older and status != "done":
+                continue
+            out[run_id] = {"status": status, **t.user_attrs}
+            latest[run_id] = t.number
         return out
 
     def counts(self) -> dict[str, int]:

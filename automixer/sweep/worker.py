@@ -32,10 +32,15 @@ STORAGE_ENV = "AUTOMIXER_STORAGE"
 
 
 def storage_url(config: Config, run_dir: Path) -> str:
+    """The ledger's URL: the config's or the environment's, else a SQLite file in the run
+    directory (its path escaped: a folder may hold '?', '%' or '#')."""
+    from sqlalchemy.engine import URL
+
+    local = URL.create("sqlite", database=str((run_dir / "ledger.db").resolve()))
     return (
         config.sweep.storage
         or os.environ.get(STORAGE_ENV)
-        or f"sqlite:///{(run_dir / 'ledger.db').resolve()}"
+        or local.render_as_string(hide_password=False)
     )
 
 
