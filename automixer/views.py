@@ -40,6 +40,10 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
     console.print(t)
     interval = sol.interval()
     iv = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+    if interval is None and sol.level is not None:
+        from automixer.surrogates.intervals import min_runs
+
+        iv = f" (no {sol.level:.0%} interval: it needs at least {min_runs(sol.level)} runs)"
     console.print(f"predicted objective {sol.objective:+.3f}{iv} (standardised; higher is better)")
     if sol.best_run is not None:
         label = run_ids[sol.best_run] if run_ids else str(sol.best_run)

@@ -122,6 +122,9 @@ def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
         assert got[k] == pytest.approx(row[k], rel=1e-4, abs=1e-6), k
 
     _hostile_embedded_config(files[0], tmp_path)
+    files[1].unlink()  # a deleted proxy file is reported, not silently forgotten
+    again = CliRunner().invoke(app, ["sweep", str(cfg), "-q"])
+    assert again.exit_code == 0 and "1 finished runs have no proxy file" in again.output
 
 
 def _hostile_embedded_config(proxy: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from automixer.modeling import FitInputs
 from automixer.recipes import load_recipe, recipe_weights
 from automixer.rundir import RunDir
 from automixer.solve.objective import lower_is_better
-from automixer.sweep.training import data_bundle, train_and_score, train_config
+from automixer.sweep.training import data_bundle, keep_proxy, train_and_score, train_config
 from automixer.views import metrics_table, progress_bar
 
 BASELINES = ("natural", "uniform")
@@ -126,7 +126,6 @@ def run_validate(
     console: Console,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from proxies.checkpoint import save_proxy
     from proxies.presets import get_preset
 
     recipe = load_recipe(recipe_path)
@@ -203,21 +202,15 @@ def run_validate(
         if not sc.ok:
             raise AutomixerError(f"the {m} model (seed {s}) failed: {r.error}")
         per_run[m].append(sc.metrics)
-        save_proxy(
-            folder / f"{m}-seed{s}.pt",
-            model_config=model_cfg,
-            state=r.state,
-            tokenizer=bundle.tokenizer,
-            config_yaml=config_yaml,
-            meta={
-                **rd.provenance(),
-                "name": m,
-                "seed": s,
-                "tokens": r.tokens,
-                "weights": mixtures[m],
-                "left_out": left_out_keys,
-            },
-        )
+        meta = {
+            **rd.provenance(),
+            "name": m,
+            "seed": s,
+            "tokens": r.tokens,
+            "weights": mixtures[m],
+            "left_out": left_out_keys,
+        }
+        keep_proxy(folder / f"{m}-seed{s}.pt", sc, model_cfg, bundle, config_yaml, meta)
     mean = {m: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for m, vs in per_run.items()}
     missing = [
         t

@@ -63,7 +63,10 @@ class Solution:
         return self.objective - self.best_run_objective
 
     def interval(self) -> tuple[float, float] | None:
+        """The objective's interval; None without calibration or with too few runs for it."""
         if self.objective_lo is None or self.objective_hi is None:
+            return None
+        if not (np.isfinite(self.objective_lo) and np.isfinite(self.objective_hi)):
             return None
         return (self.objective_lo, self.objective_hi)
 

@@ -10,6 +10,7 @@ targets' errors is in it (adding per-target intervals as if independent under-co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,16 @@ from crepes import ConformalRegressor
 from automixer.solve.objective import Objective
 
 
+def min_runs(level: float) -> int:
+    """The fewest calibration runs that give a finite interval at `level`."""
+    return math.ceil(level / (1 - level) - 1e-9)
+
+
 def _interval(residuals: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndarray:
-    """(len(y_hat), 2) intervals from one target's calibration residuals."""
+    """(len(y_hat), 2) intervals from one target's calibration residuals; NaN when there are
+    too few runs for the level (a conformal interval would be unbounded)."""
     r = residuals[np.isfinite(residuals)]
-    if len(r) < 2:
+    if len(r) < max(2, min_runs(level)):
         return np.full((len(y_hat), 2), np.nan)
     cr = ConformalRegressor().fit(residuals=r)
     return np.asarray(cr.predict_int(np.asarray(y_hat, dtype=np.float64), confidence=level))

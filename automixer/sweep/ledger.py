@@ -148,25 +148,30 @@ class Ledger:
                 raise AutomixerError(
                     f"cannot open the ledger {mask_url(url)}: {type(e).__name__}"
                 ) from None
-            if study_name is None:
-                names = [s.study_name for s in optuna.get_all_study_summaries(self.storage)]
-                if len(names) != 1:
-                    raise AutomixerError(
-                        f"the ledger {mask_url(url)} holds {len(names)} sweeps; name one"
-                    )
-                study_name = names[0]
-            if create:
-                self.study = optuna.create_study(
-                    storage=self.storage, study_name=study_name, load_if_exists=True
-                )
-            else:
-                try:
-                    self.study = optuna.load_study(study_name=study_name, storage=self.storage)
-                except KeyError:
-                    raise AutomixerError(
-                        f"no sweep '{study_name}' in the ledger {mask_url(url)}"
-                    ) from None
+            try:
+                self.study = self._study(study_name, url, create)
+            except BaseException:
+                self.storage.engine.dispose()  # release its connections before the error
+                raise
         self.heartbeat_s = beat
+
+    def _study(self, study_name: str | None, url: str, create: bool) -> optuna.Study:
+        """The sweep's study: the named one (created if asked), or the only one there is."""
+        if study_name is None:
+            names = [s.study_name for s in optuna.get_all_study_summaries(self.storage)]
+            if len(names) != 1:
+                raise AutomixerError(
+                    f"the ledger {mask_url(url)} holds {len(names)} sweeps; name one"
+                )
+            study_name = names[0]
+        if create:
+            return optuna.create_study(
+                storage=self.storage, study_name=study_name, load_if_exists=True
+            )
+        try:
+            return optuna.load_study(study_name=study_name, storage=self.storage)
+        except KeyError:
+            raise AutomixerError(f"no sweep '{study_name}' in the ledger {mask_url(url)}") from None
 
     def close(self) -> None:
         """Release the database connections (the ledger itself stays as it is)."""

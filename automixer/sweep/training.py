@@ -90,6 +90,22 @@ def train_and_score(
     return out
 
 
+def keep_proxy(
+    path: Any, scored: Scored, model_cfg: Any, bundle: DataBundle, config_yaml: str, meta: dict
+) -> None:
+    """Save one trained proxy as a self-contained file (`automixer eval` reads it)."""
+    from proxies.checkpoint import save_proxy
+
+    save_proxy(
+        path,
+        model_config=model_cfg,
+        state=scored.result.state,
+        tokenizer=bundle.tokenizer,
+        config_yaml=config_yaml,
+        meta=meta,
+    )
+
+
 def non_finite(metrics: dict[str, float]) -> list[str]:
     """The metrics that are NaN or infinite (a run with any is recorded as failed)."""
     return [k for k, v in metrics.items() if not np.isfinite(v)]

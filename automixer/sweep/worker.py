@@ -26,7 +26,7 @@ from automixer.io import atomic_path, git_commit
 from automixer.rundir import RunDir
 from automixer.runs_table import weight_column, write_runs
 from automixer.sweep.ledger import Claim, Ledger
-from automixer.sweep.training import data_bundle, non_finite, train_and_score
+from automixer.sweep.training import data_bundle, keep_proxy, non_finite, train_and_score
 
 STORAGE_ENV = "AUTOMIXER_STORAGE"
 
@@ -58,7 +58,6 @@ def run_pack(
     on_log: Callable[[int, list[float], float], None] | None = None,
 ) -> tuple[int, int]:
     """Train and score one pack of claimed runs; record each. Returns (tokens, done)."""
-    from proxies.checkpoint import save_proxy
     from proxies.presets import get_preset
 
     info = {"config_hash": config_hash(config), "commit": commit}
@@ -110,21 +109,15 @@ def run_pack(
             ledger.fail(c, f"non-finite metrics: {', '.join(bad[:3])}", extra)
             continue
         if config.sweep.save_weights:
-            save_proxy(
-                folder / f"{c.run_id}.pt",
-                model_config=cfg,
-                state=r.state,
-                tokenizer=bundle.tokenizer,
-                config_yaml=config_yaml,
-                meta={
-                    **info,
-                    "run_id": c.run_id,
-                    "seed": c.seed,
-                    "tokens": r.tokens,
-                    "weights": dict(c.weights),
-                    "left_out": left_out,
-                },
-            )
+            meta = {
+                **info,
+                "run_id": c.run_id,
+                "seed": c.seed,
+                "tokens": r.tokens,
+                "weights": dict(c.weights),
+                "left_out": left_out,
+            }
+            keep_proxy(folder / f"{c.run_id}.pt", s, cfg, bundle, config_yaml, meta)
         if ledger.complete(c, s.metrics, extra):
             done += 1
             tokens += r.tokens
