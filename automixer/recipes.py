@@ -58,7 +58,8 @@ def build_recipe(
     export: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The canonical recipe. `supply` maps each domain to what its source holds
-    (`automixer.budget.DomainSupply.to_dict()` plus `documents`); `sources` to how to read it
+    (`automixer.budget.DomainSupply.to_dict()` plus `documents` or, better,
+    `mean_tokens_per_document` measured on what was read); `sources` to how to read it
     (source, licence, path). A domain above its repetition cap at the budget is an error: the
     solution was solved for another budget or other data."""
     w = check_weights(weights, list(weights))
@@ -68,6 +69,7 @@ def build_recipe(
         s = supply[d]
         available = float(s["available_tokens"])
         docs = float(s.get("documents") or 0)
+        per_doc = s.get("mean_tokens_per_document") or (available / docs if docs else None)
         tokens = share * target_tokens if target_tokens is not None else None
         epochs = tokens / available if tokens is not None and available > 0 else None
         if epochs is not None and epochs > max_epochs * (1 + 1e-6):
@@ -78,7 +80,7 @@ def build_recipe(
             "epochs": epochs,
             **{k: s[k] for k in ("available_tokens", "available_basis", "source_bytes")},
             "bytes_per_token": s["bytes_per_token"],
-            "mean_tokens_per_document": round(available / docs, 3) if docs else None,
+            "mean_tokens_per_document": round(per_doc, 3) if per_doc else None,
             **sources[d],
         }
     if over:

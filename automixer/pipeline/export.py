@@ -9,7 +9,7 @@ import yaml
 from rich.console import Console
 
 import automixer
-from automixer.budget import Supply
+from automixer.budget import DomainSupply, Supply
 from automixer.config import Config, DomainSection
 from automixer.errors import AutomixerError
 from automixer.io import git_commit
@@ -25,6 +25,17 @@ def _source(d: DomainSection) -> dict[str, Any]:
     if d.files is not None:
         return {"files": list(d.files), "format": d.format, "text_field": d.text_field}
     return {"builtin": d.builtin}
+
+
+def _per_document(row: dict[str, Any], supply: DomainSupply) -> dict[str, Any]:
+    """Mean tokens per document, measured on the documents read (a declared source size says
+    nothing of its documents' lengths), in the recipe's tokens."""
+    docs = row["documents_train"] + row["documents_val"]
+    size = row["bytes_train"] + row["bytes_val"]
+    return {
+        "documents": row.get("source_documents"),
+        "mean_tokens_per_document": size / docs / supply.bytes_per_token if docs else None,
+    }
 
 
 def read_paths(path: Path | None, config: Config) -> dict[str, str]:
@@ -60,10 +71,7 @@ def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any
         weights=solution["weights"],
         target_tokens=cfg.solve.target_tokens,
         max_epochs=cfg.solve.max_epochs,
-        supply={
-            d: {**s.to_dict(), "documents": rows[d].get("source_documents")}
-            for d, s in supply.domains.items()
-        },
+        supply={d: {**s.to_dict(), **_per_document(rows[d], s)} for d, s in supply.domains.items()},
         tokens_in=supply.tokenizer,
         sources={
             d.name: {
