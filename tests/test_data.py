@@ -240,3 +240,33 @@ def test_adding_a_domain_builds_only_that_domain(tmp_path: Path):
     grown = prepare_data(Config.model_validate(cfg), progress=False)
     assert grown.domains["bible"].train.path.stat().st_mtime_ns == before
     assert grown.domains["code"].train.tokens > 0
+
+
+def test_source_size_counts_past_limits_for_local_sources_only(tmp_path: Path):
+    """A local source is counted whole though max_documents stops what the proxies read; a
+    Hub dataset is not read past its limit, so only what was read counts (and it says so)."""
+    import datasets
+
+    from automixer.budget import Supply
+
+    _write_sources(tmp_path)
+    datasets.Dataset.from_dict({"text": [f"saved doc {i} " * 20 for i in range(30)]}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    cfg = small_config(
+        tmp_path,
+        domains=[
+            {"name": "jl", "files": [str(tmp_path / "*.jsonl")], "text_field": "body",
+             "max_documents": 10},
+            {"name": "hf", "hf": {"path": str(tmp_path / "saved")}, "max_documents": 10},
+        ],
+    )  # fmt: skip
+    cfg["tokenizer"] = {"vocab_size": 300, "sample_bytes_per_domain": 20_000}
+    config = Config.model_validate(cfg)
+    bundle = prepare_data(config, progress=False)
+    rows = bundle.manifest()["domains"]
+    assert rows["jl"]["source_documents"] == 60 and rows["jl"]["source_complete"]
+    assert rows["hf"]["source_documents"] == 10 and not rows["hf"]["source_complete"]
+    supply = Supply.from_manifest(bundle.manifest(), config)
+    assert supply.sampled() == ["hf"]
+    assert supply.domains["jl"].tokens > 5 * (rows["jl"]["tokens_train"] + rows["jl"]["tokens_val"])

@@ -59,9 +59,10 @@ def _run_data(
                 e.message, file=config_path, field=f"sweep.anchors.{name}"
             ) from None
     manifest = bundle.manifest()
+    supply = Supply.from_manifest(manifest, config)
     if config.solve.target_tokens is not None:  # before anything trains
         check_budget(
-            Supply.from_manifest(manifest, config).tokens(),
+            supply.tokens(),
             config.solve.max_epochs,
             config.solve.target_tokens,
             config.solve.bounds,
@@ -71,6 +72,12 @@ def _run_data(
     rd.write_manifest(manifest)
     if console is not None:
         print_domains(bundle, console)
+        if supply.sampled():
+            console.print(
+                f"note: {', '.join(supply.sampled())} were read only up to their limits; the "
+                "repetition caps count only what was read (declare domains[i].available_tokens "
+                "for the whole source)"
+            )
         console.print(f"manifest: {rd.file('manifest.json')}")
     return rd, bundle
 
