@@ -185,9 +185,13 @@ def chosen_model(data: FitInputs, choice: dict[str, str] | None = None) -> Any:
     ).fit(data.X, data.Y)
 
 
-def natural_prior(data: FitInputs) -> dict[str, float]:
+def _manifest(data: FitInputs) -> dict[str, Any]:
+    return data.rd.manifest() if data.rd.file("manifest.json").is_file() else {}
+
+
+def natural_prior(data: FitInputs, manifest: dict[str, Any] | None = None) -> dict[str, float]:
     """The natural mixture from the manifest (the runs' mean weights when there is none)."""
-    manifest = data.rd.manifest() if data.rd.file("manifest.json").is_file() else {}
+    manifest = _manifest(data) if manifest is None else manifest
     return manifest.get("natural_weights") or dict(
         zip(data.rd.config.domain_names, data.X.mean(0), strict=True)
     )
@@ -198,9 +202,10 @@ def constraints_for(data: FitInputs) -> Constraints:
     what each whole source holds), the prior. An infeasible budget is one line naming the
     binding domains and the largest budget the data can serve."""
     cfg = data.rd.config
+    manifest = _manifest(data)
     tokens = None
     if cfg.solve.target_tokens is not None:
-        tokens = Supply.from_manifest(data.rd.manifest(), cfg).tokens()
+        tokens = Supply.from_manifest(manifest or data.rd.manifest(), cfg).tokens()
         check_budget(
             tokens,
             cfg.solve.max_epochs,
@@ -210,7 +215,7 @@ def constraints_for(data: FitInputs) -> Constraints:
         )
     return Constraints.build(
         cfg.domain_names,
-        prior=natural_prior(data),
+        prior=natural_prior(data, manifest),
         bounds=cfg.solve.bounds,
         token_counts=tokens,
         target_tokens=cfg.solve.target_tokens,

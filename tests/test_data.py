@@ -85,13 +85,18 @@ def _write_sources(tmp: Path) -> None:
         (tmp / f"t{i}.txt").write_text(f"plain text file {i}. " + "the quick brown fox " * 20)
 
 
-def test_local_and_hf_sources(tmp_path: Path):
+def _save_hf(folder: Path) -> None:
+    """A Hugging Face dataset of 30 documents written with `save_to_disk`."""
     import datasets
 
-    _write_sources(tmp_path)
     datasets.Dataset.from_dict({"text": [f"saved doc {i} " * 20 for i in range(30)]}).save_to_disk(
-        str(tmp_path / "saved")
+        str(folder)
     )
+
+
+def test_local_and_hf_sources(tmp_path: Path):
+    _write_sources(tmp_path)
+    _save_hf(tmp_path / "saved")
     cfg = small_config(
         tmp_path,
         domains=[
@@ -245,14 +250,10 @@ def test_adding_a_domain_builds_only_that_domain(tmp_path: Path):
 def test_source_size_counts_past_limits_for_local_sources_only(tmp_path: Path):
     """A local source is counted whole though max_documents stops what the proxies read; a
     Hub dataset is not read past its limit, so only what was read counts (and it says so)."""
-    import datasets
-
     from automixer.budget import Supply
 
     _write_sources(tmp_path)
-    datasets.Dataset.from_dict({"text": [f"saved doc {i} " * 20 for i in range(30)]}).save_to_disk(
-        str(tmp_path / "saved")
-    )
+    _save_hf(tmp_path / "saved")
     cfg = small_config(
         tmp_path,
         domains=[
