@@ -33,6 +33,16 @@ def _plan_at_once(url: str, barrier, out) -> None:
         out.put(repr(e))
 
 
+def _work_at_once(url: str, barrier, out) -> None:
+    """A worker: claim and finish runs until none is left (the training is not the point)."""
+    barrier.wait()
+    done = 0
+    with Ledger(url, "race") as ledger:
+        while claims := ledger.claim(2):
+            done += sum(ledger.complete(c, {"m": 1.0}, {}) for c in claims)
+    out.put(done)
+
+
 def _race(url: str, n: int = 4) -> None:
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(n), ctx.Queue()
@@ -47,6 +57,16 @@ def _race(url: str, n: int = 4) -> None:
     with Ledger(url, "race") as ledger:
         ids = [t.user_attrs["run_id"] for t in ledger.study.get_trials(deepcopy=False)]
     assert sorted(ids) == [r.run_id for r in RUNS]  # one trial per run id
+    # Then as many workers at the same instant: every mixture is finished exactly once.
+    barrier = ctx.Barrier(n)
+    procs = [ctx.Process(target=_work_at_once, args=(url, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert sum(out.get(timeout=5) for _ in procs) == len(RUNS)
+    with Ledger(url, "race") as ledger:
+        assert ledger.completions() == {r.run_id: 1 for r in RUNS}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])

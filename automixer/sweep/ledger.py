@@ -123,10 +123,10 @@ class Ledger:
         beat = max(1, round(heartbeat_s))
         url = _with_driver(url)
         self.url = url
-        _check_sqlite_file(url)
         # Creating the tables and the study from several processes at once is serialised.
         lock = _exclusive(url, "automixer-create") if create else contextlib.nullcontext()
         with _quiet(), lock:
+            _check_sqlite_file(url)  # under the lock: a ledger being created is not empty
             try:
                 self.storage = RDBStorage(
                     url,
@@ -220,10 +220,18 @@ class Ledger:
 
     # -- claiming and finishing ---------------------------------------------------------------
 
+    def _serial(self) -> contextlib.AbstractContextManager[None]:
+        """SQLite has no row locks (Optuna's SELECT ... FOR UPDATE is a no-op there), so two
+        processes could pop or finish the same trial: hold the ledger's file lock instead.
+        PostgreSQL's row locks already serialise them."""
+        if self.url.startswith("sqlite"):
+            return _exclusive(self.url, "claim")
+        return contextlib.nullcontext()
+
     def claim(self, n: int) -> list[Claim]:
         """Pop up to `n` waiting runs for this worker (stale runs are requeued first)."""
         out = []
-        with _quiet():
+        with _quiet(), self._serial():
             fail_stale_trials(self.study)
             for _ in range(n):
                 if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -272,7 +280,7 @@ class Ledger:
         return self._finish(claim, TrialState.FAIL, {"error": error[:2000], **info})
 
     def _finish(self, claim: Claim, state: TrialState, attrs: dict[str, Any]) -> bool:
-        with _quiet():
+        with _quiet(), self._serial():
             try:
                 if self.storage.get_trial(claim.trial._trial_id).state != TrialState.RUNNING:
                     return False
