@@ -183,7 +183,18 @@ def test_replay_keeps_a_metric_with_missing_cells_and_says_so(tmp_path: Path):
     assert r.exit_code == 0, r.output
     assert "2 targets" in r.output and "2 rows without every target dropped" in r.output
     rows[2] = "2,abc,0.8,3,4"  # text in a weight column
-    r = runner.invoke(app, ["replay", str(_table(t, rows)), "--domains", "a|b", "--no-solve"])
+    r = runner.invoke(
+        app,
+        [
+            "replay",
+            str(_table(t, rows)),
+            "--domains",
+            "a|b",
+            "--no-solve",
+            "--out-dir",
+            str(t.parent),
+        ],
+    )
     assert r.exit_code == 2 and "row 2 reads 'abc'" in r.output and "'a'" in r.output
 
 
@@ -191,6 +202,7 @@ def test_replay_refuses_duplicate_and_unmatched_ids(tmp_path: Path):
     mix = ["run,a,b"] + [f"{i},{0.1 * i},{1 - 0.1 * i}" for i in range(1, 9)]
     met = ["run,loss_x"] + [f"{i},{1 + i}" for i in range(1, 9)]
     base = ["replay", str(_table(tmp_path / "m.csv", mix)), "--id", "run", "--no-solve"]
+    base += ["--out-dir", str(tmp_path / "out")]
     ok = runner.invoke(app, [*base, "--metrics", str(_table(tmp_path / "y.csv", met))])
     assert ok.exit_code == 0, ok.output
     dup = runner.invoke(app, [*base, "--metrics", str(_table(tmp_path / "y.csv", [*met, "3,9"]))])
@@ -217,7 +229,7 @@ def test_bad_numbers_and_places_are_one_line(tmp_path: Path):
 
     rows = ["run,a,b,loss_x"] + [f"{i},{0.1 * i},{1 - 0.1 * i},{1 + i}" for i in range(1, 9)]
     t = _table(tmp_path / "t.csv", rows)
-    base = ["replay", str(t), "--domains", "a|b", "--no-solve"]
+    base = ["replay", str(t), "--domains", "a|b", "--no-solve", "--out-dir", str(tmp_path / "o")]
     one_line(runner.invoke(app, [*base, "--folds", "0"]), "--folds")
     one_line(runner.invoke(app, [*base, "--model", "banana"]), "--model", "unknown surrogate")
     one_line(runner.invoke(app, [*base, "--folds", "9", "--repeats", "1"]), "too few")
