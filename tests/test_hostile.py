@@ -202,7 +202,7 @@ def test_replay_refuses_duplicate_and_unmatched_ids(tmp_path: Path):
     mix = ["run,a,b"] + [f"{i},{0.1 * i},{1 - 0.1 * i}" for i in range(1, 9)]
     met = ["run,loss_x"] + [f"{i},{1 + i}" for i in range(1, 9)]
     base = ["replay", str(_table(tmp_path / "m.csv", mix)), "--id", "run", "--no-solve"]
-    base += ["--out-dir", str(tmp_path / "out")]
+    base += ["--out-dir", str(tmp_path / "out"), "--model", "linear", "--repeats", "1"]
     ok = runner.invoke(app, [*base, "--metrics", str(_table(tmp_path / "y.csv", met))])
     assert ok.exit_code == 0, ok.output
     dup = runner.invoke(app, [*base, "--metrics", str(_table(tmp_path / "y.csv", [*met, "3,9"]))])
@@ -230,13 +230,14 @@ def test_bad_numbers_and_places_are_one_line(tmp_path: Path):
     rows = ["run,a,b,loss_x"] + [f"{i},{0.1 * i},{1 - 0.1 * i},{1 + i}" for i in range(1, 9)]
     t = _table(tmp_path / "t.csv", rows)
     base = ["replay", str(t), "--domains", "a|b", "--no-solve", "--out-dir", str(tmp_path / "o")]
+    fast = ["--model", "linear", "--repeats", "1"]
     one_line(runner.invoke(app, [*base, "--folds", "0"]), "--folds")
     one_line(runner.invoke(app, [*base, "--model", "banana"]), "--model", "unknown surrogate")
-    one_line(runner.invoke(app, [*base, "--folds", "9", "--repeats", "1"]), "too few")
+    one_line(runner.invoke(app, [*base, *fast, "--folds", "9"]), "too few")
     pred = _table(tmp_path / "p.csv", ["a,b", "0.5,nan"])
-    one_line(runner.invoke(app, [*base, "--predict", str(pred)]), "row 1", "'b'")
+    one_line(runner.invoke(app, [*base, *fast, "--predict", str(pred)]), "row 1", "'b'")
     empty = _table(tmp_path / "e.csv", ["a,b"])
-    one_line(runner.invoke(app, [*base, "--predict", str(empty)]), "no rows")
+    one_line(runner.invoke(app, [*base, *fast, "--predict", str(empty)]), "no rows")
     # A cache folder that is a file; a run directory one cannot write into.
     (tmp_path / "cachefile").write_text("x")
     cfg = small_config(tmp_path)
