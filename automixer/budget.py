@@ -134,3 +134,16 @@ def check_budget(
         file=file,
         field="solve.target_tokens",
     )
+
+
+def config_caps_supply(
+    supply: Supply, config: Config, *, file: Any = None
+) -> dict[str, float] | None:
+    """The token supply the solver's caps use at the config's budget (None without a budget),
+    checked first: an infeasible budget is the one-line error of `check_budget`."""
+    s = config.solve
+    if s.target_tokens is None:
+        return None
+    tokens = supply.tokens()
+    check_budget(tokens, s.max_epochs, s.target_tokens, s.bounds, file=file)
+    return tokens

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from automixer.budget import Supply, check_budget
+from automixer.budget import Supply, config_caps_supply
 from automixer.errors import AutomixerError
 from automixer.noise import signal_table
 from automixer.rundir import RunDir
@@ -60,29 +60,22 @@ class FitInputs:
     def groups(self) -> np.ndarray:
         """A group per run: a seed replicate with the run it replicates (and runs with the
         same mixture), so that cross-validation keeps them in one fold."""
-        done = self.runs.filter(pl.col("run_id").is_in(self.ids))
-        parent = dict(zip(done["run_id"], done["replicate_of"], strict=True))
-        by_mixture = mixture_groups(self.X)
-        # Union of the two relations: replicate links and identical mixtures.
-        root = {i: i for i in range(len(self.ids))}
-
-        def find(i: int) -> int:
-            while root[i] != i:
-                i = root[i]
-            return i
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
 
         index = {r: i for i, r in enumerate(self.ids)}
-        for i, r in enumerate(self.ids):
-            p = parent.get(r)
-            if p in index:
-                root[find(i)] = find(index[p])
-        first: dict[int, int] = {}
-        for i, g in enumerate(by_mixture):
-            if g in first:
-                root[find(i)] = find(first[g])
-            else:
-                first[g] = i
-        return np.array([find(i) for i in range(len(self.ids))])
+        done = self.runs.filter(pl.col("run_id").is_in(self.ids))
+        links = [
+            (index[r], index[p])
+            for r, p in zip(done["run_id"], done["replicate_of"], strict=True)
+            if p in index
+        ]
+        by_mixture = mixture_groups(self.X)
+        first = {g: i for i, g in reversed(list(enumerate(by_mixture)))}
+        links += [(i, first[g]) for i, g in enumerate(by_mixture)]
+        a, b = np.array(links, dtype=np.int64).reshape(-1, 2).T
+        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(self.ids),) * 2)
+        return connected_components(graph, directed=False)[1]
 
     def objective(self) -> Objective:
         """The config's objective over these targets, standardised by these runs."""
@@ -109,6 +102,8 @@ class FitResult:
     """Mean of `honest` over the non-constant targets."""
     constant: list[str]
     """Targets equal in every run (nothing to rank)."""
+    mixtures: int
+    """Groups the folds kept together (distinct mixtures, replicates with theirs)."""
 
     def spearman(self, target: str) -> float:
         return self.honest[target]
@@ -127,7 +122,7 @@ def fit_surrogates(data: FitInputs) -> FitResult:
         folds=s.cv_folds,
         repeats=s.cv_repeats,
         seed=data.rd.config.run.seed,
-        groups=data.groups(),
+        groups=(groups := data.groups()),
     )
     best = cv.best()
     choice = {t: best[t] for t in data.targets}
@@ -163,6 +158,7 @@ def fit_surrogates(data: FitInputs) -> FitResult:
         honest=dict(zip(data.targets, honest.tolist(), strict=True)),
         mean_spearman=float(np.mean(honest[keep])) if keep.any() else math.nan,
         constant=[t for t, k in zip(data.targets, keep, strict=True) if not k],
+        mixtures=len(np.unique(groups)),
     )
 
 
@@ -205,14 +201,8 @@ def constraints_for(data: FitInputs) -> Constraints:
     manifest = _manifest(data)
     tokens = None
     if cfg.solve.target_tokens is not None:
-        tokens = Supply.from_manifest(manifest or data.rd.manifest(), cfg).tokens()
-        check_budget(
-            tokens,
-            cfg.solve.max_epochs,
-            cfg.solve.target_tokens,
-            cfg.solve.bounds,
-            file=data.rd.file("config.yaml"),
-        )
+        supply = Supply.from_manifest(manifest or data.rd.manifest(), cfg)
+        tokens = config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
     return Constraints.build(
         cfg.domain_names,
         prior=natural_prior(data, manifest),

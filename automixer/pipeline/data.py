@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from automixer.budget import Supply, check_budget
+from automixer.budget import Supply, config_caps_supply
 from automixer.config import Config, field_line, load_config
 from automixer.data.pipeline import DataBundle
 from automixer.data.sources import resolve_files, source_description, source_licence
@@ -60,14 +60,7 @@ def _run_data(
             ) from None
     manifest = bundle.manifest()
     supply = Supply.from_manifest(manifest, config)
-    if config.solve.target_tokens is not None:  # before anything trains
-        check_budget(
-            supply.tokens(),
-            config.solve.max_epochs,
-            config.solve.target_tokens,
-            config.solve.bounds,
-            file=config_path,
-        )
+    config_caps_supply(supply, config, file=config_path)  # before anything trains
     rd.write_config()
     rd.write_manifest(manifest)
     if console is not None:

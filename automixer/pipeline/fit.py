@@ -40,7 +40,7 @@ def run_fit(run_dir: Path, console: Console, *, show_all: bool = False) -> FitRe
         result.signal.write_csv(tmp)
     title = (
         f"{s.cv_folds}-fold x {s.cv_repeats} grouped out-of-fold cross-validation on "
-        f"{len(data.X)} runs ({len(np.unique(data.groups()))} mixtures)"
+        f"{len(data.X)} runs ({result.mixtures} mixtures)"
     )
     objective = data.objective()
     shown = [t for t, w in zip(objective.targets, objective.weights, strict=True) if w > 0]
