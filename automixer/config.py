@@ -267,12 +267,35 @@ class SolveSection(_Section):
     recipe is written for it (tokens and epochs per domain). Without it the recipe holds
     weights only."""
     prior_penalty: float = Field(default=0.0, ge=0.0)
-    """Strength of the penalty toward the natural mixture."""
-    penalty: Literal["kl", "l1"] = "kl"
-    """Kind of penalty toward the natural mixture."""
+    """Strength of the penalty toward the natural mixture (off by default: the floors, the
+    lower confidence bound and the trust region below keep the optimum where the sweep can
+    vouch for it without a hand-set strength)."""
+    penalty: Literal["reverse_kl", "kl", "l1"] = "reverse_kl"
+    """Kind of penalty toward the natural mixture: KL(natural || w), which grows without bound
+    as a natural domain is dropped; KL(w || natural), which does not see a dropped domain; or
+    the total-variation distance."""
+    natural_floor: float = Field(default=0.25, ge=0.0, le=1.0)
+    """Every domain without its own bounds keeps at least this fraction of its natural share
+    (below its repetition cap). 0 lets the solver drop domains."""
+    lcb_k: float | None = Field(default=None, ge=0.0)
+    """The solver maximises the objective's lower confidence bound, mean - lcb_k * sd (sd: the
+    surrogates' own uncertainty at the mixture, GP posterior or bootstrap spread, summed over
+    the objective's targets as if fully correlated). Default: the normal quantile of
+    `interval_level` (1.96 at 0.95); 0 maximises the mean."""
+    trust_region: float | Literal["auto"] | None = "auto"
+    """The farthest (total variation) the optimum may lie from its nearest trained run. "auto":
+    the largest distance from a trained run to its nearest neighbour, i.e. no farther than the
+    sweep itself is spread; null: no limit."""
     interval_level: float = Field(default=0.95, gt=0.0, lt=1.0)
     """Nominal coverage of the prediction intervals (conformal, from out-of-fold residuals:
     they cover what a new proxy run would measure, seed noise included)."""
+
+    @field_validator("trust_region")
+    @classmethod
+    def _positive_radius(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and not (0.0 < v <= 1.0):
+            raise FieldIssue(f"needs a total-variation distance in (0, 1], got {v}", ())
+        return v
 
     @field_validator("bounds")
     @classmethod

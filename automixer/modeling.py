@@ -212,6 +212,7 @@ def constraints_for(data: FitInputs) -> Constraints:
         max_epochs=cfg.solve.max_epochs,
         penalty=cfg.solve.penalty,
         strength=cfg.solve.prior_penalty,
+        natural_floor=cfg.solve.natural_floor,
     )
 
 
@@ -239,6 +240,13 @@ def conformal(data: FitInputs) -> Conformal:
     return Conformal(data.Y, fresh.select(data.targets).to_numpy())
 
 
+def lcb_k(k: float | None, level: float) -> float:
+    """The configured k, or the two-sided normal quantile of the interval level."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2)) if k is None else float(k)
+
+
 def solve_runs(
     data: FitInputs, model: Any | None = None, intervals: Conformal | None = None
 ) -> SolveResult:
@@ -259,6 +267,8 @@ def solve_runs(
         seed=cfg.run.seed,
         intervals=intervals,
         level=cfg.solve.interval_level,
+        lcb_k=lcb_k(cfg.solve.lcb_k, cfg.solve.interval_level),
+        trust_radius=cfg.solve.trust_region,
     )
     front = None
     if int((objective.weights > 0).sum()) >= 2:

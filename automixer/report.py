@@ -15,6 +15,24 @@ from automixer.modeling import FitInputs, chosen_model
 from automixer.rundir import RunDir
 from automixer.runs_table import weight_column
 from automixer.solve import Constraints
+from automixer.verdict import Verdict, verdict
+
+COLOURS = {"pass": "#2a7a2a", "caution": "#a66a00", "fail": "#b00020"}
+
+
+def verdict_html(v: Verdict) -> str:
+    """The first screen: the overall verdict and each check with its figure."""
+    rows = "".join(
+        f"<tr><td>{html.escape(c.name)}</td>"
+        f"<td style='color:{COLOURS[c.status]};font-weight:bold'>{c.status}</td>"
+        f"<td>{html.escape(c.detail)}</td></tr>"
+        for c in v.checks
+    )
+    return (
+        f"<div id=verdict class={v.status}><h2 style='color:{COLOURS[v.status]}'>"
+        f"Verdict: {html.escape(v.headline)}</h2>"
+        f"<table><tr><th>check</th><th>status</th><th>why</th></tr>{rows}</table></div>"
+    )
 
 
 def _img(fig: Figure) -> str:
@@ -38,15 +56,16 @@ def _table(df: pl.DataFrame, digits: int = 4) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def build_report(rd: RunDir) -> str:
-    """The report of a run directory as one HTML page (figures embedded)."""
+def build_report(rd: RunDir) -> tuple[str, Verdict]:
+    """The report of a run directory as one HTML page (figures embedded), and its verdict."""
     # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
     data = FitInputs.load(rd)
     runs = data.runs
     domains = rd.config.domain_names
     sol = rd.solution()
     natural = rd.manifest()["natural_weights"]
-    sections: list[str] = []
+    trust = verdict(rd, data.targets)
+    sections: list[str] = [verdict_html(trust)]
     obj = sol["objective"]
     iv = f" [{obj['lo']:+.3f}, {obj['hi']:+.3f}]" if obj.get("lo") is not None else ""
     best = sol["best_run"]
@@ -143,9 +162,10 @@ def build_report(rd: RunDir) -> str:
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
         "padding:2px 6px}.warn{color:#a60}img{max-width:100%}"
     )
-    return (
+    page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>automixer report "
         f"{html.escape(rd.path.name)}</title><style>{style}</style></head><body>"
         f"<h1>automixer report: {html.escape(rd.path.name)}</h1>{''.join(sections)}"
         "</body></html>"
     )
+    return page, trust

@@ -45,6 +45,11 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
 
         iv = f" (no {sol.level:.0%} interval: it needs at least {min_runs(sol.level)} runs)"
     console.print(f"predicted objective {sol.objective:+.3f}{iv} (standardised; higher is better)")
+    if sol.objective_lcb is not None:
+        console.print(
+            f"solved for its lower confidence bound {sol.objective_lcb:+.3f} (mean - "
+            f"{sol.lcb_k:.2f} x sd {sol.objective_sd:.3f}, the surrogates' own uncertainty)"
+        )
     if sol.best_run is not None:
         label = run_ids[sol.best_run] if run_ids else str(sol.best_run)
         console.print(
@@ -56,7 +61,8 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
         console.print(
             f"nearest trained run at total-variation distance "
             f"{sol.nearest_distance:.3f} (runs' own nearest neighbours: up to "
-            f"{sol.typical_distance:.3f})"
+            f"{sol.typical_distance:.3f}"
+            + (f"; trust region {sol.trust_radius:.3f})" if sol.trust_radius is not None else ")")
         )
     for note in sol.warnings:
         console.print(f"[yellow]warning:[/] {note}")

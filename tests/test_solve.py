@@ -167,3 +167,76 @@ def test_freeze_and_expand_round_trip():
     X_bad[0, 3:] = X_bad[0, 3:][::-1]
     with pytest.raises(AutomixerError, match="fixed proportions"):
         freeze(X_bad, domains, ["o1", "o2", "o3"])
+
+
+def test_reverse_kl_sees_a_dropped_domain():
+    # d helps no target: KL(w || natural) lets the optimum drop it, KL(natural || w) does not.
+    X, _, model, obj, _ = _setup()
+    prior = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}
+    forward = solve_mixture(
+        model, obj, Constraints.build(DOMAINS, prior=prior, penalty="kl", strength=0.05), X_runs=X
+    )
+    reverse = solve_mixture(
+        model,
+        obj,
+        Constraints.build(DOMAINS, prior=prior, penalty="reverse_kl", strength=0.05),
+        X_runs=X,
+    )
+    assert forward.weights[3] < 1e-3
+    assert reverse.weights[3] > max(0.005, 5 * forward.weights[3])
+
+
+def test_natural_floor_keeps_every_unbounded_domain():
+    X, _, model, obj, _ = _setup()
+    prior = {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}
+    c = Constraints.build(DOMAINS, prior=prior, natural_floor=0.5, bounds={"c": (0.0, 1.0)})
+    assert c.lower.tolist() == pytest.approx([0.2, 0.15, 0.0, 0.05])
+    sol = solve_mixture(model, obj, c, X_runs=X)
+    assert sol.weights[3] >= 0.05 - 1e-6  # d helps nothing, but keeps half its natural share
+    # A floor above a repetition cap is lowered to the cap, not an infeasible set.
+    capped = Constraints.build(
+        DOMAINS,
+        prior=prior,
+        natural_floor=0.5,
+        token_counts={"a": 1e8, "b": 1e10, "c": 1e10, "d": 1e10},
+        target_tokens=1e10,
+        max_epochs=1,
+    )
+    assert capped.lower[0] == pytest.approx(0.01)
+
+
+def _one_sided_runs():
+    """Runs that cover half of the simplex: a target that keeps rising toward the corner the
+    sweep never reached (domain a above 0.5)."""
+    rng = np.random.default_rng(3)
+    X = rng.dirichlet(np.ones(4), size=400)
+    X = X[X[:, 0] < 0.35][:40]
+    Y = np.stack([X[:, 0] + 0.05 * X[:, 1], X[:, 0] + 0.05 * X[:, 2]], 1)
+    Y += np.random.default_rng(4).normal(0, 0.01, Y.shape)
+    obj = Objective.build(["t1_acc", "t2_acc"], {"*_acc": 1.0}, Y)
+    return X, Y, GPSurrogate().fit(X, Y), obj
+
+
+def test_lower_confidence_bound_stays_where_the_runs_are():
+    X, Y, model, obj = _one_sided_runs()
+    c = Constraints.build(DOMAINS)
+    mean = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y)
+    lcb = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, lcb_k=1.96)
+    _, sd_mean = model.predict(mean.weights[None], return_std=True)
+    assert lcb.objective_sd is not None and lcb.objective_lcb is not None
+    assert lcb.objective_sd < obj.sd_bound(sd_mean)[0]
+    assert lcb.nearest_distance < mean.nearest_distance
+    assert lcb.to_dict()["lcb_k"] == 1.96
+
+
+def test_trust_region_bounds_the_distance_to_the_runs():
+    X, Y, model, obj = _one_sided_runs()
+    c = Constraints.build(DOMAINS)
+    free = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y)
+    assert free.nearest_distance > 0.15  # the mean runs off toward the unexplored corner
+    tied = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, trust_radius=0.05)
+    assert tied.nearest_distance <= 0.05 + 1e-3
+    auto = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, trust_radius="auto")
+    assert auto.trust_radius == pytest.approx(auto.typical_distance)
+    assert auto.nearest_distance <= auto.typical_distance + 1e-3
+    assert not any("extrapolating" in w for w in auto.warnings)

@@ -14,6 +14,10 @@ from automixer.rundir import RunDir
 def run_report(run_dir: Path, console: Console) -> Path:
     rd = RunDir.open(run_dir)
     out = rd.file("report.html")
-    atomic_write_text(out, build_report(rd))
+    page, trust = build_report(rd)
+    atomic_write_text(out, page)
+    console.print(f"verdict: {trust.headline}")
+    for c in trust.checks:
+        console.print(f"  {c.status:7s} {c.name}: {c.detail}", highlight=False)
     console.print(f"report: {out}")
     return out

@@ -1,8 +1,16 @@
-"""The feasible set of mixtures: the simplex cut by per-domain bounds and repetition caps, plus an
-optional penalty toward the natural mixture.
+"""The feasible set of mixtures: the simplex cut by per-domain bounds, repetition caps and floors,
+plus an optional penalty toward the natural mixture.
 
 Repetition cap: the full run may repeat domain d at most `max_epochs` times, so
 w_d <= max_epochs * tokens_d / target_tokens.
+
+Floor: w_d >= natural_floor * natural_d (below its cap). A proxy sweep barely punishes dropping
+a domain that a larger model needs (a 49k-token proxy learns little code either way), so by
+default no domain goes below a quarter of its natural share unless its bounds say so.
+
+Penalties (strength `prior_penalty`, off by default): "reverse_kl" is KL(natural || w), which
+grows without bound as a domain of the natural mixture goes to zero; "kl" is KL(w || natural),
+which gives a dropped domain no penalty at all; "l1" is the total-variation distance.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 from automixer.errors import AutomixerError
 
 EPS = 1e-12
+PENALTIES = ("reverse_kl", "kl", "l1")
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class Constraints:
     upper: np.ndarray
     prior: np.ndarray
     """The natural mixture (token shares), for the penalty and as a starting point."""
-    penalty: str = "kl"
+    penalty: str = "reverse_kl"
     strength: float = 0.0
 
     @classmethod
@@ -37,12 +46,19 @@ class Constraints:
         token_counts: Mapping[str, float] | None = None,
         target_tokens: float | None = None,
         max_epochs: float = 4.0,
-        penalty: str = "kl",
+        penalty: str = "reverse_kl",
         strength: float = 0.0,
+        natural_floor: float = 0.0,
     ) -> Constraints:
-        """Bounds and caps as arrays; an empty feasible set is an `AutomixerError`."""
+        """Bounds, caps and floors as arrays; an empty feasible set is an `AutomixerError`.
+        A domain with its own bounds gets no floor (its bounds say what the user wants)."""
         names = list(domains)
-        lower = np.zeros(len(names))
+        if prior is None:
+            p = np.full(len(names), 1.0 / len(names))
+        else:
+            p = np.array([float(prior.get(n, 0.0)) for n in names])
+            p = p / p.sum()
+        lower = natural_floor * p
         upper = np.ones(len(names))
         for name, (lo, hi) in (bounds or {}).items():
             if name not in names:
@@ -56,6 +72,8 @@ class Constraints:
                 )
             caps = np.array([max_epochs * float(token_counts[n]) / target_tokens for n in names])
             upper = np.minimum(upper, caps)
+            floored = [n not in (bounds or {}) for n in names]
+            lower = np.where(floored, np.minimum(lower, upper), lower)
             below = [n for n, lo, cap in zip(names, lower, caps, strict=True) if lo > cap + EPS]
             if below:
                 raise AutomixerError(
@@ -73,13 +91,10 @@ class Constraints:
                 "raise solve.max_epochs, lower solve.target_tokens or loosen solve.bounds",
                 field="solve.max_epochs" if target_tokens is not None else "solve.bounds",
             )
-        if prior is None:
-            p = np.full(len(names), 1.0 / len(names))
-        else:
-            p = np.array([float(prior.get(n, 0.0)) for n in names])
-            p = p / p.sum()
-        if penalty not in ("kl", "l1"):
-            raise AutomixerError(f"unknown penalty '{penalty}' (kl or l1)", field="solve.penalty")
+        if penalty not in PENALTIES:
+            raise AutomixerError(
+                f"unknown penalty '{penalty}' ({', '.join(PENALTIES)})", field="solve.penalty"
+            )
         return cls(names, lower, upper, p, penalty, float(strength))
 
     def project(self, v: np.ndarray) -> np.ndarray:
@@ -112,6 +127,10 @@ class Constraints:
         w = np.asarray(w)
         if self.penalty == "l1":
             return self.strength * np.abs(w - self.prior).sum(axis=-1)
+        if self.penalty == "reverse_kl":
+            ratio = np.log(np.clip(self.prior, EPS, None) / np.clip(w, 1e-9, None))
+            terms = np.where(self.prior > 0, self.prior * ratio, 0.0)
+            return self.strength * np.sum(terms, axis=-1)
         ratio = np.log(np.clip(w, EPS, None) / np.clip(self.prior, EPS, None))
         return self.strength * np.sum(np.where(w > 0, w * ratio, 0.0), axis=-1)
 

@@ -7,6 +7,11 @@
 | tpe   | Optuna TPE over the feasible set                                | black boxes |
 | cmaes | Optuna CMA-ES over the feasible set                             | black boxes |
 
+Every solver maximises the same score: the objective's lower confidence bound (mean - k * sd,
+the surrogates' own uncertainty at the mixture; k = 0 for the mean), minus the penalty toward the
+natural mixture, minus a steep penalty for leaving the trust region (farther from every trained run
+than `trust_radius`, in total variation).
+
 `solve_mixture` also reports the interval of the predicted optimum, the best observed run, the
 optimism gap between them, and how far the optimum lies from the nearest trained run.
 """
@@ -53,7 +58,18 @@ class Solution:
     """Total-variation distance from the optimum to the nearest trained run."""
     typical_distance: float | None = None
     """The largest distance from a trained run to its nearest neighbour among the others."""
+    lcb_k: float = 0.0
+    objective_sd: float | None = None
+    """The surrogates' own uncertainty of the objective at the optimum (what `lcb_k` scales)."""
+    trust_radius: float | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def objective_lcb(self) -> float | None:
+        """What the solver maximised: the objective minus lcb_k standard deviations."""
+        if self.objective_sd is None:
+            return None
+        return self.objective - self.lcb_k * self.objective_sd
 
     @property
     def optimism_gap(self) -> float | None:
@@ -116,6 +132,10 @@ class Solution:
                 "predicted_objective": self.best_run_predicted,
             },
             "optimism_gap": self.optimism_gap,
+            "lcb_k": self.lcb_k,
+            "objective_sd": self.objective_sd,
+            "objective_lcb": self.objective_lcb,
+            "trust_radius": self.trust_radius,
             "nearest_run": {
                 "index": self.nearest_run,
                 "distance": self.nearest_distance,
@@ -125,16 +145,58 @@ class Solution:
         }
 
 
+TRUST_SLOPE = 100.0
+"""Score lost per unit of total variation beyond the trust region (objective units are standard
+deviations of the runs, so this is a wall)."""
+
+
 def _predict(model: Any, W: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(np.atleast_2d(W))).reshape(len(np.atleast_2d(W)), -1)
 
 
+def _predict_std(model: Any, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    W = np.atleast_2d(W)
+    mean, sd = model.predict(W, return_std=True)
+    return np.asarray(mean).reshape(len(W), -1), np.asarray(sd).reshape(len(W), -1)
+
+
+def nearest_distance(W: np.ndarray, X_runs: np.ndarray) -> np.ndarray:
+    """Total-variation distance from each mixture in W (..., D) to its nearest run."""
+    W = np.atleast_2d(W)
+    return np.asarray(0.5 * np.abs(W[:, None, :] - X_runs[None, :, :]).sum(axis=2).min(axis=1))
+
+
+def spread_radius(X_runs: np.ndarray) -> float | None:
+    """The largest distance from a run to its nearest neighbour among the others (None with
+    fewer than two distinct runs)."""
+    X = np.unique(np.asarray(X_runs, dtype=np.float64), axis=0)
+    if len(X) < 2:
+        return None
+    pair = 0.5 * np.abs(X[:, None, :] - X[None, :, :]).sum(axis=2)
+    np.fill_diagonal(pair, np.inf)
+    return float(pair.min(axis=1).max())
+
+
 def _score_fn(
-    model: Any, objective: Objective, constraints: Constraints
+    model: Any,
+    objective: Objective,
+    constraints: Constraints,
+    lcb_k: float = 0.0,
+    X_runs: np.ndarray | None = None,
+    trust_radius: float | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     def score(W: np.ndarray) -> np.ndarray:
         W = np.atleast_2d(W)
-        return objective.value(_predict(model, W)) - constraints.penalty_value(W)
+        if lcb_k > 0:
+            mean, sd = _predict_std(model, W)
+            value = objective.value(mean) - lcb_k * objective.sd_bound(sd)
+        else:
+            value = objective.value(_predict(model, W))
+        value = value - constraints.penalty_value(W)
+        if trust_radius is not None and X_runs is not None:
+            excess = np.clip(nearest_distance(W, X_runs) - trust_radius, 0.0, None)
+            value = value - TRUST_SLOPE * excess
+        return np.asarray(value)
 
     return score
 
@@ -234,6 +296,8 @@ def solve_mixture(
     n_starts: int = 8,
     intervals: Any = None,
     level: float = 0.95,
+    lcb_k: float = 0.0,
+    trust_radius: float | str | None = None,
 ) -> Solution:
     """The best feasible mixture under `model`, with its interval and its distance from the runs.
 
@@ -242,11 +306,21 @@ def solve_mixture(
 
     `X_runs`/`Y_runs` are the trained mixtures and their measured targets: they seed the search,
     give the best observed run and the optimism gap, and the distance check.
+
+    `lcb_k` > 0 maximises mean - lcb_k * sd (the model needs `predict(..., return_std=True)`);
+    `trust_radius` keeps the optimum within that total-variation distance of a trained run
+    ("auto": `spread_radius` of the runs).
     """
     if method not in SOLVERS:
         raise AutomixerError(unknown("solver", method, list(SOLVERS)), field="solve.method")
     rng = np.random.default_rng(seed)
-    score = _score_fn(model, objective, constraints)
+    runs = None if X_runs is None or not len(X_runs) else np.asarray(X_runs, dtype=np.float64)
+    radius = None
+    if trust_radius == "auto":
+        radius = spread_radius(runs) if runs is not None else None
+    elif trust_radius is not None:
+        radius = float(trust_radius)
+    score = _score_fn(model, objective, constraints, lcb_k, runs, radius)
     starts = [
         constraints.project(constraints.prior),
         constraints.project(np.full(len(constraints.domains), 1 / len(constraints.domains))),
@@ -264,7 +338,11 @@ def solve_mixture(
     else:
         w = _optuna(score, constraints, method, seed, n_trials, S)
     assert constraints.contains(w), "solver left the feasible set"
-    return describe(model, objective, constraints, w, method, X_runs, Y_runs, intervals, level)
+    sol = describe(model, objective, constraints, w, method, X_runs, Y_runs, intervals, level)
+    sol.lcb_k, sol.trust_radius = lcb_k, radius
+    if lcb_k > 0:
+        sol.objective_sd = float(objective.sd_bound(_predict_std(model, w)[1])[0])
+    return sol
 
 
 def describe(
@@ -294,17 +372,14 @@ def describe(
         dist = 0.5 * np.abs(X - w).sum(axis=1)
         sol.nearest_run = int(np.argmin(dist))
         sol.nearest_distance = float(dist.min())
-        if len(X) > 1:
-            pair = 0.5 * np.abs(X[:, None, :] - X[None, :, :]).sum(axis=2)
-            np.fill_diagonal(pair, np.inf)
-            sol.typical_distance = float(pair.min(axis=1).max())
-            if sol.nearest_distance > sol.typical_distance:
-                sol.warnings.append(
-                    f"the optimum is {sol.nearest_distance:.3f} (total variation) from the "
-                    f"nearest trained run, farther than any trained run is from its nearest "
-                    f"neighbour ({sol.typical_distance:.3f}): the surrogate is extrapolating; "
-                    "train a few runs near it before trusting the prediction"
-                )
+        sol.typical_distance = spread_radius(X)
+        if sol.typical_distance is not None and sol.nearest_distance > sol.typical_distance + 1e-6:
+            sol.warnings.append(
+                f"the optimum is {sol.nearest_distance:.3f} (total variation) from the "
+                f"nearest trained run, farther than any trained run is from its nearest "
+                f"neighbour ({sol.typical_distance:.3f}): the surrogate is extrapolating; "
+                "train a few runs near it before trusting the prediction"
+            )
         if Y_runs is not None:
             measured = objective.value(
                 np.asarray(Y_runs).reshape(len(X), -1)

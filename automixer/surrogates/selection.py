@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class CVResult:
     than one model also model 'auto', the per-target choice scored honestly."""
     oof: dict[str, np.ndarray]
     """model -> out-of-fold predictions (n_runs, n_targets), averaged over repeats."""
+    templates: dict[str, Any] = field(default_factory=dict)
+    """model -> what each fold refitted (see `fold_template`); for a GP, the kernels learned on
+    all runs, so that refitting the choice on all runs learns nothing again."""
 
     def best(self) -> dict[str, str]:
         """target -> model with the highest mean Spearman (lower RMSE breaks ties)."""
@@ -117,6 +120,16 @@ def _rows(target: str, model: str, per_repeat: np.ndarray, y: np.ndarray) -> dic
     }
 
 
+def fold_template(model: Any, X: np.ndarray, Y: np.ndarray) -> Any:
+    """What cross-validation clones and refits on each fold: the model itself, or for a model
+    with a `fold_template` method (the GP) the model with hyperparameters learned once on all
+    runs and frozen (learning them on every fold of every repeat is most of a large sweep's
+    fit time, and the per-domain length scales it buys are what wide sweeps need)."""
+    if hasattr(model, "fold_template"):
+        return model.fold_template(X, Y if Y.shape[1] > 1 else Y[:, 0])
+    return model
+
+
 def cross_validate(
     X: np.ndarray,
     Y: np.ndarray,
@@ -139,7 +152,9 @@ def cross_validate(
     groups = mixture_groups(X) if groups is None else np.asarray(groups)
     fold_ids = [grouped_folds(groups, folds, seed + r) for r in range(repeats)]
     stacks: dict[str, np.ndarray] = {}
+    templates: dict[str, Any] = {}
     for model_name, model in models.items():
+        model = templates[model_name] = fold_template(model, X, Y)
         per_repeat = []
         for fold in fold_ids:
             P = np.empty_like(Y)
@@ -161,7 +176,7 @@ def cross_validate(
         for model_name, stack in stacks.items()
         for j, target in enumerate(names)
     ]
-    return CVResult(pl.DataFrame(rows), {m: st.mean(axis=0) for m, st in stacks.items()})
+    return CVResult(pl.DataFrame(rows), {m: st.mean(axis=0) for m, st in stacks.items()}, templates)
 
 
 class AutoSurrogate(RegressorMixin, BaseEstimator):
@@ -205,9 +220,15 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
             )
             self.choice_ = [self.cv_.best()[f"y{j}"] for j in range(Y.shape[1])]
         self.models_ = []
+        templates = self.cv_.templates if self.cv_ is not None else {}
         for name in dict.fromkeys(self.choice_):
             cols = [j for j, c in enumerate(self.choice_) if c == name]
-            point = make_surrogate(name, self.weight_transform).fit(X, Y[:, cols])
+            template: Any = templates.get(name)
+            point = (
+                template.frozen(cols)
+                if template is not None and hasattr(template, "frozen")
+                else make_surrogate(name, self.weight_transform)
+            ).fit(X, Y[:, cols])
             spread = None
             if self.uncertainty and name != "gp":  # the GP has its own predictive std
                 spread = BootstrapEnsemble(

@@ -1,0 +1,199 @@
+"""Whether to trust a recipe, and why: the checks the report's first screen shows.
+
+Each check reads what the run directory already holds and says pass, caution or fail with the
+figure behind it:
+
+| check                  | pass                                   | fail                          |
+|------------------------|----------------------------------------|-------------------------------|
+| signal over seed noise | every objective target's spread >= 2x  | a target's spread < 1x noise  |
+| out-of-fold accuracy   | objective's OOF Spearman >= 0.7        | < 0.4                         |
+| distance from the runs | optimum within the runs' own spread    | farther (extrapolating)       |
+| transfer ladder        | objective's rank correlation >= 0.6    | < 0.3, or the margin flips    |
+| validation             | ahead of both baselines by > 2 s.e.    | behind either by > 2 s.e.     |
+
+Anything in between is a caution; a check whose evidence is missing (no replicates, no ladder,
+no validation) is a caution that names the command that would supply it. The overall verdict is
+the worst check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from scipy.stats import spearmanr
+
+from automixer.rundir import RunDir
+from automixer.solve.objective import Objective, resolve_keys
+
+ORDER = ("pass", "caution", "fail")
+HEADLINE = {
+    "pass": "trust this recipe",
+    "caution": "use with caution",
+    "fail": "do not trust this recipe",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    """pass, caution or fail."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    checks: list[Check]
+
+    @property
+    def status(self) -> str:
+        return max((c.status for c in self.checks), key=ORDER.index, default="caution")
+
+    @property
+    def headline(self) -> str:
+        return HEADLINE[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "headline": self.headline,
+            "checks": [c.__dict__ for c in self.checks],
+        }
+
+
+def _grade(value: float, good: float, bad: float) -> str:
+    if not math.isfinite(value) or value < bad:
+        return "fail"
+    return "pass" if value >= good else "caution"
+
+
+def _weighted_targets(rd: RunDir, targets: list[str]) -> list[str]:
+    keys = resolve_keys(rd.config.solve.objective, targets)
+    return [t for t in targets if keys.get(t, 0) > 0]
+
+
+def signal_check(rd: RunDir, targets: list[str]) -> Check:
+    path = rd.file("surrogates") / "signal.csv"
+    if not path.is_file():
+        return Check("signal over seed noise", "caution", "not measured (run `automixer fit`)")
+    table = pl.read_csv(path).filter(pl.col("target").is_in(targets))
+    ratios = [r for r in table["signal_to_noise"].to_list() if r is not None and math.isfinite(r)]
+    if not ratios:
+        return Check(
+            "signal over seed noise",
+            "caution",
+            "no replicate runs, so the seed noise is unknown (set sweep.replicates)",
+        )
+    worst = min(ratios)
+    status = "pass" if worst >= 2 else ("caution" if worst >= 1 else "fail")
+    return Check(
+        "signal over seed noise",
+        status,
+        f"the objective's targets vary {worst:.1f}x their seed noise across mixtures "
+        "(at least; 2x or more is a signal worth fitting)",
+    )
+
+
+def accuracy_check(rd: RunDir, targets: list[str], all_targets: list[str]) -> Check:
+    """The objective's own out-of-fold Spearman: the deployed surrogates' out-of-fold
+    predictions combined into the objective, against the measured objective."""
+    path = rd.file("surrogates") / "oof.parquet"
+    if not path.is_file():
+        return Check("out-of-fold accuracy", "caution", "not measured (run `automixer fit`)")
+    oof = pl.read_parquet(path).filter(pl.col("target").is_in(targets))
+    actual = oof.pivot(on="target", index="run_id", values="actual")
+    predicted = oof.pivot(on="target", index="run_id", values="predicted")
+    Y, P = actual.select(targets).to_numpy(), predicted.select(targets).to_numpy()
+    weights = resolve_keys(rd.config.solve.objective, all_targets)
+    objective = Objective.build(targets, {t: weights[t] for t in targets}, Y)
+    rho = float(spearmanr(objective.value(P), objective.value(Y)).statistic)
+    return Check(
+        "out-of-fold accuracy",
+        _grade(rho, 0.7, 0.4),
+        f"the surrogates rank runs they never saw at Spearman {rho:.2f} on the objective "
+        "(grouped cross-validation; 0.7 or more is good)",
+    )
+
+
+def distance_check(solution: dict[str, Any]) -> Check:
+    near = solution.get("nearest_run") or {}
+    d, spread = near.get("distance"), near.get("typical_distance")
+    if d is None or spread is None:
+        return Check("distance from the runs", "caution", "unknown (too few runs)")
+    status = "pass" if d <= spread + 1e-6 else "fail"
+    return Check(
+        "distance from the runs",
+        status,
+        f"the optimum is {d:.3f} (total variation) from its nearest trained run; the runs "
+        f"themselves are up to {spread:.3f} apart"
+        + ("" if status == "pass" else ": the surrogate is extrapolating"),
+    )
+
+
+def ladder_check(rd: RunDir) -> Check:
+    path = rd.file("ladder.json")
+    if not path.is_file():
+        return Check(
+            "transfer ladder",
+            "caution",
+            "not run: `automixer ladder RUN_DIR` checks that the ranking holds at larger scale",
+        )
+    ladder = json.loads(path.read_text())
+    rho = ladder["objective"]["rank_correlation"]
+    margins = ladder["objective"]["solved_margin"]
+    flips = any(m is not None and m < 0 for m in margins.values())
+    status = "fail" if flips else _grade(min(rho.values()), 0.6, 0.3)
+    steps = ", ".join(f"{k} {v:+.2f}" for k, v in rho.items())
+    margin = ", ".join(f"{k} {v:+.3f}" if v is not None else f"{k} n/a" for k, v in margins.items())
+    return Check(
+        "transfer ladder",
+        status,
+        f"rank correlation of the objective between scales: {steps}; the solved mixture's "
+        f"margin over the best baseline by scale: {margin}",
+    )
+
+
+def validation_check(rd: RunDir) -> Check:
+    path = rd.file("validation.json")
+    if not path.is_file():
+        return Check(
+            "validation",
+            "caution",
+            "not run: `automixer validate RECIPE --seeds 3` trains a larger model on it",
+        )
+    val = json.loads(path.read_text())
+    margins = val.get("margins", {})
+    verdicts = [m["verdict"] for m in margins.values()]
+    status = (
+        "pass"
+        if verdicts and all(v == "ahead" for v in verdicts)
+        else ("fail" if "behind" in verdicts else "caution")
+    )
+    parts = [
+        f"vs {b}: {m['mean']:+.3f}"
+        + (f" (s.e. {m['se']:.3f})" if m.get("se") is not None else " (one seed)")
+        for b, m in margins.items()
+    ]
+    return Check(
+        "validation",
+        status,
+        f"on a {val['settings']['token_factor']:g}x-token, wider model: " + "; ".join(parts),
+    )
+
+
+def verdict(rd: RunDir, targets: list[str]) -> Verdict:
+    """The checks for run directory `rd` whose runs measured `targets`."""
+    weighted = _weighted_targets(rd, targets)
+    return Verdict(
+        [
+            signal_check(rd, weighted),
+            accuracy_check(rd, weighted, targets),
+            distance_check(rd.solution()),
+            ladder_check(rd),
+            validation_check(rd),
+        ]
+    )
