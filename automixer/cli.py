@@ -390,6 +390,44 @@ def validate(
     )
 
 
+@app.command()
+@user_errors
+def ladder(
+    run_dir: RunDirArg,
+    rungs: Annotated[
+        str,
+        typer.Option(
+            help="Scales as WIDTHxTOKENS factors of the proxy, smallest first (1.41x2: about "
+            "2x the parameters on 2x the tokens; add 2x4 for validate's scale)."
+        ),
+    ] = "1x1,1.41x2",
+    runs: Annotated[
+        int,
+        typer.Option(
+            help="Sweep runs spanning the measured objective, besides the "
+            "solved, natural and uniform mixtures."
+        ),
+    ] = 4,
+    seeds: Annotated[int, typer.Option(help="Seeds per mixture and rung.")] = 2,
+    n_per_suite: Annotated[
+        int, typer.Option(help="Held-out items per suite (ones the sweep never scored).")
+    ] = 100,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check that the proxies' ranking of mixtures holds at larger scale (ladder.json)."""
+    from automixer.pipeline.ladder import run_ladder
+
+    run_ladder(
+        run_dir,
+        rungs=rungs,
+        runs=runs,
+        seeds=seeds,
+        n_per_suite=n_per_suite,
+        console=console,
+        progress=not quiet,
+    )
+
+
 def main() -> None:
     app(prog_name="automixer")
 

@@ -19,6 +19,26 @@ import numpy as np
 from automixer.errors import AutomixerError
 from automixer.solve.constraints import Constraints
 
+RUNS_PER_DOMAIN = 4
+"""Distinct mixtures per domain below which a sweep is too small for its width. Measured on
+RegMix's published runs (17 domains; BENCHMARKS.md, replay): Spearman of `auto` on the 256
+unseen mixtures, mean of 13 targets, 0.94 from 32 runs (1.9 per domain), 0.97 from 64 (3.8),
+0.99 from 128 (7.5). Below 4 per domain the ranking degrades quickly; 8 per domain buys most of
+what more runs can."""
+
+
+def sweep_size_warning(mixtures: int, domains: int) -> str | None:
+    """A warning when `mixtures` distinct mixtures are too few for `domains` domains."""
+    need = RUNS_PER_DOMAIN * domains
+    if mixtures >= need:
+        return None
+    return (
+        f"{mixtures} distinct mixtures for {domains} domains is {mixtures / domains:.1f} per "
+        f"domain; surrogates need about {RUNS_PER_DOMAIN} per domain ({need} mixtures) to rank "
+        f"mixtures reliably and {2 * need} to do about as well as more runs would "
+        "(see README, 'How many runs')"
+    )
+
 
 @dataclass(frozen=True)
 class PlannedRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 
 import numpy as np
 import polars as pl
@@ -56,6 +57,29 @@ def _table(df: pl.DataFrame, digits: int = 4) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def ladder_html(ladder: dict) -> str:
+    """The transfer ladder: rank correlations between rungs and the solved mixture's margin."""
+    rungs = [r["name"] for r in ladder["rungs"]]
+    rows = [("objective", ladder["objective"]), *ladder["targets"].items()]
+    pairs = list(ladder["objective"]["rank_correlation"])
+    table = pl.DataFrame(
+        [
+            {
+                "target": name,
+                **{f"rank corr {p}": row["rank_correlation"][p] for p in pairs},
+                **{f"margin @{r}": row["solved_margin"][r] for r in rungs},
+                "flips": "yes" if row["flips"] else "",
+            }
+            for name, row in rows
+        ]
+    )
+    return (
+        "<h2>Transfer ladder</h2><p>The same mixtures and seeds trained at each scale "
+        "(WIDTHxTOKENS factors of the proxy); margin: the solved mixture over the better of "
+        "natural and uniform (positive is better).</p>" + _table(table, digits=3)
+    )
+
+
 def build_report(rd: RunDir) -> tuple[str, Verdict]:
     """The report of a run directory as one HTML page (figures embedded), and its verdict."""
     # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
@@ -102,7 +126,10 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
         )
     )
     pred = pl.DataFrame([{"target": t, **v} for t, v in sol["predicted"].items()])
-    sections.append("<h2>Predicted scores at the optimum (95% interval)</h2>" + _table(pred))
+    level = sol.get("interval_level") or 0.95
+    sections.append(
+        f"<h2>Predicted scores at the optimum ({level:.0%} interval)</h2>" + _table(pred)
+    )
     folder = rd.file("surrogates")
     if (folder / "oof.parquet").is_file():
         oof = pl.read_parquet(folder / "oof.parquet")
@@ -137,6 +164,8 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
         "<h2>Response curves</h2>"
         + _img(plots.response_curves(score, optimum, domains, constraints.upper))
     )
+    if rd.file("ladder.json").is_file():
+        sections.append(ladder_html(json.loads(rd.file("ladder.json").read_text())))
     if rd.file("pareto.csv").is_file():
         front = pl.read_csv(rd.file("pareto.csv"))
         cols = [c for c in front.columns if c.startswith(("ability:", "suite:", "domain:"))]

@@ -6,7 +6,10 @@ RegMix: fit on n in {32, 64, 128, 512} of the 512 training runs (5 random subset
 the 256 unseen mixtures, Spearman against their measured losses at 1M and 60M parameters, for
 Pile-CC and the mean over all 13 targets. The solver's pick among the 256 test mixtures, from 64
 runs, is ranked by its true Pile-CC loss. Olmix DCLM: 5-fold out-of-fold Spearman per family
-mean BPB. Timing: fit + solve on a synthetic 512 runs x 64 domains x 110 targets table.
+mean BPB. Wide: every published sweep at its full width (RegMix 512 x 17 and its 256 test
+mixtures at 1M and 60M; Olmix DCLM 127 x 24 and mixture-reuse 64 x 22, every task as a target),
+`auto` against each of its candidates alone on the same grouped folds (`--parts wide`). Timing:
+fit + solve on a synthetic 512 runs x 64 domains x 110 targets table.
 The last line is JSON.
 """
 
@@ -19,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 from scipy.stats import spearmanr
 
 from automixer.replay import load_mixtures, load_runs, read_table
@@ -130,6 +134,57 @@ def olmix(models: dict[str, str], repeats: int) -> dict:
     return out
 
 
+def wide_sweeps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each published sweep at its full width: weights X and every target Y."""
+    train = load_runs(
+        REGMIX / "train_mixture_1m.csv", REGMIX / "train_pile_loss_1m.csv", id_column="index"
+    )
+    out = {"regmix_train_1m": (train.X, train.Y)}
+    for size in ("1m", "60m"):
+        test = load_runs(
+            REGMIX / f"test_mixture_{size}.csv",
+            REGMIX / f"test_pile_loss_{size}.csv",
+            id_column="index",
+            targets=train.targets,
+        )
+        out[f"regmix_test_{size}"] = (test.X, test.Y)
+    dclm = load_runs(OLMIX / "ratios.csv", OLMIX / "metrics.csv", id_column="run")
+    out["olmix_dclm"] = (dclm.X, dclm.Y)
+    reuse_dir = DATA / "olmix" / "mixture_reuse_update5_seed0"
+    reuse = load_runs(reuse_dir / "ratios.csv", reuse_dir / "metrics.csv", id_column="run")
+    out["olmix_reuse"] = (reuse.X, reuse.Y)
+    return out
+
+
+def wide(candidates: tuple[str, ...] = ("linear", "gp"), folds: int = 5) -> dict:
+    """Per sweep: mean out-of-fold Spearman over its targets of `auto` (the per-target choice,
+    scored on its own out-of-fold predictions) and of each candidate alone, same folds."""
+    out: dict = {}
+    for name, (X, Y) in wide_sweeps().items():
+        t0 = time.perf_counter()
+        cv = cross_validate(
+            X, Y, {c: make_surrogate(c) for c in candidates}, folds=folds, repeats=1, seed=0
+        )
+        means = cv.table.group_by("model").agg(pl.col("spearman").mean())
+        row = dict(means.iter_rows())
+        best = max(row[c] for c in candidates)
+        out[name] = {
+            "runs": len(X),
+            "domains": X.shape[1],
+            "targets": Y.shape[1],
+            **{m: float(row[m]) for m in ("auto", *candidates)},
+            "auto_minus_best": float(row["auto"] - best),
+            "seconds": time.perf_counter() - t0,
+        }
+        print(
+            f"wide {name:18s} {len(X)} x {X.shape[1]} x {Y.shape[1]}: "
+            + "  ".join(f"{m}={row[m]:.4f}" for m in ("auto", *candidates))
+            + f"  auto-best={row['auto'] - best:+.4f}  ({out[name]['seconds']:.0f}s)",
+            flush=True,
+        )
+    return out
+
+
 def fit_solve_timing(seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     n, d, k = 512, 64, 110
@@ -156,7 +211,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="32,64,128,512", help="RegMix training-set sizes")
     ap.add_argument("--subsets", type=int, default=5, help="random subsets per size")
     ap.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
-    ap.add_argument("--parts", default="regmix,olmix,timing", help="regmix, olmix, timing")
+    ap.add_argument(
+        "--parts", default="regmix,olmix,wide,timing", help="regmix, olmix, wide, timing"
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     ns = [64] if args.quick else [int(n) for n in args.sizes.split(",")]
@@ -168,6 +225,8 @@ def main() -> None:
         result["regmix"] = regmix(ns, subsets, models)
     if "olmix" in parts:
         result["olmix_dclm"] = olmix(models, repeats=1 if args.quick else 3)
+    if "wide" in parts:
+        result["wide"] = wide()
     if "timing" in parts:
         result["fit_solve_seconds"] = fit_solve_timing()
         print(
@@ -184,6 +243,8 @@ def main() -> None:
     if "automixer" in result.get("olmix_dclm", {}):
         for k in ("math", "code", "qa", "mean"):
             flat[f"olmix_dclm.{k}"] = result["olmix_dclm"]["automixer"][k]
+    for name, row in result.get("wide", {}).items():
+        flat[f"wide.{name}.auto_minus_best"] = row["auto_minus_best"]
     if "fit_solve_seconds" in result:
         flat["fit_solve_seconds"] = result["fit_solve_seconds"]
     flat["detail"] = result

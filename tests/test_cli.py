@@ -37,6 +37,7 @@ VERBS = [
     "report",
     "eval",
     "validate",
+    "ladder",
     "replay",
 ]
 
@@ -193,3 +194,47 @@ def test_validate_verdict_needs_two_standard_errors():
     assert noisy.verdict == "not distinguishable"
     assert paired_margin([0.1, 0.2], [0.5, 0.7]).verdict == "behind"
     assert "s.e." in noisy.describe() and "one seed" in paired_margin([1.0], [0.0]).describe()
+
+
+def test_ladder_rungs_are_checked():
+    from automixer.errors import AutomixerError
+    from automixer.pipeline.ladder import parse_rungs
+
+    assert parse_rungs("1x1,1.41x2,2x4") == [(1.0, 1.0), (1.41, 2.0), (2.0, 4.0)]
+    for bad, message in [
+        ("1x1", "at least two"),
+        ("1x1,0.5x1", "larger"),
+        ("1x1,wide", "WIDTHxTOKENS"),
+        ("1x1,0x2", "positive"),
+    ]:
+        with pytest.raises(AutomixerError, match=message):
+            parse_rungs(bad)
+
+
+def test_ladder_summary_margin_and_flips():
+    from automixer.pipeline.ladder import summarise
+
+    values = {
+        "1x1": {"solved": 1.0, "natural": 0.5, "uniform": 0.0, "r1": -1.0},
+        "2x2": {"solved": 0.2, "natural": 0.9, "uniform": 0.1, "r1": -0.5},
+    }
+    rho, margin, flips = summarise(values, higher_is_better=True)
+    assert margin == pytest.approx({"1x1": 0.5, "2x2": -0.7})
+    assert flips and list(rho) == ["1x1->2x2"] and rho["1x1->2x2"] == pytest.approx(0.8)
+    # Lower is better (a loss): the solved mixture's margin is the better baseline minus it.
+    _, margin, flips = summarise(values, higher_is_better=False)
+    assert margin == pytest.approx({"1x1": -1.0, "2x2": -0.1}) and not flips
+
+
+def test_a_sweep_too_small_for_its_width_is_told_before_it_trains(tmp_path: Path):
+    from tests.conftest import small_config, write_config
+
+    cfg = small_config(tmp_path)
+    cfg["sweep"] = {"n_runs": 8}  # 3 domains need 12 mixtures
+    result = _run("data", str(write_config(tmp_path / "c.yaml", cfg)), "--dry-run")
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "8 distinct mixtures for 3 domains" in flat and "(12 mixtures)" in flat
+    cfg["sweep"] = {"n_runs": 12}
+    result = _run("data", str(write_config(tmp_path / "c.yaml", cfg)), "--dry-run")
+    assert "distinct mixtures" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -14,8 +15,10 @@ from automixer.recipes import load_recipe
 from tests.conftest import small_config, write_config
 
 
-@pytest.mark.slow
-def test_run_goes_from_data_to_recipes(tmp_path: Path):
+@pytest.fixture(scope="module")
+def looped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The whole loop on a small config: its run directory and the command's output."""
+    tmp_path = tmp_path_factory.mktemp("loop")
     cfg = small_config(tmp_path)
     cfg["proxy"] = {
         "preset": "tiny",
@@ -31,7 +34,12 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     path = write_config(tmp_path / "run.yaml", cfg)
     result = CliRunner().invoke(app, ["run", str(path), "-q"])
     assert result.exit_code == 0, result.output
-    run_dir = next((tmp_path / "runs").iterdir())
+    return next((tmp_path / "runs").iterdir()), result.output
+
+
+@pytest.mark.slow
+def test_run_goes_from_data_to_recipes(looped: tuple[Path, str]):
+    run_dir, output = looped
     assert pl.read_parquet(run_dir / "runs.parquet").height == 8
     assert (run_dir / "surrogates" / "cv.csv").is_file()
     solution = json.loads((run_dir / "solution.json").read_text())
@@ -51,7 +59,7 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
         "recipe.csv",
     ]:
         assert (run_dir / "recipes" / name).is_file()
-    assert "run directory" in result.output
+    assert "run directory" in output
     report = (run_dir / "report.html").read_text()
     assert f"{solution['objective']['predicted']:+.3f}" in report
     assert f"{solution['optimism_gap']:+.3f}" in report
@@ -61,6 +69,49 @@ def test_run_goes_from_data_to_recipes(tmp_path: Path):
     _execute_notebook(run_dir)
     assert _snapshot(run_dir) == before  # the notebook reads the run, it rewrites nothing
     _validate(run_dir)
+    _ladder(run_dir)
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    report = (run_dir / "report.html").read_text()
+    assert report.index("Verdict:") < report.index("<h2>Summary")  # the first screen
+    for check in ("signal over seed noise", "out-of-fold accuracy", "transfer ladder"):
+        assert check in report and check in result.output
+    assert "<h2>Transfer ladder</h2>" in report
+
+
+def _ladder(run_dir: Path) -> None:
+    """`automixer ladder`: the same mixtures and seeds at two scales."""
+    args = ["--rungs", "1x1,1.5x2", "--runs", "2", "--seeds", "2", "--n-per-suite", "3", "-q"]
+    result = CliRunner().invoke(app, ["ladder", str(run_dir), *args])
+    assert result.exit_code == 0, result.output
+    out = json.loads((run_dir / "ladder.json").read_text())
+    assert [r["name"] for r in out["rungs"]] == ["1x1", "1.5x2"]
+    assert out["rungs"][1]["active_params"] > out["rungs"][0]["active_params"]
+    assert {"solved", "natural", "uniform"} <= set(out["mixtures"]) and len(out["mixtures"]) == 5
+    assert set(out["objective"]["rank_correlation"]) == {"1x1->1.5x2"}
+    assert set(out["objective"]["solved_margin"]) == {"1x1", "1.5x2"}
+    assert "ability:math:bpb" in out["targets"]
+    assert (run_dir / "ladder" / "1.5x2" / "solved-seed1.pt").is_file()
+    assert "transfer ladder" in result.output
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_browser(looped: tuple[Path, str]):
+    """The report in a real browser (Debian's chromium through Selenium, no browser download):
+    it renders, every figure loads, the console is clean; a screenshot is kept for people."""
+    from tests.browser import open_page
+
+    run_dir, _ = looped
+    report = run_dir / "report.html"
+    if not report.is_file():
+        CliRunner().invoke(app, ["report", str(run_dir)])
+    shot = Path(os.environ.get("AUTOMIXER_SCREENSHOT_DIR", run_dir)) / "report.png"
+    page = open_page(report, screenshot=shot)
+    assert page.title.startswith("automixer report")
+    assert page.images >= 6 and page.broken_images == []
+    assert page.console_errors == []
+    assert "Verdict:" in page.text
+    assert shot.is_file() and shot.stat().st_size > 10_000
 
 
 def _snapshot(run_dir: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from automixer.budget import Supply, config_caps_supply
 from automixer.config import Config, field_line, load_config
 from automixer.data.pipeline import DataBundle
 from automixer.data.sources import resolve_files, source_description, source_licence
+from automixer.design import sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.evals.suites import suite_names
 from automixer.evals.tasks import load_jsonl
@@ -128,3 +129,6 @@ def _dry_run(config_path: Path, console: Console) -> None:
         f"objective {config.solve.objective}\n"
         f"run directory: {RunDir.for_config(config).path}"
     )
+    warning = sweep_size_warning(config.sweep.n_runs, len(config.domains))
+    if warning:
+        console.print(f"[yellow]warning:[/] sweep.n_runs: {warning}")

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
+from automixer.design import sweep_size_warning
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, FitResult, fit_surrogates
 from automixer.rundir import RunDir
@@ -38,6 +39,8 @@ def run_fit(run_dir: Path, console: Console, *, show_all: bool = False) -> FitRe
         result.oof.write_parquet(tmp)
     with atomic_path(folder / "signal.csv") as tmp:
         result.signal.write_csv(tmp)
+    if warning := sweep_size_warning(result.mixtures, len(rd.config.domains)):
+        console.print(f"[yellow]warning:[/] {warning}")
     title = (
         f"{s.cv_folds}-fold x {s.cv_repeats} grouped out-of-fold cross-validation on "
         f"{len(data.X)} runs ({result.mixtures} mixtures)"

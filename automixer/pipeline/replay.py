@@ -12,6 +12,7 @@ import polars as pl
 from rich.console import Console
 from scipy.stats import spearmanr
 
+from automixer.design import sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
 from automixer.registry import SOLVERS, SURROGATES, unknown
@@ -146,6 +147,9 @@ def run_replay(
         f"{len(runs.X)} runs, {len(runs.domains)} domains, {len(runs.targets)} targets"
         + (f" ({runs.dropped} rows without every target dropped)" if runs.dropped else "")
     )
+    distinct = len(np.unique(mixture_groups(runs.X)))
+    if warning := sweep_size_warning(distinct, len(runs.domains)):
+        console.print(f"[yellow]warning:[/] {warning}")
     cv = cross_validated(runs, opts)
     table = cv.table
     intervals = Conformal(runs.Y, cv.oof[opts.model])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from automixer.io import atomic_write_text
 from automixer.report import build_report
@@ -16,8 +17,11 @@ def run_report(run_dir: Path, console: Console) -> Path:
     out = rd.file("report.html")
     page, trust = build_report(rd)
     atomic_write_text(out, page)
-    console.print(f"verdict: {trust.headline}")
+    table = Table(title=f"verdict: {trust.headline}", title_justify="left")
+    for col in ("check", "status", "why"):
+        table.add_column(col)
     for c in trust.checks:
-        console.print(f"  {c.status:7s} {c.name}: {c.detail}", highlight=False)
+        table.add_row(c.name, c.status, c.detail)
+    console.print(table)
     console.print(f"report: {out}")
     return out

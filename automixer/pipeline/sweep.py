@@ -10,7 +10,7 @@ from rich.console import Console
 
 from automixer.config import Config, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
-from automixer.design import PlannedRun, plan_mixtures
+from automixer.design import PlannedRun, plan_mixtures, sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_write_json
 from automixer.pipeline.data import run_data
@@ -96,6 +96,9 @@ def run_sweep(
     planned = plan(rd, bundle)
     url = storage_url(config, rd.path)
     say = console.print if console is not None else (lambda *a, **k: None)
+    distinct = len([r for r in planned if r.replicate_of is None])
+    if warning := sweep_size_warning(distinct, len(config.domains)):
+        say(f"[yellow]warning:[/] sweep.n_runs: {warning}")
     with Ledger(
         url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
     ) as ledger:

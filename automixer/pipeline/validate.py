@@ -29,7 +29,7 @@ from automixer.io import atomic_write_json
 from automixer.modeling import FitInputs
 from automixer.recipes import load_recipe, recipe_weights
 from automixer.rundir import RunDir
-from automixer.solve.objective import lower_is_better
+from automixer.solve.objective import Objective, lower_is_better
 from automixer.sweep.training import data_bundle, keep_proxy, train_and_score, train_config
 from automixer.views import metrics_table, progress_bar
 
@@ -115,6 +115,76 @@ def validation_tasks(config: Config, left_out: set[str], n_per_suite: int) -> li
     return config_tasks(held, exclude=left_out | scored)
 
 
+def objective_value(objective: Objective, values: dict[str, float]) -> float:
+    """The objective (standardised as the solver standardised it) of one model's metrics."""
+    y = np.array([values.get(t, math.nan) for t in objective.targets])
+    y = np.where(objective.weights > 0, y, objective.center)
+    return float(objective.value(y))
+
+
+def train_mixtures(
+    rd: RunDir,
+    bundle: Any,
+    model_cfg: Any,
+    mixtures: dict[str, dict[str, float]],
+    seeds: list[int],
+    tokens: int,
+    tasks: list[Any],
+    *,
+    folder: Path,
+    progress: bool = True,
+    label: str = "training",
+) -> dict[str, list[dict[str, float]]]:
+    """Train `model_cfg` on every mixture with every seed (one pack: the same initialisation
+    per seed for every mixture), score each on `tasks` and the held-out domains, keep each model
+    in `folder`; the metrics per mixture, in seed order. A mixture the loader cannot serve at
+    `tokens`, or a model that fails, is an error."""
+    config = rd.config
+    runs = [(m, s) for m in mixtures for s in seeds]
+    loaders = []
+    for m, s in runs:
+        try:
+            loaders.append(bundle.loader(mixtures[m], config, seed=s, tokens=tokens))
+        except AutomixerError as e:
+            raise AutomixerError(f"the {m} mixture: {e.message}", field="--tokens-factor") from None
+    steps = loaders[0].steps
+    bar = progress_bar("{task.completed}/{task.total} steps {task.fields[info]}", progress)
+    with bar:
+        job = bar.add_task(label, total=steps, info="")
+
+        def on_log(step: int, losses: list[float], rate: float) -> None:
+            bar.update(job, completed=step + 1, info=f"{rate:,.0f} tok/s")
+
+        scored = train_and_score(
+            config,
+            bundle,
+            model_cfg,
+            loaders,
+            [s for _, s in runs],  # the same initialisation for every mixture
+            tasks,
+            tcfg=train_config(config, log_every=max(1, steps // 50)),
+            on_log=on_log,
+        )
+    config_yaml = dump_config(config)
+    left_out_keys = sorted(bundle.contaminated_items)
+    per_run: dict[str, list[dict[str, float]]] = {m: [] for m in mixtures}
+    for (m, s), sc in zip(runs, scored, strict=True):
+        r = sc.result
+        if not sc.ok:
+            raise AutomixerError(f"the {m} model (seed {s}) failed: {r.error}")
+        per_run[m].append(sc.metrics)
+        meta = {
+            **rd.provenance(),
+            "name": m,
+            "seed": s,
+            "tokens": r.tokens,
+            "weights": mixtures[m],
+            "left_out": left_out_keys,
+        }
+        keep_proxy(folder / f"{m}-seed{s}.pt", sc, model_cfg, bundle, config_yaml, meta)
+    return per_run
+
+
 def run_validate(
     recipe_path: Path,
     *,
@@ -155,62 +225,31 @@ def run_validate(
     }
     tokens = int(config.proxy.tokens * token_factor)
     seed_list = [config.run.seed + k for k in range(seeds)]
-    runs = [(m, s) for m in mixtures for s in seed_list]
-    loaders = []
-    for m, s in runs:
-        try:
-            loaders.append(bundle.loader(mixtures[m], config, seed=s, tokens=tokens))
-        except AutomixerError as e:
-            raise AutomixerError(f"the {m} mixture: {e.message}", field="--tokens-factor") from None
     left_out = set(bundle.contaminated_items)
     tasks = validation_tasks(config, left_out, n_per_suite)
     proxy_cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
     model_cfg = scaled_model(proxy_cfg, width)
     params, proxy_params = model_cfg.param_counts(), proxy_cfg.param_counts()
     console.print(
-        f"validating {recipe_path}: {len(runs)} models of {params['active']:,} active parameters "
-        f"({params['active'] / proxy_params['active']:.1f}x the proxy; non-embedding "
+        f"validating {recipe_path}: {len(mixtures) * seeds} models of {params['active']:,} "
+        f"active parameters ({params['active'] / proxy_params['active']:.1f}x the proxy; "
+        "non-embedding "
         f"{params['non_embedding_active'] / proxy_params['non_embedding_active']:.1f}x), "
         f"{tokens:,} tokens each ({token_factor:g}x); {len(tasks)} held-out items"
     )
-    steps = loaders[0].steps
-    bar = progress_bar("{task.completed}/{task.total} steps {task.fields[info]}", progress)
     t0 = time.perf_counter()
-    with bar:
-        job = bar.add_task("training", total=steps, info="")
-
-        def on_log(step: int, losses: list[float], rate: float) -> None:
-            bar.update(job, completed=step + 1, info=f"{rate:,.0f} tok/s")
-
-        scored = train_and_score(
-            config,
-            bundle,
-            model_cfg,
-            loaders,
-            [s for _, s in runs],  # the same initialisation for every mixture
-            tasks,
-            tcfg=train_config(config, log_every=max(1, steps // 50)),
-            on_log=on_log,
-        )
+    per_run = train_mixtures(
+        rd,
+        bundle,
+        model_cfg,
+        mixtures,
+        seed_list,
+        tokens,
+        tasks,
+        folder=rd.file("validate"),
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
-    folder = rd.file("validate")
-    config_yaml = dump_config(config)
-    left_out_keys = sorted(left_out)
-    per_run: dict[str, list[dict[str, float]]] = {m: [] for m in mixtures}
-    for (m, s), sc in zip(runs, scored, strict=True):
-        r = sc.result
-        if not sc.ok:
-            raise AutomixerError(f"the {m} model (seed {s}) failed: {r.error}")
-        per_run[m].append(sc.metrics)
-        meta = {
-            **rd.provenance(),
-            "name": m,
-            "seed": s,
-            "tokens": r.tokens,
-            "weights": mixtures[m],
-            "left_out": left_out_keys,
-        }
-        keep_proxy(folder / f"{m}-seed{s}.pt", sc, model_cfg, bundle, config_yaml, meta)
     mean = {m: {k: float(np.mean([v[k] for v in vs])) for k in vs[0]} for m, vs in per_run.items()}
     missing = [
         t
@@ -220,12 +259,7 @@ def run_validate(
     if missing:
         raise AutomixerError(f"the validation models have no '{missing[0]}' to score")
 
-    def obj(values: dict[str, float]) -> float:
-        y = np.array([values.get(t, math.nan) for t in objective.targets])
-        y = np.where(objective.weights > 0, y, objective.center)
-        return float(objective.value(y))
-
-    obj_runs = {m: [obj(v) for v in vs] for m, vs in per_run.items()}
+    obj_runs = {m: [objective_value(objective, v) for v in vs] for m, vs in per_run.items()}
     scores = {m: float(np.mean(v)) for m, v in obj_runs.items()}
     columns = {m: {"objective": scores[m], **mean[m]} for m in mixtures}
     best = {}
@@ -276,5 +310,7 @@ def run_validate(
     }
     path = rd.file("validation.json")
     atomic_write_json(path, out)
-    console.print(f"validation: {path}; models: {folder}/ (score one with `automixer eval`)")
+    console.print(
+        f"validation: {path}; models: {rd.file('validate')}/ (score one with `automixer eval`)"
+    )
     return out
