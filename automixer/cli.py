@@ -392,6 +392,74 @@ def validate(
 
 @app.command()
 @user_errors
+def simulate(
+    pool_table: Annotated[
+        Path,
+        typer.Argument(help="CSV or parquet of trained runs: the pool.", show_default=False),
+    ],
+    metrics: Annotated[
+        Path | None, typer.Option(help="A second table of metrics, joined on --id.")
+    ] = None,
+    id: Annotated[
+        str | None,
+        typer.Option("--id", help="Join / id column (default: run_id, run, id or index)."),
+    ] = None,
+    domains: Annotated[
+        list[str] | None,
+        typer.Option("--domains", help="Weight columns: names or glob patterns (repeatable)."),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target", help="Target columns: names, globs, a|b alternatives (repeatable)."
+        ),
+    ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
+    ] = None,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
+    ] = None,
+    direction: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--direction", help="TARGET=min|max for targets whose names declare no measure."
+        ),
+    ] = None,
+    initial: Annotated[int, typer.Option(help="Runs in the random first batch.")] = 16,
+    batch: Annotated[int, typer.Option(help="Runs chosen per round.")] = 8,
+    budget: Annotated[int, typer.Option(help="Runs chosen in all.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the first batch and the sampling.")] = 0,
+    out: Annotated[Path, typer.Option(help="Where chosen.csv and pick.json go.")] = Path(
+        "simulate-out"
+    ),
+) -> None:
+    """Run the adaptive sweep's loop on a table of already trained runs (the oracle)."""
+    from automixer.pipeline.replay import parse_pairs
+    from automixer.pipeline.simulate import run_simulate
+
+    run_simulate(
+        pool_table,
+        metrics=metrics,
+        id_column=id,
+        domains=domains or [],
+        targets=target or [],
+        families=parse_pairs(family or [], "--family", False),
+        objective=parse_pairs(objective or [], "--objective", True),
+        directions=parse_pairs(direction or [], "--direction", False),
+        initial=initial,
+        batch=batch,
+        budget=budget,
+        seed=seed,
+        out_dir=out,
+        console=console,
+    )
+
+
+@app.command()
+@user_errors
 def ladder(
     run_dir: RunDirArg,
     rungs: Annotated[

@@ -38,6 +38,7 @@ VERBS = [
     "eval",
     "validate",
     "ladder",
+    "simulate",
     "replay",
 ]
 

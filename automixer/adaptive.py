@@ -1,0 +1,127 @@
+"""Adaptive sweeps: the next proxies go where they decide the most.
+
+After a space-filling first batch, each round fits a Gaussian process to the objective of the runs
+so far and chooses the next batch by Thompson sampling: every slot of the batch draws one function
+from the GP's joint posterior over the candidate mixtures and takes that draw's best candidate
+not already taken. A draw is high where the mean is high (near the candidate optimum) or where
+the posterior is wide (where the surrogate is unsure), in proportion to how likely each is to
+hold the optimum, and separate draws spread the batch without a hand-tuned diversity term. The
+GP is automixer's own (`GPSurrogate`, per-domain length scales on square-rooted weights, the
+same model `auto` chooses among), so no second modelling stack is needed: Optuna's samplers do
+not condition on a fixed candidate set, and BoTorch's q-EI would bring PyTorch-side GP fitting
+for a few dozen points.
+
+`simulate` runs the loop on runs that were already trained (a pool): only the pool's rows can be
+chosen, and a row's metrics are revealed when it is chosen. `random_selection` is the baseline
+with the same surrogate and budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from automixer.errors import AutomixerError
+from automixer.surrogates.base import transform_weights
+from automixer.surrogates.gp import GPSurrogate
+
+
+def _fit(X: np.ndarray, y: np.ndarray, seed: int) -> GPSurrogate:
+    return GPSurrogate(random_state=seed).fit(X, y)
+
+
+def thompson_batch(
+    X_seen: np.ndarray,
+    y_seen: np.ndarray,
+    candidates: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """`batch` distinct indices into `candidates` by Thompson sampling from a GP fitted to the
+    objective values `y_seen` (higher is better) of the mixtures `X_seen`."""
+    if batch > len(candidates):
+        raise ValueError(f"a batch of {batch} from {len(candidates)} candidates")
+    gp = _fit(X_seen, y_seen, int(rng.integers(2**31)))
+    (_, model), *_ = gp.models_
+    Z = transform_weights(candidates, gp.weight_transform)
+    draws = np.asarray(
+        model.sample_y(Z, n_samples=batch, random_state=int(rng.integers(2**31)))
+    ).reshape(len(candidates), batch)
+    picked: list[int] = []
+    for s in range(batch):
+        order = np.argsort(-draws[:, s])
+        picked.append(int(next(i for i in order if i not in picked)))
+    return picked
+
+
+def predicted_best(X_seen: np.ndarray, y_seen: np.ndarray, pool: np.ndarray, seed: int) -> int:
+    """The pool row with the highest posterior mean of the objective."""
+    return int(np.argmax(_fit(X_seen, y_seen, seed).predict(pool)))
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    chosen: list[int]
+    """Pool rows in the order they were chosen."""
+    rounds: list[int]
+    """The round of each chosen row (0: the initial batch)."""
+
+    def pick(
+        self, X: np.ndarray, objective: Callable[[np.ndarray], np.ndarray], n: int, seed: int
+    ) -> tuple[int, float]:
+        """After the first `n` choices: the recommended row and its predicted objective."""
+        seen = self.chosen[:n]
+        y = objective(np.asarray(seen))
+        gp = _fit(X[seen], y, seed)
+        pred = gp.predict(X)
+        best = int(np.argmax(pred))
+        return best, float(pred[best])
+
+
+def _check(pool: int, initial: int, batch: int, budget: int) -> None:
+    if initial < 2:
+        raise AutomixerError("needs at least 2 initial runs", field="--initial")
+    if batch < 1:
+        raise AutomixerError("needs at least 1", field="--batch")
+    if budget < initial:
+        raise AutomixerError(f"budget {budget} is below the initial {initial}", field="--budget")
+    if budget > pool:
+        raise AutomixerError(f"budget {budget} exceeds the pool's {pool} rows", field="--budget")
+
+
+def simulate(
+    X: np.ndarray,
+    objective: Callable[[np.ndarray], np.ndarray],
+    *,
+    initial: int,
+    batch: int,
+    budget: int,
+    seed: int,
+    on_round: Callable[[int, int], None] | None = None,
+) -> Trajectory:
+    """The adaptive loop on a pool of already trained runs. `objective(rows)` reveals the
+    objective (higher is better) of pool rows; it is only ever called on chosen rows."""
+    _check(len(X), initial, batch, budget)
+    rng = np.random.default_rng(seed)
+    chosen = [int(i) for i in rng.choice(len(X), initial, replace=False)]
+    rounds = [0] * initial
+    r = 0
+    while len(chosen) < budget:
+        r += 1
+        rest = np.setdiff1d(np.arange(len(X)), chosen)
+        size = min(batch, budget - len(chosen))
+        y = objective(np.asarray(chosen))
+        new = thompson_batch(X[chosen], y, X[rest], size, rng)
+        chosen += [int(rest[i]) for i in new]
+        rounds += [r] * size
+        if on_round is not None:
+            on_round(r, len(chosen))
+    return Trajectory(chosen, rounds)
+
+
+def random_selection(n_pool: int, budget: int, seed: int) -> Trajectory:
+    """The baseline: `budget` rows drawn at random, as one round."""
+    rng = np.random.default_rng(seed)
+    return Trajectory([int(i) for i in rng.choice(n_pool, budget, replace=False)], [0] * budget)
