@@ -200,6 +200,13 @@ class SweepSection(_Section):
     """Smallest L1 distance between two planned mixtures."""
     anchors: dict[str, Weights] = Field(default_factory=dict)
     """Extra mixtures always trained, by name (natural and uniform are always included)."""
+    rounds: int = Field(default=1, ge=1)
+    """1: all mixtures planned up front. More: an adaptive sweep: the design's first
+    n_runs - (rounds - 1) * batch mixtures, then rounds - 1 batches chosen by Thompson sampling
+    from a GP fitted to the objective of the runs so far (`automixer.adaptive`). The total is
+    n_runs either way."""
+    batch: int = Field(default=8, ge=1)
+    """Mixtures chosen per adaptive round (with rounds > 1)."""
     storage: str | None = None
     """Ledger URL (SQLite file in the run directory by default; postgresql://... for many
     machines). Credentials may come from the environment instead."""
@@ -401,6 +408,14 @@ class Config(_Section):
                 f"n_runs={self.sweep.n_runs} leaves no room beside natural, uniform and "
                 f"{len(self.sweep.anchors)} anchors",
                 ("sweep", "n_runs"),
+            )
+        first = self.sweep.n_runs - (self.sweep.rounds - 1) * self.sweep.batch
+        if self.sweep.rounds > 1 and first < max(2 + len(self.sweep.anchors), 4):
+            raise FieldIssue(
+                f"{self.sweep.rounds - 1} adaptive rounds of {self.sweep.batch} leave "
+                f"{first} of n_runs={self.sweep.n_runs} for the first, space-filling batch "
+                "(it needs at least 4 and the anchors)",
+                ("sweep", "rounds"),
             )
         return self
 

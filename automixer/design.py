@@ -54,6 +54,36 @@ def _tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(a - b).sum(-1)
 
 
+def _space(natural: Mapping[str, float], caps: Mapping[str, float] | None) -> Constraints:
+    """The mixtures a proxy can train: the simplex under each domain's repetition cap."""
+    upper = {d: min(1.0, float(caps[d])) for d in natural} if caps else {}
+    try:
+        return Constraints.build(
+            list(natural), prior=dict(natural), bounds={d: (0.0, u) for d, u in upper.items()}
+        )
+    except AutomixerError as e:
+        raise AutomixerError(
+            f"{e.message}: the proxies' token budget repeats the domains more "
+            "than data.max_epochs allows; lower proxy.tokens",
+            field="proxy.tokens",
+        ) from None
+
+
+def candidate_mixtures(
+    natural: Mapping[str, float],
+    caps: Mapping[str, float] | None,
+    n: int,
+    rng: np.random.Generator,
+    concentration: tuple[float, float] = (0.1, 5.0),
+) -> np.ndarray:
+    """n feasible mixtures to choose an adaptive round from: Dirichlet draws around the
+    natural mixture at log-uniform concentrations (the design's own scheme), within the caps."""
+    space = _space(natural, caps)
+    strength = np.exp(rng.uniform(np.log(concentration[0]), np.log(concentration[1]), n))
+    alpha = np.clip(space.prior[None, :] * len(space.prior) * strength[:, None], 1e-3, None)
+    return np.asarray(space.project(np.stack([rng.dirichlet(a) for a in alpha])))
+
+
 def plan_mixtures(
     natural: Mapping[str, float],
     *,
@@ -69,19 +99,8 @@ def plan_mixtures(
 ) -> list[PlannedRun]:
     """`n_runs` distinct mixtures (anchors included) plus `replicates` extra seeds of natural."""
     domains = list(natural)
-    prior = np.array([natural[d] for d in domains], dtype=np.float64)
-    prior = prior / prior.sum()
-    upper = {d: min(1.0, float(caps[d])) for d in domains} if caps else {}
-    try:
-        space = Constraints.build(
-            domains, prior=dict(natural), bounds={d: (0.0, u) for d, u in upper.items()}
-        )
-    except AutomixerError as e:
-        raise AutomixerError(
-            f"{e.message}: the proxies' token budget repeats the domains more "
-            "than data.max_epochs allows; lower proxy.tokens",
-            field="proxy.tokens",
-        ) from None
+    space = _space(natural, caps)
+    prior = space.prior
     rng = np.random.default_rng([seed, 0x646573])
     chosen: list[tuple[str, np.ndarray]] = []
 

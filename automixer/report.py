@@ -80,6 +80,28 @@ def ladder_html(ladder: dict) -> str:
     )
 
 
+def rounds_table(data: FitInputs) -> pl.DataFrame:
+    """Finished runs per sweep round, with the best measured objective of each."""
+    names = dict(zip(data.runs["run_id"], data.runs["name"], strict=True))
+    rounds = [
+        int(str(names.get(r) or "").removeprefix("adaptive-"))
+        if str(names.get(r) or "").startswith("adaptive-")
+        else 0
+        for r in data.ids
+    ]
+    values = data.objective().value(data.Y)
+    return (
+        pl.DataFrame({"round": rounds, "run_id": data.ids, "objective": values})
+        .group_by("round")
+        .agg(
+            pl.len().alias("runs"),
+            pl.col("objective").max().alias("best measured objective"),
+            pl.col("run_id").sort_by("objective").last().alias("best run"),
+        )
+        .sort("round")
+    )
+
+
 def build_report(rd: RunDir) -> tuple[str, Verdict]:
     """The report of a run directory as one HTML page (figures embedded), and its verdict."""
     # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
@@ -171,6 +193,12 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
         cols = [c for c in front.columns if c.startswith(("ability:", "suite:", "domain:"))]
         if len(cols) >= 2:
             sections.append("<h2>Pareto front</h2>" + _img(plots.pareto(front, cols[0], cols[1])))
+    rounds = rounds_table(data)
+    if rounds.height > 1:
+        sections.append(
+            "<h2>Adaptive rounds</h2><p>Round 0 is the space-filling design (with the "
+            "replicates); later rounds were chosen by Thompson sampling.</p>" + _table(rounds)
+        )
     sections.append(
         "<h2>Sweep coverage</h2>"
         + _img(

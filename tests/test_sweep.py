@@ -275,3 +275,31 @@ def test_dead_worker_run_is_requeued_and_completed(tmp_path: Path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
     assert set(ledger.completions().values()) == {1}
+
+
+@pytest.mark.slow
+def test_adaptive_rounds_go_through_the_ledger_and_resume(tmp_path: Path):
+    """sweep.rounds: the design's first batch, then batches chosen by Thompson sampling; a
+    sweep stopped in a round resumes it without choosing again or training anything twice."""
+    cfg = _sweep_config(tmp_path, sweep={"n_runs": 8, "rounds": 3, "batch": 2})
+    run_sweep(cfg, progress=False, max_packs=1)  # stops inside the first batch
+    ledger = _ledger(cfg)
+    assert ledger.counts()["done"] == 3 and ledger.counts()["waiting"] == 2  # 4 + 1 replicate
+    run_sweep(cfg, progress=False, max_packs=2)  # the first batch, round 1, part of round 2
+    names = [rec["name"] for rec in ledger.records().values()]
+    assert names.count("adaptive-1") == 2 and names.count("adaptive-2") == 2
+    before = {r: rec["weights"] for r, rec in ledger.records().items()}
+    run_sweep(cfg, progress=False)
+    assert ledger.counts() == {"done": 9, "failed": 0, "running": 0, "waiting": 0}
+    assert set(ledger.completions().values()) == {1}
+    after = {r: rec["weights"] for r, rec in ledger.records().items()}
+    assert {r: after[r] for r in before} == before  # round 2 was not chosen again
+    df = pl.read_parquet(RunDir.for_config(load_config(cfg)).file("runs.parquet"))
+    assert sorted(df.filter(pl.col("name").str.starts_with("adaptive"))["run_id"]) == [
+        "a01-00",
+        "a01-01",
+        "a02-00",
+        "a02-01",
+    ]
+    design = json.loads(RunDir.for_config(load_config(cfg)).file("design.json").read_text())
+    assert len(design["runs"]) == 9

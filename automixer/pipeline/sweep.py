@@ -3,18 +3,24 @@ config's executor with live progress, export runs.parquet."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 from rich.console import Console
 
+from automixer.adaptive import thompson_batch
 from automixer.config import Config, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
-from automixer.design import PlannedRun, plan_mixtures, sweep_size_warning
+from automixer.design import PlannedRun, candidate_mixtures, plan_mixtures, sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_write_json
 from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
+from automixer.runs_table import fit_arrays
+from automixer.solve.objective import Objective, resolve_keys
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
@@ -29,7 +35,7 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     caps = bundle.loader_caps(config)  # the loader's own rule: no planned mixture is refused
     planned = plan_mixtures(
         bundle.natural_weights(),
-        n_runs=config.sweep.n_runs,
+        n_runs=first_batch(config),
         seed=config.run.seed,
         caps=caps,
         concentration=config.sweep.concentration,
@@ -38,6 +44,11 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
         anchors=config.sweep.anchors,
         replicates=config.sweep.replicates,
     )
+    write_design(rd, planned)
+    return planned
+
+
+def write_design(rd: RunDir, planned: list[PlannedRun]) -> None:
     atomic_write_json(
         rd.file("design.json"),
         {
@@ -54,7 +65,43 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
             ],
         },
     )
-    return planned
+
+
+def first_batch(config: Config) -> int:
+    """Distinct mixtures of the space-filling design: all of them, or those before the
+    adaptive rounds."""
+    return config.sweep.n_runs - (config.sweep.rounds - 1) * config.sweep.batch
+
+
+def round_name(r: int) -> str:
+    return f"adaptive-{r}"
+
+
+def adaptive_round(rd: RunDir, bundle: DataBundle, df: pl.DataFrame, r: int) -> list[PlannedRun]:
+    """Round r's mixtures: Thompson sampling from a GP fitted to the objective of the finished
+    runs, among feasible candidates at least sweep.min_distance from every run so far. The
+    same finished runs give the same choice (seeded by the run's seed and the round)."""
+    config = rd.config
+    X, Y, targets, _ = fit_arrays(df, config.domain_names)
+    keys = resolve_keys(config.solve.objective, targets)
+    y = Objective.build(targets, keys, Y).value(Y)
+    rng = np.random.default_rng([config.run.seed, 0x61646170, r])
+    natural = bundle.natural_weights()
+    cands = candidate_mixtures(
+        natural, bundle.loader_caps(config), 4096, rng, config.sweep.concentration
+    )
+    far = 0.5 * np.abs(cands[:, None, :] - X[None, :, :]).sum(axis=2).min(axis=1)
+    cands = cands[far >= config.sweep.min_distance]
+    picks = thompson_batch(X, y, cands, min(config.sweep.batch, len(cands)), rng)
+    return [
+        PlannedRun(
+            f"a{r:02d}-{i:02d}",
+            round_name(r),
+            dict(zip(config.domain_names, map(float, cands[j]), strict=True)),
+            config.run.seed + 20_000 + 100 * r + i,
+        )
+        for i, j in enumerate(picks)
+    ]
 
 
 def check_device(config: Config, config_path: Path) -> None:
@@ -114,6 +161,7 @@ def run_sweep(
         bar = progress_bar("{task.fields[info]}", progress)
         t_start = time.perf_counter()
         tokens_seen = [0]
+        out = rd.file("runs.parquet")
         with bar:
             task = bar.add_task("sweep", total=len(planned), info="")
 
@@ -128,20 +176,45 @@ def run_sweep(
                     f"{rate:,.0f} tok/s",
                 )
 
-            tick(0)
-            job = Job(
-                config,
-                bundle,
-                ledger,
-                url,
-                tick,
-                on_first_step=lambda: say("first proxy step done"),
-                max_packs=max_packs,
-            )
-            for err in run_executor(job):
-                say(f"[yellow]a worker stopped:[/] {err}")
-            tick(0)
-        out = rd.file("runs.parquet")
+            def train_queued() -> None:
+                tick(0)
+                job = Job(
+                    config,
+                    bundle,
+                    ledger,
+                    url,
+                    tick,
+                    on_first_step=lambda: say("first proxy step done"),
+                    max_packs=max_packs,
+                )
+                for err in run_executor(job):
+                    say(f"[yellow]a worker stopped:[/] {err}")
+                tick(0)
+
+            train_queued()
+            for r in range(1, config.sweep.rounds):
+                left = ledger.counts()
+                if left["waiting"] or left["running"]:
+                    break  # stopped early (a pack limit, lost workers): `sweep` again resumes
+                names = {rec.get("name") for rec in ledger.records().values()}
+                if round_name(r) not in names:  # chosen once; a resumed sweep trains it
+                    df = export_runs(ledger, config, out)
+                    batch = adaptive_round(rd, bundle, df, r)
+                    ledger.plan(batch)
+                    planned += batch
+                    write_design(rd, planned)
+                    say(f"round {r}: {len(batch)} mixtures chosen by Thompson sampling")
+                else:
+                    planned += [
+                        PlannedRun(
+                            run_id, round_name(r), json.loads(rec["weights"]), int(rec["seed"])
+                        )
+                        for run_id, rec in sorted(ledger.records().items())
+                        if rec.get("name") == round_name(r)
+                    ]
+                    write_design(rd, planned)
+                bar.update(task, total=len(planned))
+                train_queued()
         df = export_runs(ledger, config, out)
         c = ledger.counts()
         if config.sweep.save_weights and df.height:
