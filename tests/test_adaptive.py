@@ -72,3 +72,26 @@ def test_simulate_cli_writes_the_order_and_the_pick(tmp_path: Path):
     bad = CliRunner().invoke(app, [*args[:-2], "--budget", "500", "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "exceeds the pool's 120 rows" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_adaptive_candidates_respect_the_caps():
+    from automixer.design import candidate_mixtures
+
+    natural = {"a": 0.5, "b": 0.3, "c": 0.2}
+    caps = {"a": 0.6, "b": 0.25, "c": 1.0}
+    C = candidate_mixtures(natural, caps, 500, np.random.default_rng(0))
+    assert C.shape == (500, 3) and np.allclose(C.sum(axis=1), 1)
+    assert (C[:, 0] <= 0.6 + 1e-9).all() and (C[:, 1] <= 0.25 + 1e-9).all()
+    assert np.ptp(C[:, 2]) > 0.3  # spread, not one point
+
+
+def test_rounds_must_leave_a_first_batch(tmp_path: Path):
+    from tests.conftest import small_config, write_config
+
+    cfg = small_config(tmp_path)
+    cfg["sweep"] = {"n_runs": 10, "rounds": 3, "batch": 4}  # leaves 2 for the design
+    path = write_config(tmp_path / "c.yaml", cfg)
+    result = CliRunner().invoke(app, ["data", str(path), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    assert "sweep.rounds" in flat and "leave 2 of n_runs=10" in flat
