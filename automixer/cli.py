@@ -36,6 +36,27 @@ RunDirArg = Annotated[
     Path, typer.Argument(help="A run directory written by `automixer sweep`.", show_default=False)
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+MetricsOpt = Annotated[Path | None, typer.Option(help="A second table of metrics, joined on --id.")]
+IdOpt = Annotated[
+    str | None,
+    typer.Option("--id", help="Join / id column (default: run_id, run, id or index)."),
+]
+DomainsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--domains", help="Weight columns: names or glob patterns (repeatable)."),
+]
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="Target columns: names, globs, a|b alternatives (repeatable)."),
+]
+FamilyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
+]
+ObjectiveOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
+]
 
 
 def user_errors(fn: F) -> F:
@@ -254,27 +275,11 @@ def replay(
     runs_table: Annotated[
         Path, typer.Argument(help="CSV or parquet of weights (and metrics).", show_default=False)
     ],
-    metrics: Annotated[
-        Path | None, typer.Option(help="A second table of metrics, joined on --id.")
-    ] = None,
-    id: Annotated[
-        str | None,
-        typer.Option("--id", help="Join / id column (default: run_id, run, id or index)."),
-    ] = None,
-    domains: Annotated[
-        list[str] | None,
-        typer.Option("--domains", help="Weight columns: names or glob patterns (repeatable)."),
-    ] = None,
-    target: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--target", help="Target columns: names, globs, a|b alternatives (repeatable)."
-        ),
-    ] = None,
-    family: Annotated[
-        list[str] | None,
-        typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
-    ] = None,
+    metrics: MetricsOpt = None,
+    id: IdOpt = None,
+    domains: DomainsOpt = None,
+    target: TargetOpt = None,
+    family: FamilyOpt = None,
     model: Annotated[
         str, typer.Option(help="Surrogate: auto, linear, gp, lightgbm, loglinear, ensemble.")
     ] = "auto",
@@ -302,10 +307,7 @@ def replay(
         Path | None, typer.Option(help="Predictions file (default: OUT_DIR/predictions.csv).")
     ] = None,
     solve: Annotated[bool, typer.Option(help="Solve for the best mixture.")] = True,
-    objective: Annotated[
-        list[str] | None,
-        typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
-    ] = None,
+    objective: ObjectiveOpt = None,
     method: Annotated[str, typer.Option(help="Solver: exact, topk, tpe, cmaes.")] = "exact",
     direction: Annotated[
         list[str] | None,
@@ -397,31 +399,12 @@ def simulate(
         Path,
         typer.Argument(help="CSV or parquet of trained runs: the pool.", show_default=False),
     ],
-    metrics: Annotated[
-        Path | None, typer.Option(help="A second table of metrics, joined on --id.")
-    ] = None,
-    id: Annotated[
-        str | None,
-        typer.Option("--id", help="Join / id column (default: run_id, run, id or index)."),
-    ] = None,
-    domains: Annotated[
-        list[str] | None,
-        typer.Option("--domains", help="Weight columns: names or glob patterns (repeatable)."),
-    ] = None,
-    target: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--target", help="Target columns: names, globs, a|b alternatives (repeatable)."
-        ),
-    ] = None,
-    family: Annotated[
-        list[str] | None,
-        typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
-    ] = None,
-    objective: Annotated[
-        list[str] | None,
-        typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
-    ] = None,
+    metrics: MetricsOpt = None,
+    id: IdOpt = None,
+    domains: DomainsOpt = None,
+    target: TargetOpt = None,
+    family: FamilyOpt = None,
+    objective: ObjectiveOpt = None,
     direction: Annotated[
         list[str] | None,
         typer.Option(

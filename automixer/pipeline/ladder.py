@@ -31,6 +31,7 @@ from automixer.io import atomic_write_json
 from automixer.modeling import FitInputs
 from automixer.pipeline.validate import (
     BASELINES,
+    compared_mixtures,
     objective_value,
     scaled_model,
     train_mixtures,
@@ -126,11 +127,7 @@ def run_ladder(
     objective = data.objective()
     bundle = data_bundle(config, progress=progress)
     names = bundle.names
-    mixtures: dict[str, dict[str, float]] = {
-        "solved": {d: float(solution["weights"].get(d, 0.0)) for d in names},
-        "natural": bundle.natural_weights(),
-        "uniform": dict.fromkeys(names, 1 / len(names)),
-    }
+    mixtures = compared_mixtures(bundle, solution["weights"])
     for i in spanning_runs(data, runs):
         mixtures[data.ids[i]] = dict(zip(names, map(float, data.X[i]), strict=True))
     tasks = validation_tasks(config, set(bundle.contaminated_items), n_per_suite)

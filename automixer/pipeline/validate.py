@@ -115,6 +115,16 @@ def validation_tasks(config: Config, left_out: set[str], n_per_suite: int) -> li
     return config_tasks(held, exclude=left_out | scored)
 
 
+def compared_mixtures(bundle: Any, solved: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The solved mixture and the baselines it is compared with, over the bundle's domains."""
+    names = bundle.names
+    return {
+        "solved": {d: float(solved.get(d, 0.0)) for d in names},
+        "natural": bundle.natural_weights(),
+        "uniform": dict.fromkeys(names, 1 / len(names)),
+    }
+
+
 def objective_value(objective: Objective, values: dict[str, float]) -> float:
     """The objective (standardised as the solver standardised it) of one model's metrics."""
     y = np.array([values.get(t, math.nan) for t in objective.targets])
@@ -217,12 +227,7 @@ def run_validate(
         raise AutomixerError(
             f"domain '{unknown[0]}' is not in the sweep's config", file=recipe_path, field="mixture"
         )
-    names = bundle.names
-    mixtures = {
-        "solved": {d: recipe_weights(recipe).get(d, 0.0) for d in names},
-        "natural": bundle.natural_weights(),
-        "uniform": dict.fromkeys(names, 1 / len(names)),
-    }
+    mixtures = compared_mixtures(bundle, recipe_weights(recipe))
     tokens = int(config.proxy.tokens * token_factor)
     seed_list = [config.run.seed + k for k in range(seeds)]
     left_out = set(bundle.contaminated_items)
