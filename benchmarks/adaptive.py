@@ -4,15 +4,15 @@
 
 Each pool acts as the oracle of `automixer simulate`: the adaptive loop (a random first batch,
 then Thompson-sampled batches from a GP on the objective) and random selection, with the same GP
-for the final pick, choose runs up to each budget; the pick is the pool row with the best
-posterior mean. Its quality is its true rank within the pool (1 = the best row; as a fraction of
-the pool). Pools:
+for the final pick, choose runs up to each budget; the pick is the pool row with the best lower
+confidence bound (posterior mean - 1.96 sd, the solver's default). Its quality is its true rank
+within the pool (1 = the best row; as a fraction of the pool). Pools:
 
     RegMix 1M:   the 512 training and 256 test mixtures as one pool of 768 (17 domains);
                  targets Pile-CC loss and the mean of the 13 validation losses
     Olmix DCLM:  the 127-run swarm (24 topics); math, code and QA family mean BPB
 
-Random selection also runs at twice the largest budget the pool allows (the goal: adaptive at 64
+Random selection also runs at twice each budget, where the pool allows (the goal: adaptive at 64
 runs picks at least as well as random at 128). The last line is JSON.
 """
 
@@ -79,7 +79,7 @@ def case(
         return -loss[rows]
 
     top = max(budgets)
-    random_budgets = sorted({*budgets, min(2 * top, len(X))})
+    random_budgets = sorted({*budgets, *(min(2 * b, len(X)) for b in budgets)})
     ranks: dict[str, list[float]] = {f"adaptive@{b}": [] for b in budgets}
     ranks |= {f"random@{b}": [] for b in random_budgets}
     for seed in range(seeds):
