@@ -156,11 +156,13 @@ def wide_sweeps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def wide(candidates: tuple[str, ...] = ("linear", "gp"), folds: int = 5) -> dict:
+def wide(candidates: tuple[str, ...] = ("linear", "gp"), folds: int = 5, only: str = "") -> dict:
     """Per sweep: mean out-of-fold Spearman over its targets of `auto` (the per-target choice,
     scored on its own out-of-fold predictions) and of each candidate alone, same folds."""
     out: dict = {}
     for name, (X, Y) in wide_sweeps().items():
+        if only and name not in only.split(","):
+            continue
         t0 = time.perf_counter()
         cv = cross_validate(
             X, Y, {c: make_surrogate(c) for c in candidates}, folds=folds, repeats=1, seed=0
@@ -214,6 +216,7 @@ def main() -> None:
     ap.add_argument(
         "--parts", default="regmix,olmix,wide,timing", help="regmix, olmix, wide, timing"
     )
+    ap.add_argument("--wide", default="", help="comma-separated sweeps of --parts wide (all)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     ns = [64] if args.quick else [int(n) for n in args.sizes.split(",")]
@@ -226,7 +229,7 @@ def main() -> None:
     if "olmix" in parts:
         result["olmix_dclm"] = olmix(models, repeats=1 if args.quick else 3)
     if "wide" in parts:
-        result["wide"] = wide()
+        result["wide"] = wide(only=args.wide)
     if "timing" in parts:
         result["fit_solve_seconds"] = fit_solve_timing()
         print(

@@ -8,9 +8,10 @@ every sweep size) or isotropic (`"iso"`). `noise_level` fixes the white-noise va
 standardised scale), e.g. from replicate runs' seed noise; by default learned.
 
 Hyperparameters are learned by maximising the marginal likelihood on at most `max_opt_runs` runs
-(all of them up to 512 by default), then every run is conditioned on. `fold_template` returns
-the same surrogate started from those kernels, so cross-validation's refit on each fold learns
-its own hyperparameters from a start near their optimum (a few steps instead of a search).
+(all of them up to 256 by default, a random subset of 256 above that: each step costs n^3, and
+on 512 runs per-target ARD took tens of minutes), then every run is conditioned on.
+`fold_template` returns the same surrogate started from those kernels, so cross-validation's
+refit on each fold learns its own hyperparameters from a start near their optimum.
 Freezing them instead (`learn=False`) is faster still but lets the held-out runs choose the
 hyperparameters: on RegMix it made the out-of-fold residuals optimistic enough that 80%
 intervals covered 74% of new mixtures (BENCHMARKS.md).
@@ -75,7 +76,7 @@ class GPSurrogate(Surrogate):
         per_target: bool | str = "auto",
         noise_level: float | None = None,
         n_restarts: int = 0,
-        max_opt_runs: int = 512,
+        max_opt_runs: int = 256,
         random_state: int = 0,
         kernels: Sequence[tuple[Sequence[int], Kernel]] | None = None,
         learn: bool = True,
