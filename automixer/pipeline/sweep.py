@@ -143,8 +143,8 @@ def run_sweep(
     planned = plan(rd, bundle)
     url = storage_url(config, rd.path)
     say = console.print if console is not None else (lambda *a, **k: None)
-    distinct = len([r for r in planned if r.replicate_of is None])
-    if warning := sweep_size_warning(distinct, len(config.domains)):
+    # the whole sweep's mixtures, adaptive rounds included (the first batch is only a part)
+    if warning := sweep_size_warning(config.sweep.n_runs, len(config.domains)):
         say(f"[yellow]warning:[/] sweep.n_runs: {warning}")
     with Ledger(
         url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
