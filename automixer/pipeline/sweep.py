@@ -21,6 +21,7 @@ from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
 from automixer.runs_table import fit_arrays
 from automixer.solve.objective import Objective, resolve_keys
+from automixer.solve.solvers import nearest_distance
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
@@ -90,7 +91,7 @@ def adaptive_round(rd: RunDir, bundle: DataBundle, df: pl.DataFrame, r: int) -> 
     cands = candidate_mixtures(
         natural, bundle.loader_caps(config), 4096, rng, config.sweep.concentration
     )
-    far = 0.5 * np.abs(cands[:, None, :] - X[None, :, :]).sum(axis=2).min(axis=1)
+    far = nearest_distance(cands, X)
     cands = cands[far >= config.sweep.min_distance]
     picks = thompson_batch(X, y, cands, min(config.sweep.batch, len(cands)), rng)
     return [
