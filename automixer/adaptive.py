@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from automixer.design import RUNS_PER_DOMAIN
 from automixer.errors import AutomixerError
 from automixer.surrogates.base import transform_weights
 from automixer.surrogates.gp import GPSurrogate
@@ -63,6 +64,47 @@ not a far corner where the GP's mean happens to extrapolate high."""
 
 
 @dataclass(frozen=True)
+class Optimum:
+    """The recommended candidate after some runs (the best lower confidence bound), and the
+    interval that holds the best objective any candidate reaches: from that lower bound to the
+    best upper confidence bound (at `PICK_K` sds)."""
+
+    index: int
+    mean: float
+    sd: float
+    upper: float
+    """The best upper confidence bound over the candidates."""
+    spread: float
+    """The standard deviation of the objective over the runs it was fitted to."""
+
+    @property
+    def width(self) -> float:
+        """The optimum's interval over the objective's spread over the runs: a scale-free
+        bound on how much better than the pick the best candidate may still be."""
+        lower = self.mean - PICK_K * self.sd
+        return (self.upper - lower) / self.spread if self.spread > 0 else float("inf")
+
+
+def optimum(X_seen: np.ndarray, y_seen: np.ndarray, candidates: np.ndarray, seed: int) -> Optimum:
+    """The candidate with the best lower confidence bound (see `PICK_K`) under a GP fitted to
+    the objective values `y_seen` of `X_seen`, and the interval of the best objective."""
+    mean, sd = _fit(X_seen, y_seen, seed).predict(candidates, return_std=True)
+    best = int(np.argmax(mean - PICK_K * sd))
+    upper = float(np.max(mean + PICK_K * sd))
+    return Optimum(best, float(mean[best]), float(sd[best]), upper, float(np.std(y_seen)))
+
+
+def tight(found: Optimum, stop_width: float | None, runs: int, domains: int) -> bool:
+    """Whether an adaptive sweep may stop before its budget: it has the runs its width needs
+    (`RUNS_PER_DOMAIN` per domain: with fewer, the GP's intervals are not to be trusted; a GP
+    on 16 runs of 24 domains stopped with a pick worse than random's) and the optimum's
+    interval is narrower than `stop_width` times the objective's spread over the runs. Never
+    with None. The GP's sd includes the runs' noise, so the interval never gets narrower than
+    about four noise sds: a sweep whose seed noise is a large part of the spread runs on."""
+    return stop_width is not None and runs >= RUNS_PER_DOMAIN * domains and found.width < stop_width
+
+
+@dataclass(frozen=True)
 class Trajectory:
     chosen: list[int]
     """Pool rows in the order they were chosen."""
@@ -75,13 +117,13 @@ class Trajectory:
         """After the first `n` choices: the recommended row (the best lower confidence bound,
         see `PICK_K`) and its predicted objective (the posterior mean)."""
         seen = self.chosen[:n]
-        y = objective(np.asarray(seen))
-        mean, sd = _fit(X[seen], y, seed).predict(X, return_std=True)
-        best = int(np.argmax(mean - PICK_K * sd))
-        return best, float(mean[best])
+        found = optimum(X[seen], objective(np.asarray(seen)), X, seed)
+        return found.index, found.mean
 
 
-def _check(pool: int, initial: int, batch: int, budget: int) -> None:
+def _check(pool: int, initial: int, batch: int, budget: int, stop_width: float | None) -> None:
+    if stop_width is not None and not stop_width > 0:
+        raise AutomixerError(f"must be positive, got {stop_width}", field="--stop-width")
     if initial < 2:
         raise AutomixerError("needs at least 2 initial runs", field="--initial")
     if batch < 1:
@@ -100,11 +142,15 @@ def simulate(
     batch: int,
     budget: int,
     seed: int,
+    stop_width: float | None = None,
     on_round: Callable[[int, int], None] | None = None,
+    on_stop: Callable[[int, Optimum], None] | None = None,
 ) -> Trajectory:
     """The adaptive loop on a pool of already trained runs. `objective(rows)` reveals the
-    objective (higher is better) of pool rows; it is only ever called on chosen rows."""
-    _check(len(X), initial, batch, budget)
+    objective (higher is better) of pool rows; it is only ever called on chosen rows. With
+    `stop_width`, the loop ends before the budget once the optimum is tight (`tight`): then
+    `on_stop(round, optimum)` is told."""
+    _check(len(X), initial, batch, budget, stop_width)
     rng = np.random.default_rng(seed)
     chosen = [int(i) for i in rng.choice(len(X), initial, replace=False)]
     rounds = [0] * initial
@@ -114,6 +160,12 @@ def simulate(
         rest = np.setdiff1d(np.arange(len(X)), chosen)
         size = min(batch, budget - len(chosen))
         y = objective(np.asarray(chosen))
+        if stop_width is not None:
+            found = optimum(X[chosen], y, X, seed)
+            if tight(found, stop_width, len(chosen), X.shape[1]):
+                if on_stop is not None:
+                    on_stop(r, found)
+                break
         new = thompson_batch(X[chosen], y, X[rest], size, rng)
         chosen += [int(rest[i]) for i in new]
         rounds += [r] * size

@@ -415,6 +415,13 @@ def simulate(
     batch: Annotated[int, typer.Option(help="Runs chosen per round.")] = 8,
     budget: Annotated[int, typer.Option(help="Runs chosen in all.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the first batch and the sampling.")] = 0,
+    stop_width: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop before the budget once the optimum's 95% interval is narrower than "
+            "this many sds of the objective over the chosen runs (sweep.stop_width)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where chosen.csv and pick.json go.")] = Path(
         "simulate-out"
     ),
@@ -436,6 +443,7 @@ def simulate(
         batch=batch,
         budget=budget,
         seed=seed,
+        stop_width=stop_width,
         out_dir=out,
         console=console,
     )

@@ -207,6 +207,13 @@ class SweepSection(_Section):
     n_runs either way."""
     batch: int = Field(default=8, ge=1)
     """Mixtures chosen per adaptive round (with rounds > 1)."""
+    stop_width: float | None = Field(default=None, gt=0.0)
+    """Stop an adaptive sweep before n_runs once the optimum is pinned down: when the 95%
+    interval of the best objective among the candidates (from the best lower to the best upper
+    confidence bound) is narrower than this many standard deviations of the objective over the
+    finished runs, i.e. no candidate can still beat the pick by more (e.g. 0.5), and the sweep
+    has at least 4 runs per domain (fewer do not make the intervals trustworthy). None: the
+    rounds always run to n_runs."""
     storage: str | None = None
     """Ledger URL (SQLite file in the run directory by default; postgresql://... for many
     machines). Credentials may come from the environment instead."""

@@ -195,9 +195,21 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             sections.append("<h2>Pareto front</h2>" + _img(plots.pareto(front, cols[0], cols[1])))
     rounds = rounds_table(data)
     if rounds.height > 1:
+        design = rd.file("design.json")
+        stopped = json.loads(design.read_text()).get("stopped") if design.is_file() else None
+        note = (
+            f" The sweep stopped before round {stopped['before_round']}, with "
+            f"{stopped['runs']} runs: the optimum's 95% interval was {stopped['width']:.2f} "
+            f"times the objective's spread (sweep.stop_width {stopped['stop_width']})."
+            if stopped
+            else ""
+        )
         sections.append(
             "<h2>Adaptive rounds</h2><p>Round 0 is the space-filling design (with the "
-            "replicates); later rounds were chosen by Thompson sampling.</p>" + _table(rounds)
+            "replicates); later rounds were chosen by Thompson sampling."
+            + note
+            + "</p>"
+            + _table(rounds)
         )
     sections.append(
         "<h2>Sweep coverage</h2>"

@@ -13,7 +13,10 @@ within the pool (1 = the best row; as a fraction of the pool). Pools:
     Olmix DCLM:  the 127-run swarm (24 topics); math, code and QA family mean BPB
 
 Random selection also runs at twice each budget, where the pool allows (the goal: adaptive at 64
-runs picks at least as well as random at 128). The last line is JSON.
+runs picks at least as well as random at 128). With --stop-width W the loop also runs with the
+early stop (`sweep.stop_width`) up to the largest budget: the runs it used (stopped@runs), its
+pick's rank (stopped@rank) and random selection's at the same number of runs. The JSON (last
+line) also holds each mean's standard error over the seeds ("se:..." keys).
 """
 
 from __future__ import annotations
@@ -73,7 +76,13 @@ def true_rank(loss: np.ndarray, row: int) -> float:
 
 
 def case(
-    X: np.ndarray, loss: np.ndarray, budgets: list[int], seeds: int, initial: int, batch: int
+    X: np.ndarray,
+    loss: np.ndarray,
+    budgets: list[int],
+    seeds: int,
+    initial: int,
+    batch: int,
+    stop_width: float | None,
 ) -> dict:
     def oracle(rows: np.ndarray) -> np.ndarray:  # higher is better
         return -loss[rows]
@@ -82,6 +91,8 @@ def case(
     random_budgets = sorted({*budgets, *(min(2 * b, len(X)) for b in budgets)})
     ranks: dict[str, list[float]] = {f"adaptive@{b}": [] for b in budgets}
     ranks |= {f"random@{b}": [] for b in random_budgets}
+    if stop_width is not None:
+        ranks |= {"stopped@runs": [], "stopped@rank": [], "random@same_runs": []}
     for seed in range(seeds):
         adaptive = simulate(X, oracle, initial=initial, batch=batch, budget=top, seed=seed)
         for b in budgets:
@@ -89,7 +100,19 @@ def case(
         rand = random_selection(len(X), max(random_budgets), seed)
         for b in random_budgets:
             ranks[f"random@{b}"].append(true_rank(loss, rand.pick(X, oracle, b, seed)[0]))
-    return {k: float(np.mean(v)) for k, v in ranks.items()}
+        if stop_width is not None:
+            early = simulate(
+                X, oracle, initial=initial, batch=batch, budget=top, seed=seed,
+                stop_width=stop_width,
+            )  # fmt: skip
+            used = len(early.chosen)
+            ranks["stopped@runs"].append(used)
+            ranks["stopped@rank"].append(true_rank(loss, early.pick(X, oracle, used, seed)[0]))
+            ranks["random@same_runs"].append(true_rank(loss, rand.pick(X, oracle, used, seed)[0]))
+    out = {k: float(np.mean(v)) for k, v in ranks.items()}
+    # the standard error of each mean over the seeds
+    out |= {f"se:{k}": float(np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in ranks.items()}
+    return out
 
 
 def main() -> None:
@@ -99,6 +122,13 @@ def main() -> None:
     ap.add_argument("--initial", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument(
+        "--stop-width",
+        type=float,
+        default=None,
+        help="also run the loop with this early stop (sweep.stop_width) up to the largest "
+        "budget: the runs it used, its pick, and random's pick at the same number of runs",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -108,14 +138,18 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         usable = [b for b in budgets if b < len(X)]
-        result[name] = case(X, loss, usable, args.seeds, args.initial, args.batch)
+        result[name] = case(X, loss, usable, args.seeds, args.initial, args.batch, args.stop_width)
         result[name]["seconds"] = time.perf_counter() - t0
         print(
             f"{name:15s} pool {len(X)}: "
-            + "  ".join(f"{k}={v:.3f}" for k, v in result[name].items() if k != "seconds"),
+            + "  ".join(
+                f"{k}={v:.3f}" for k, v in result[name].items() if k[:3] not in ("sec", "se:")
+            ),
             flush=True,
         )
-    table = pl.DataFrame([{"case": k, **v} for k, v in result.items()])
+    table = pl.DataFrame(
+        [{"case": k, **{m: x for m, x in v.items() if m[:3] != "se:"}} for k, v in result.items()]
+    )
     print(table)
     print(json.dumps(result))
 

@@ -54,6 +54,33 @@ def test_adaptive_picks_better_than_random_with_the_same_budget():
     assert np.mean(adaptive) < np.mean(rand)
 
 
+def test_a_tight_optimum_stops_the_rounds_before_the_budget():
+    X, loss = _pool()
+
+    def run(width: float | None):
+        stops: list = []
+        t = simulate(
+            X,
+            lambda r: -loss[r],
+            initial=8,
+            batch=4,
+            budget=60,
+            seed=0,
+            stop_width=width,
+            on_stop=lambda r, found: stops.append((r, found.width)),
+        )
+        return t, stops
+
+    full, none = run(None)
+    assert len(full.chosen) == 60 and not none
+    stopped, told = run(0.5)
+    assert 8 < len(stopped.chosen) < 60 and told[0][1] < 0.5
+    assert stopped.chosen == full.chosen[: len(stopped.chosen)]  # the same rounds, fewer
+    best = stopped.pick(X, lambda r: -loss[r], len(stopped.chosen), 0)[0]
+    assert (loss < loss[best]).sum() < 3  # the optimum is pinned down: a top row is picked
+    assert len(run(1e-6)[0].chosen) == 60  # too tight to reach: the budget stops it
+
+
 def test_simulate_cli_writes_the_order_and_the_pick(tmp_path: Path):
     X, loss = _pool(120)
     table = pl.DataFrame({"run": [f"r{i}" for i in range(len(X))]}).with_columns(
@@ -72,6 +99,13 @@ def test_simulate_cli_writes_the_order_and_the_pick(tmp_path: Path):
     bad = CliRunner().invoke(app, [*args[:-2], "--budget", "500", "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "exceeds the pool's 120 rows" in bad.output
     assert "Traceback" not in bad.output
+    early = CliRunner().invoke(app, [*args, "--stop-width", "100"])
+    # any interval is narrow enough, but only from 4 runs per domain (16) on
+    assert early.exit_code == 0 and "stopped before round 3" in early.output
+    pick = json.loads((tmp_path / "o" / "pick.json").read_text())
+    assert pick["runs"] == 16 and pick["budget"] == 20
+    bad = CliRunner().invoke(app, [*args, "--stop-width", "0"])
+    assert bad.exit_code == 2 and "--stop-width" in bad.output and "Traceback" not in bad.output
 
 
 def test_adaptive_candidates_respect_the_caps():

@@ -303,3 +303,21 @@ def test_adaptive_rounds_go_through_the_ledger_and_resume(tmp_path: Path):
     ]
     design = json.loads(RunDir.for_config(load_config(cfg)).file("design.json").read_text())
     assert len(design["runs"]) == 9
+
+
+@pytest.mark.slow
+def test_an_adaptive_sweep_stops_when_its_optimum_is_tight(tmp_path: Path):
+    """sweep.stop_width: no round is chosen once the optimum's interval is narrower than the
+    threshold (here any interval is) and the sweep has 4 runs per domain (12 here: round 1 is
+    still chosen after 10 + 1 replicate); the stop is recorded and holds when resumed."""
+    sweep = {"n_runs": 14, "rounds": 3, "batch": 2, "stop_width": 1e3}
+    cfg = _sweep_config(tmp_path, sweep=sweep)
+    run_sweep(cfg, progress=False)
+    ledger = _ledger(cfg)
+    assert ledger.counts() == {"done": 13, "failed": 0, "running": 0, "waiting": 0}
+    design_file = RunDir.for_config(load_config(cfg)).file("design.json")
+    stopped = json.loads(design_file.read_text())["stopped"]
+    assert stopped["before_round"] == 2 and stopped["runs"] == 13 and stopped["width"] < 1e3
+    run_sweep(cfg, progress=False)  # resumed: the same runs give the same decision
+    assert ledger.counts()["done"] == 13 and set(ledger.completions().values()) == {1}
+    assert json.loads(design_file.read_text())["stopped"] == stopped

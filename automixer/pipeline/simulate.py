@@ -54,6 +54,7 @@ def run_simulate(
     seed: int,
     out_dir: Path,
     console: Console,
+    stop_width: float | None = None,
 ) -> dict:
     runs = load_runs(
         pool_table,
@@ -77,9 +78,15 @@ def run_simulate(
         batch=batch,
         budget=budget,
         seed=seed,
+        stop_width=stop_width,
         on_round=lambda r, n: console.print(f"round {r}: {n} runs chosen"),
+        on_stop=lambda r, found: console.print(
+            f"stopped before round {r}: the optimum's 95% interval is {found.width:.2f} x "
+            f"the objective's spread (--stop-width {stop_width})"
+        ),
     )
-    best, predicted = trajectory.pick(runs.X, oracle, budget, seed)
+    used = len(trajectory.chosen)
+    best, predicted = trajectory.pick(runs.X, oracle, used, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = pl.DataFrame(
         {
@@ -94,7 +101,8 @@ def run_simulate(
         "id": ids[best],
         "predicted": predicted,
         "chosen": best in trajectory.chosen,
-        "runs": budget,
+        "runs": used,
+        "budget": budget,
         "objective": weights,
         "seed": seed,
     }

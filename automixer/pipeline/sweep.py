@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
-from automixer.adaptive import thompson_batch
+from automixer.adaptive import Optimum, optimum, thompson_batch, tight
 from automixer.config import Config, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
 from automixer.design import PlannedRun, candidate_mixtures, plan_mixtures, sweep_size_warning
@@ -49,11 +49,12 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     return planned
 
 
-def write_design(rd: RunDir, planned: list[PlannedRun]) -> None:
+def write_design(rd: RunDir, planned: list[PlannedRun], stopped: dict | None = None) -> None:
     atomic_write_json(
         rd.file("design.json"),
         {
             **rd.provenance(),
+            **({"stopped": stopped} if stopped else {}),
             "runs": [
                 {
                     "run_id": r.run_id,
@@ -78,10 +79,14 @@ def round_name(r: int) -> str:
     return f"adaptive-{r}"
 
 
-def adaptive_round(rd: RunDir, bundle: DataBundle, df: pl.DataFrame, r: int) -> list[PlannedRun]:
+def adaptive_round(
+    rd: RunDir, bundle: DataBundle, df: pl.DataFrame, r: int
+) -> list[PlannedRun] | Optimum:
     """Round r's mixtures: Thompson sampling from a GP fitted to the objective of the finished
-    runs, among feasible candidates at least sweep.min_distance from every run so far. The
-    same finished runs give the same choice (seeded by the run's seed and the round)."""
+    runs, among feasible candidates at least sweep.min_distance from every run so far. Or,
+    when `sweep.stop_width` is set and the optimum among the candidates is already tight,
+    that optimum: the sweep stops. The same finished runs give the same answer (seeded by the
+    run's seed and the round)."""
     config = rd.config
     X, Y, targets, _ = fit_arrays(df, config.domain_names)
     keys = resolve_keys(config.solve.objective, targets)
@@ -91,6 +96,10 @@ def adaptive_round(rd: RunDir, bundle: DataBundle, df: pl.DataFrame, r: int) -> 
     cands = candidate_mixtures(
         natural, bundle.loader_caps(config), 4096, rng, config.sweep.concentration
     )
+    if config.sweep.stop_width is not None:
+        found = optimum(X, y, np.vstack([X, cands]), config.run.seed + r)
+        if tight(found, config.sweep.stop_width, len(X), len(config.domain_names)):
+            return found
     far = nearest_distance(cands, X)
     cands = cands[far >= config.sweep.min_distance]
     picks = thompson_batch(X, y, cands, min(config.sweep.batch, len(cands)), rng)
@@ -201,6 +210,21 @@ def run_sweep(
                 if round_name(r) not in names:  # chosen once; a resumed sweep trains it
                     df = export_runs(ledger, config, out)
                     batch = adaptive_round(rd, bundle, df, r)
+                    if isinstance(batch, Optimum):
+                        stopped = {
+                            "before_round": r,
+                            "runs": int((df["status"] == "done").sum()),
+                            "width": batch.width,
+                            "stop_width": config.sweep.stop_width,
+                        }
+                        write_design(rd, planned, stopped)
+                        say(
+                            f"stopped before round {r}: the optimum's 95% interval is "
+                            f"{batch.width:.2f} x the objective's spread over the runs "
+                            f"(sweep.stop_width {config.sweep.stop_width}); "
+                            f"{(config.sweep.rounds - r) * config.sweep.batch} runs not trained"
+                        )
+                        break
                     ledger.plan(batch)
                     planned += batch
                     write_design(rd, planned)
