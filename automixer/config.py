@@ -219,8 +219,12 @@ class SweepSection(_Section):
     machines). Credentials may come from the environment instead."""
     executor: str = "local"
     """Where proxies run: worker processes on this machine, or Ray tasks on a Ray cluster."""
-    workers: int = Field(default=1, ge=1)
-    """Worker processes (local) or Ray tasks running at once."""
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Worker processes (local) or Ray tasks running at once. 'auto': on a CPU, one
+    single-threaded process per core if that measured faster for this proxy than one process
+    with every core (measured once per machine and proxy shape, cached in run.cache_dir), else
+    one; on a GPU, one; with Ray, one task per CPU (or GPU) of the cluster. A number N splits
+    the cores between N local processes."""
     ray_address: str | None = None
     """Ray cluster to join ('auto', or 'ray://host:10001'); by default a local Ray instance is
     started, bound to 127.0.0.1 only. Workers must reach the ledger: on a cluster, use a

@@ -1,12 +1,16 @@
-"""Proxy training speed: tokens/s and model FLOP utilisation of a preset, and the pack speedup.
+"""Proxy training speed: the sweep's workers against one process, MFU per core, pack speedup.
 
-    python benchmarks/proxy_speed.py [--preset quickstart] [--pack 8] [--steps 8]
+    python benchmarks/proxy_speed.py [--preset quickstart] [--vocab 2048] [--steps 8] [--pack 8]
 
-The fp32 matrix-multiply peak is measured in the same run (a large torch.mm), so MFU is a
-fraction of what this machine does at best. Model FLOPs per token: 6 x (active matmul
-parameters, the head included) + attention (12 x layers x d_model x attended length). The pack
-speedup is the throughput of one pack of P proxies over P proxies trained one after another,
-with the same per-proxy batch. The last line is JSON.
+Workers: tokens/s of one training process using every core, and of the local executor's
+alternative, one single-threaded process per core training at the same time (what
+`sweep.workers: auto` compares, with the same code, `automixer.sweep.parallel.measure`). MFU per
+core: the single-threaded processes' tokens/s x model FLOPs per token, over the cores' summed
+single-threaded fp32 matmul peak (a large torch.mm, measured in the same run). Model FLOPs per
+token: 6 x (active matmul parameters, the head included) + attention (12 x layers x d_model x
+attended length). The pack speedup (with --pack P > 1) is the throughput of one pack of P
+proxies over P proxies trained one after another, with the same per-proxy batch, in this
+process with every core. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from automixer.data.loader import MixtureLoader
+from automixer.sweep.parallel import cores, measure
 from proxies.presets import ModelConfig, get_preset
 from proxies.train import TrainConfig, pick_device, train_pack
 
@@ -70,42 +75,78 @@ def timed(cfg: ModelConfig, lo: list[MixtureLoader], seeds: list[int], tc: Train
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--preset", default="quickstart")
-    ap.add_argument("--pack", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=2048, help="vocabulary (the quickstart's 2048)")
+    ap.add_argument("--pack", type=int, default=8, help="pack size for the speedup (1: skip)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = pick_device(args.device)
-    cfg = get_preset(args.preset)
-    tc = TrainConfig(device=str(device), log_every=10**9, warmup_fraction=0.0)
-    peak = matmul_peak_gflops(device)
+    cfg = get_preset(args.preset, vocab_size=args.vocab)
     fpt = flops_per_token(cfg, args.seq_len)
-    lo = loaders(args.pack, args.steps, args.batch_size, args.seq_len, cfg.vocab_size)
-    timed(cfg, lo[:1], [0], tc)  # warm-up (allocator, kernels)
-    single = [timed(cfg, [lo[p]], [p], tc) for p in range(args.pack)]
-    packed = timed(cfg, lo, list(range(args.pack)), tc)
-    tokens_one = args.steps * args.batch_size * args.seq_len
-    tps_single = tokens_one * args.pack / sum(single)
-    tps_packed = tokens_one * args.pack / packed
-    result = {
+    n = cores()
+    result: dict = {
         "preset": args.preset,
+        "vocab": args.vocab,
         "device": str(device),
-        "pack": args.pack,
+        "cores": n,
         "params": cfg.param_counts(),
         "flops_per_token": fpt,
-        "matmul_peak_gflops": peak,
-        "tokens_per_s": tps_single,
-        "mfu": tps_single * fpt / (peak * 1e9),
-        "packed_tokens_per_s": tps_packed,
-        "packed_mfu": tps_packed * fpt / (peak * 1e9),
-        "packed_speedup": tps_packed / tps_single,
     }
-    print(
-        f"matmul peak {peak:.1f} GFLOP/s; one proxy {tps_single:,.0f} tok/s "
-        f"(MFU {result['mfu']:.1%}); pack of {args.pack} {tps_packed:,.0f} tok/s "
-        f"(MFU {result['packed_mfu']:.1%}); speedup {result['packed_speedup']:.2f}x"
-    )
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+        core_peak = matmul_peak_gflops(device)
+        torch.set_num_threads(n)
+        shape = {
+            "preset": args.preset,
+            "vocab_size": args.vocab,
+            "pack": 1,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+        }
+        one = measure(shape, [n], timed=args.steps)
+        many = measure(shape, [1] * n, timed=args.steps)
+        result |= {
+            "core_matmul_peak_gflops": core_peak,
+            "one_process_tokens_per_s": one,
+            "workers_tokens_per_s": many,
+            "workers_over_one_process": many / one,
+            "mfu_per_core": many * fpt / (n * core_peak * 1e9),
+            "one_process_mfu": one * fpt / (n * core_peak * 1e9),
+        }
+        print(
+            f"{n} cores; single-thread matmul peak {core_peak:.1f} GFLOP/s per core; "
+            f"one process x {n} threads {one:,.0f} tok/s; {n} processes x 1 thread "
+            f"{many:,.0f} tok/s ({many / one:.2f}x); MFU per core {result['mfu_per_core']:.1%} "
+            f"(one process: {result['one_process_mfu']:.1%})",
+            flush=True,
+        )
+    if args.pack > 1:
+        tc = TrainConfig(device=str(device), log_every=10**9, warmup_fraction=0.0)
+        peak = matmul_peak_gflops(device)
+        lo = loaders(args.pack, args.steps, args.batch_size, args.seq_len, cfg.vocab_size)
+        timed(cfg, lo[:1], [0], tc)  # warm-up (allocator, kernels)
+        single = [timed(cfg, [lo[p]], [p], tc) for p in range(args.pack)]
+        packed = timed(cfg, lo, list(range(args.pack)), tc)
+        tokens_one = args.steps * args.batch_size * args.seq_len
+        tps_single = tokens_one * args.pack / sum(single)
+        tps_packed = tokens_one * args.pack / packed
+        result |= {
+            "pack": args.pack,
+            "matmul_peak_gflops": peak,
+            "tokens_per_s": tps_single,
+            "mfu": tps_single * fpt / (peak * 1e9),
+            "packed_tokens_per_s": tps_packed,
+            "packed_mfu": tps_packed * fpt / (peak * 1e9),
+            "packed_speedup": tps_packed / tps_single,
+        }
+        print(
+            f"matmul peak {peak:.1f} GFLOP/s; one proxy {tps_single:,.0f} tok/s "
+            f"(MFU {result['mfu']:.1%}); pack of {args.pack} {tps_packed:,.0f} tok/s "
+            f"(MFU {result['packed_mfu']:.1%}); speedup {result['packed_speedup']:.2f}x",
+            flush=True,
+        )
     print(json.dumps(result))
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proxies.layers import Attention, SwiGLU, init_packed, packed_linear, rms_norm
+from proxies.loss import linear_cross_entropy
 from proxies.moe import MoE
 from proxies.presets import ModelConfig
 
@@ -106,9 +107,14 @@ class PackedLM(nn.Module):
         # One proxy at a time through the output layer: the (tokens x vocabulary) logits of a
         # whole pack are large enough (134 MB for 8 quickstart proxies) that the allocator maps
         # fresh pages for them every step, which made packs slower than single proxies on CPU.
+        # On the CPU even one proxy's are (17 MB at 2048 x 2048): there the output layer and
+        # the loss are fused and chunked over tokens (proxies/loss.py).
+        fused = x.device.type == "cpu"
         ce = torch.stack(
             [
-                F.cross_entropy((x[p] @ self.head[p].T).float(), targets[p].reshape(-1))
+                linear_cross_entropy(x[p], self.head[p], targets[p].reshape(-1))
+                if fused
+                else F.cross_entropy((x[p] @ self.head[p].T).float(), targets[p].reshape(-1))
                 for p in range(x.shape[0])
             ]
         )

@@ -46,10 +46,10 @@ def newton_schulz(
     if transposed:
         X = X.transpose(-2, -1)
     X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
-    for _ in range(steps):
+    for _ in range(steps):  # fused multiply-adds, as torch.optim.Muon's addmm
         A = X @ X.transpose(-2, -1)
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+        X = torch.baddbmm(X, B, X, beta=a)
     if transposed:
         X = X.transpose(-2, -1)
     return X.reshape(G.shape)

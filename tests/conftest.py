@@ -32,6 +32,8 @@ def small_config(tmp: Path, **overrides: object) -> dict:
         "domains": [dict(d) for d in SMALL_DOMAINS],
         "tokenizer": {"vocab_size": 512, "sample_bytes_per_domain": 100_000},
         "proxy": {"tokens": 65_536, "seq_len": 64, "batch_size": 8},
+        # one worker in this process: `auto` would measure the machine first (test_parallel)
+        "sweep": {"workers": 1},
     }
     for key, value in overrides.items():
         cfg[key] = value

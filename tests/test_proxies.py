@@ -242,3 +242,27 @@ def test_loss_falls_on_real_text(bundle_and_config):
     assert np.mean(curve[-5:]) < np.mean(curve[:3]) - 1.0
     assert set(res.val_bpb) == {"code", "bible", "dictionary"}
     assert all(0.5 < v < 6 for v in res.val_bpb.values())
+
+
+def test_fused_chunked_cross_entropy_matches_torch_in_value_and_gradients(monkeypatch):
+    import torch.nn.functional as F
+
+    import proxies.loss
+    from proxies.loss import linear_cross_entropy
+
+    monkeypatch.setattr(proxies.loss, "CHUNK_BYTES", 4 * 64 * 7)  # chunks of 7 tokens: ragged
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 16, generator=g, requires_grad=True)
+    w = torch.randn(64, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 64, (50,), generator=g)
+    ours = linear_cross_entropy(x, w, t)
+    (ours * 3.0).backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    ref = F.cross_entropy(x @ w.T, t)
+    (ref * 3.0).backward()
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gw, w.grad)
+    with torch.no_grad():  # evaluation: the value alone
+        torch.testing.assert_close(linear_cross_entropy(x, w, t), ref.detach())

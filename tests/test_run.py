@@ -27,7 +27,7 @@ def looped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "batch_size": 8,
         "pack_size": 7,
     }
-    cfg["sweep"] = {"n_runs": 7, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
+    cfg["sweep"] |= {"n_runs": 7, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
     cfg["evals"] = {"suites": ["arc_easy", "hellaswag", "humaneval", "gsm8k"], "n_per_suite": 4}
     cfg["surrogate"] = {"cv_folds": 3, "cv_repeats": 1}
     cfg["solve"] = {"target_tokens": 1e6}

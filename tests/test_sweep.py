@@ -36,7 +36,7 @@ def _sweep_config(tmp: Path, **over: object) -> Path:
         "batch_size": 8,
         "pack_size": 3,
     }
-    cfg["sweep"] = {"n_runs": 5, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
+    cfg["sweep"] |= {"n_runs": 5, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
     cfg["evals"] = {"suites": ["arc_easy", "gsm8k"], "n_per_suite": 4}
     cfg["solve"] = {"objective": {"math": 0.5, "stem": 0.5}}  # the abilities these suites score
     for k, v in over.items():

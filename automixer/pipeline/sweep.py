@@ -196,6 +196,7 @@ def run_sweep(
                     tick,
                     on_first_step=lambda: say("first proxy step done"),
                     max_packs=max_packs,
+                    say=say,
                 )
                 for err in run_executor(job):
                     say(f"[yellow]a worker stopped:[/] {err}")

@@ -18,6 +18,7 @@ from automixer.data.pipeline import DataBundle
 from automixer.errors import AutomixerError
 from automixer.registry import EXECUTORS, load
 from automixer.sweep.ledger import Ledger
+from automixer.sweep.parallel import cores, describe, plan_workers
 from automixer.sweep.worker import worker_loop, worker_process
 
 
@@ -31,6 +32,8 @@ class Job:
     """Called now and then with the tokens trained since the last call (0 when unknown)."""
     on_first_step: Callable[[], None] | None = None
     max_packs: int | None = None
+    """Stop after this many packs (trained in this process, whatever sweep.workers says)."""
+    say: Callable[[str], None] = lambda _message: None
 
     @property
     def study(self) -> str:
@@ -45,36 +48,58 @@ def run_executor(job: Job) -> list[str]:
 
 
 def run_local(job: Job) -> list[str]:
-    """One worker loop in this process, or `sweep.workers` worker processes."""
-    if job.config.sweep.workers == 1:
-        worker_loop(
-            job.config,
-            job.bundle,
-            job.ledger,
-            on_pack=lambda tokens, _seconds: job.tick(tokens),
-            max_packs=job.max_packs,
-            on_first_step=job.on_first_step,
-        )
+    """One worker loop in this process, or worker processes (`sweep.workers`, see
+    `automixer.sweep.parallel`), never more than the packs waiting."""
+    import torch
+
+    plan = plan_workers(job.config, job.bundle.tokenizer.get_vocab_size())
+    packs = -(-job.ledger.counts()["waiting"] // job.config.proxy.pack_size)
+    workers = 1 if job.max_packs is not None else min(plan.workers, max(1, packs))
+    threads = plan.threads if workers == plan.workers else max(1, cores() // workers)
+    job.say(
+        f"workers: {describe(plan)}"
+        + (f"; {workers} for this batch" if workers < plan.workers else "")
+    )
+    if workers == 1:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            worker_loop(
+                job.config,
+                job.bundle,
+                job.ledger,
+                on_pack=lambda tokens, _seconds: job.tick(tokens),
+                max_packs=job.max_packs,
+                on_first_step=job.on_first_step,
+            )
+        finally:
+            torch.set_num_threads(before)
         return []
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=worker_process, args=(job.url, job.study, job.config.sweep.heartbeat_s))
-        for _ in range(job.config.sweep.workers)
+        ctx.Process(
+            target=worker_process,
+            args=(job.url, job.study, job.config.sweep.heartbeat_s, threads),
+        )
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()
+    done = job.ledger.counts()["done"]
     while any(p.is_alive() for p in procs):
         time.sleep(1.0)
-        job.tick(0)
+        now = job.ledger.counts()["done"]  # the processes' tokens, as runs finish
+        job.tick((now - done) * job.config.proxy.tokens)
+        done = now
     return [f"worker process exited with {p.exitcode}" for p in procs if p.exitcode]
 
 
-def _ray_worker(url: str, study: str, heartbeat_s: float, cwd: str) -> None:
+def _ray_worker(url: str, study: str, heartbeat_s: float, cwd: str, threads: int | None) -> None:
     """One Ray task: the same worker loop as a local process, in the driver's folder (the
     config's relative paths) when this node has it."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    worker_process(url, study, heartbeat_s)
+    worker_process(url, study, heartbeat_s, threads)
 
 
 def run_ray(job: Job) -> list[str]:
@@ -107,16 +132,22 @@ def run_ray(job: Job) -> list[str]:
             ray.init(address=config.sweep.ray_address, **common)
         else:  # a private instance on this machine, reachable from loopback only
             ray.init(
-                num_cpus=max(config.sweep.workers, 1),
+                num_cpus=cores() if config.sweep.workers == "auto" else config.sweep.workers,
                 object_store_memory=256 * 2**20,
                 **common,
             )
     try:
-        gpus = 1 if config.proxy.device != "cpu" and ray.cluster_resources().get("GPU") else 0
+        resources = ray.cluster_resources()
+        gpus = 1 if config.proxy.device != "cpu" and resources.get("GPU") else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_worker)
+        if config.sweep.workers == "auto":  # a task per GPU, or a one-thread task per CPU
+            n, threads = int(resources.get("GPU" if gpus else "CPU", 1)), None if gpus else 1
+        else:
+            n, threads = config.sweep.workers, None
+        job.say(f"workers: {n} Ray tasks" + (f" x {threads} thread" if threads else ""))
         pending = [
-            task.remote(job.url, job.study, config.sweep.heartbeat_s, os.getcwd())
-            for _ in range(config.sweep.workers)
+            task.remote(job.url, job.study, config.sweep.heartbeat_s, os.getcwd(), threads)
+            for _ in range(max(1, n))
         ]
         errors: list[str] = []
         while pending:

@@ -168,8 +168,15 @@ def work_on(url: str, study: str | None, heartbeat_s: float | None = None) -> Le
     return ledger
 
 
-def worker_process(url: str, study: str | None, heartbeat_s: float | None = None) -> None:
-    """A whole worker: open the ledger, build the same data bundle, work until the end."""
+def worker_process(
+    url: str, study: str | None, heartbeat_s: float | None = None, threads: int | None = None
+) -> None:
+    """A whole worker: open the ledger, build the same data bundle, work until the end (with
+    `threads` torch threads, or torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     with work_on(url, study, heartbeat_s) as ledger:
         config = parse_config(ledger.meta("config"), source="<ledger>")
         worker_loop(config, data_bundle(config, progress=False), ledger)

@@ -1,0 +1,178 @@
+"""How many worker processes a local sweep runs, and how many threads each uses.
+
+A small proxy keeps a CPU's cores poorly busy from one process: its matrices are too small for
+the threads to share well. `sweep.workers: auto` therefore measures, once per machine and proxy
+shape (the answer is cached in the run's cache folder), a few training steps of the sweep's own
+proxy two ways: one process with every core, and one single-threaded process per core running
+at the same time; it takes whichever trains more tokens per second in all. A CUDA device gets
+one worker (the device, not the cores, is the bottleneck). A number of workers splits the cores
+between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automixer.config import Config
+from automixer.io import atomic_write_json
+
+WARMUP_STEPS = 2
+TIMED_STEPS = 4
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    workers: int
+    threads: int
+    """Torch threads per worker."""
+    reason: str
+    measured: dict[str, float] = field(default_factory=dict)
+    """Tokens per second of each way measured (all processes together), when measured."""
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def plan_workers(config: Config, vocab_size: int) -> WorkerPlan:
+    """The workers and threads for a local sweep of this config (see the module's text)."""
+    n = cores()
+    wanted = config.sweep.workers
+    if wanted != "auto":
+        return WorkerPlan(wanted, max(1, n // wanted), "sweep.workers")
+    from proxies.train import pick_device
+
+    if pick_device(config.proxy.device).type != "cpu":
+        return WorkerPlan(1, n, "one worker drives the accelerator")
+    if n == 1:
+        return WorkerPlan(1, 1, "one core")
+    shape = _shape(config, vocab_size)
+    key = hashlib.sha256(json.dumps([shape, n, _machine()], sort_keys=True).encode()).hexdigest()
+    cache = Path(config.run.cache_dir) / "workers.json"
+    known = _read(cache)
+    if key not in known:
+        one = measure(shape, [n])
+        many = measure(shape, [1] * n)
+        known[key] = {"one process": one, f"{n} processes": many}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache, known)
+    measured = known[key]
+    one, many = measured["one process"], measured[f"{n} processes"]
+    if many > one:
+        return WorkerPlan(n, 1, f"{n} single-threaded processes measured faster", measured)
+    return WorkerPlan(1, n, f"one process with {n} threads measured faster", measured)
+
+
+def _shape(config: Config, vocab_size: int) -> dict[str, Any]:
+    p = config.proxy
+    return {
+        "preset": p.preset,
+        "vocab_size": vocab_size,
+        "pack": p.pack_size,
+        "batch_size": p.batch_size,
+        "seq_len": p.seq_len,
+    }
+
+
+def _machine() -> list[str]:
+    import torch
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [platform.machine(), model, torch.__version__]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class _RandomTokens:
+    """A BatchSource of random tokens: the speed of a step does not depend on the data."""
+
+    def __init__(self, vocab: int, steps: int, batch_size: int, seq_len: int, seed: int) -> None:
+        self.vocab, self.steps, self.batch_size, self.seq_len = vocab, steps, batch_size, seq_len
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, step: int) -> np.ndarray:
+        return self.rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1))
+
+
+def _time_steps(
+    shape: dict[str, Any], threads: int, timed: int, start: Any, out: Any, seed: int
+) -> None:
+    """In a fresh process: train the proxy shape for a few steps with `threads` threads, after
+    `start` (a barrier shared by every process of the measurement); put its tokens/s in `out`."""
+    import torch
+
+    from proxies.presets import get_preset
+    from proxies.train import TrainConfig, train_pack
+
+    torch.set_num_threads(threads)
+    cfg = get_preset(shape["preset"], vocab_size=shape["vocab_size"])
+    steps = WARMUP_STEPS + timed
+    loaders = [
+        _RandomTokens(shape["vocab_size"], steps, shape["batch_size"], shape["seq_len"], seed + i)
+        for i in range(shape["pack"])
+    ]
+    marks: dict[int, float] = {}
+    start.wait()
+    train_pack(
+        cfg,
+        loaders,
+        list(range(shape["pack"])),
+        TrainConfig(device="cpu", log_every=10**9, eval_tokens=0),
+        on_step=lambda step, _model: marks.__setitem__(step, time.perf_counter()),
+    )
+    tokens = timed * shape["pack"] * shape["batch_size"] * shape["seq_len"]
+    out.put(tokens / (marks[steps - 1] - marks[WARMUP_STEPS - 1]))
+
+
+def measure(shape: dict[str, Any], threads: list[int], timed: int = TIMED_STEPS) -> float:
+    """Tokens per second of len(threads) processes training at once (process i with
+    threads[i] torch threads), all together, over `timed` steps after a short warm-up. The
+    caller's main module must be importable (`if __name__ == "__main__":`)."""
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(len(threads))
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_time_steps, args=(shape, t, timed, start, out, i))
+        for i, t in enumerate(threads)
+    ]
+    for p in procs:
+        p.start()
+    rates = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return float(sum(rates))
+
+
+def describe(plan: WorkerPlan) -> str:
+    figures = ", ".join(f"{k} {v:,.0f} tok/s" for k, v in plan.measured.items())
+    why = plan.reason + (": " + figures if figures else "")
+    return (
+        f"{plan.workers} worker{'s' if plan.workers > 1 else ''} x {plan.threads} "
+        f"thread{'s' if plan.threads > 1 else ''} ({why})"
+    )
