@@ -186,3 +186,20 @@ def test_gp_folds_learn_from_the_all_runs_kernels():
     refit = deployed.fit(X, Y[:, 1])
     assert np.allclose(refit.models_[0][1].kernel_.theta, full.models_[1][1].kernel_.theta)
     assert np.allclose(refit.predict(X[:5]), full.predict(X[:5])[:, 1])
+
+
+def test_a_linear_ensemble_predicts_what_its_members_predict():
+    """The stacked shortcut against each member's own (scikit-learn) predict, before and
+    after a refit."""
+    from automixer.surrogates.ensemble import linear_ensemble
+
+    rng = np.random.default_rng(0)
+    X, Xn = rng.dirichlet(np.ones(5), 40), rng.dirichlet(np.ones(5), 7)
+    ens = linear_ensemble()
+    for Y in (rng.normal(size=(40, 3)), rng.normal(size=40)):
+        ens.fit(X, Y)
+        mean, sd = ens.predict(Xn, return_std=True)
+        members = np.stack([np.asarray(m.model_.predict(np.sqrt(Xn))) for m in ens.estimators_])
+        np.testing.assert_allclose(mean, members.mean(axis=0), atol=1e-12)
+        np.testing.assert_allclose(sd, members.std(axis=0), atol=1e-12)
+        assert mean.shape == (7, *Y.shape[1:])

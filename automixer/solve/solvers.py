@@ -162,8 +162,12 @@ def _predict_std(model: Any, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def nearest_distance(W: np.ndarray, X_runs: np.ndarray) -> np.ndarray:
     """Total-variation distance from each mixture in W (..., D) to its nearest run."""
-    W = np.atleast_2d(W)
-    return np.asarray(0.5 * np.abs(W[:, None, :] - X_runs[None, :, :]).sum(axis=2).min(axis=1))
+    from scipy.spatial.distance import cdist
+
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    X = np.asarray(X_runs, dtype=np.float64)
+    # cdist's L1 in C: no (points x runs x domains) temporary (8 ms a call at 65 x 512 x 64)
+    return np.asarray(0.5 * cdist(W, X, "cityblock").min(axis=1))
 
 
 def spread_radius(X_runs: np.ndarray) -> float | None:

@@ -30,6 +30,7 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
         base = self.estimator if self.estimator is not None else LinearSurrogate()
         rng = np.random.default_rng(self.random_state)
         n = len(X)
+        self.__dict__.pop("affine_", None)  # the stacked members of an earlier fit
         self.estimators_ = []
         for _ in range(self.n_estimators):
             idx = rng.integers(0, n, n)
@@ -39,11 +40,34 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
     def predict(self, X: Any, return_std: bool = False) -> Any:
         check_is_fitted(self, "estimators_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        preds = np.stack([np.asarray(m.predict(X)) for m in self.estimators_])
+        preds = self._linear_predictions(X)
+        if preds is None:
+            preds = np.stack([np.asarray(m.predict(X)) for m in self.estimators_])
         mean = preds.mean(axis=0)
         if return_std:
             return mean, preds.std(axis=0)
         return mean
+
+    def _linear_predictions(self, X: np.ndarray) -> np.ndarray | None:
+        """Every member's predictions as one product when all are linear on the same
+        transform (the solver calls predict thousands of times: per-member calls spent most
+        of their time in scikit-learn's input checks); None otherwise."""
+        from automixer.surrogates.base import transform_weights
+        from automixer.surrogates.estimators import LinearSurrogate
+
+        members = self.estimators_
+        if not all(type(m) is LinearSurrogate for m in members):
+            return None
+        transforms = {m.weight_transform for m in members}
+        if len(transforms) != 1:
+            return None
+        if not hasattr(self, "affine_"):
+            parts = [m.affine() for m in members]
+            self.affine_ = (np.stack([c for c, _ in parts]), np.stack([b for _, b in parts]))
+        coef, intercept = self.affine_
+        Z = transform_weights(X, transforms.pop())
+        preds = np.einsum("nd,mtd->mnt", Z, coef) + intercept[:, None, :]
+        return preds[..., 0] if members[0].single_target_ else preds
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

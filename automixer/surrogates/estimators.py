@@ -29,6 +29,12 @@ class LinearSurrogate(Surrogate):
     def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
         return np.asarray(self.model_.predict(Z)).reshape(len(Z), -1), None
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coef (targets, domains), intercept (targets,)): predictions are
+        transform(X) @ coef.T + intercept."""
+        coef = np.asarray(self.model_.coef_, dtype=np.float64).reshape(self.n_targets_, -1)
+        return coef, np.asarray(self.model_.intercept_, dtype=np.float64).reshape(-1)
+
 
 class LightGBMSurrogate(Surrogate):
     """One LightGBM regressor per target with RegMix's settings (gbdt, 1000 rounds, lr 0.01)."""
