@@ -30,11 +30,11 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
         base = self.estimator if self.estimator is not None else LinearSurrogate()
         rng = np.random.default_rng(self.random_state)
         n = len(X)
-        self.__dict__.pop("affine_", None)  # the stacked members of an earlier fit
         self.estimators_ = []
         for _ in range(self.n_estimators):
             idx = rng.integers(0, n, n)
             self.estimators_.append(clone(base).fit(X[idx], y[idx]))
+        self.affine_ = self._stack_linear()
         return self
 
     def predict(self, X: Any, return_std: bool = False) -> Any:
@@ -48,11 +48,9 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
             return mean, preds.std(axis=0)
         return mean
 
-    def _linear_predictions(self, X: np.ndarray) -> np.ndarray | None:
-        """Every member's predictions as one product when all are linear on the same
-        transform (the solver calls predict thousands of times: per-member calls spent most
-        of their time in scikit-learn's input checks); None otherwise."""
-        from automixer.surrogates.base import transform_weights
+    def _stack_linear(self) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """(transform, coefs (members, targets, domains), intercepts (members, targets)) when
+        every member is linear on the same transform, else None."""
         from automixer.surrogates.estimators import LinearSurrogate
 
         members = self.estimators_
@@ -61,13 +59,23 @@ class BootstrapEnsemble(RegressorMixin, BaseEstimator):
         transforms = {m.weight_transform for m in members}
         if len(transforms) != 1:
             return None
-        if not hasattr(self, "affine_"):
-            parts = [m.affine() for m in members]
-            self.affine_ = (np.stack([c for c, _ in parts]), np.stack([b for _, b in parts]))
-        coef, intercept = self.affine_
-        Z = transform_weights(X, transforms.pop())
-        preds = np.einsum("nd,mtd->mnt", Z, coef) + intercept[:, None, :]
-        return preds[..., 0] if members[0].single_target_ else preds
+        parts = [m.affine() for m in members]
+        coefs = np.stack([c for c, _ in parts])
+        return transforms.pop(), coefs, np.stack([b for _, b in parts])
+
+    def _linear_predictions(self, X: np.ndarray) -> np.ndarray | None:
+        """Every member's predictions as one product when all are linear (the solver calls
+        predict thousands of times: per-member calls spent most of their time in
+        scikit-learn's input checks); None otherwise."""
+        from automixer.surrogates.base import transform_weights
+
+        stacked = getattr(self, "affine_", None)
+        if stacked is None:
+            return None
+        transform, coef, intercept = stacked
+        preds = np.einsum("nd,mtd->mnt", transform_weights(X, transform), coef)
+        preds = preds + intercept[:, None, :]
+        return preds[..., 0] if self.estimators_[0].single_target_ else preds
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
