@@ -11,10 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from automixer.solve import Solution
-
 if TYPE_CHECKING:
     from automixer.data.pipeline import DataBundle
+    from automixer.solve import Solution
 
 
 def progress_bar(info: str, enabled: bool) -> Progress:

@@ -40,7 +40,9 @@ CONFIG = {
     ],
     "tokenizer": {"vocab_size": 1024, "sample_bytes_per_domain": 200_000},
     "proxy": {"preset": "tiny", "tokens": 16384, "seq_len": 64, "batch_size": 8, "pack_size": 4},
-    "sweep": {"n_runs": 16, "replicates": 0, "heartbeat_s": 5},
+    # one worker in the command's own process: the same single process as the runs alone
+    # (sweep.workers: auto would train on every core and hide the overhead)
+    "sweep": {"n_runs": 16, "replicates": 0, "heartbeat_s": 5, "workers": 1},
     "evals": {"suites": ["arc_easy", "piqa", "gsm8k", "humaneval"], "n_per_suite": 20},
 }
 

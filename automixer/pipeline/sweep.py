@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from rich.console import Console
 
-from automixer.adaptive import Optimum, optimum, thompson_batch, tight
+if TYPE_CHECKING:
+    from automixer.adaptive import Optimum
+
 from automixer.config import Config, dump_config, parse_config
 from automixer.data.pipeline import DataBundle
 from automixer.design import PlannedRun, candidate_mixtures, plan_mixtures, sweep_size_warning
@@ -20,8 +23,6 @@ from automixer.io import atomic_write_json
 from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
 from automixer.runs_table import fit_arrays
-from automixer.solve.objective import Objective, resolve_keys
-from automixer.solve.solvers import nearest_distance
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
@@ -87,6 +88,11 @@ def adaptive_round(
     when `sweep.stop_width` is set and the optimum among the candidates is already tight,
     that optimum: the sweep stops. The same finished runs give the same answer (seeded by the
     run's seed and the round)."""
+    # imported here: a sweep without rounds, and its workers, never load the GP's stack
+    from automixer.adaptive import optimum, thompson_batch, tight
+    from automixer.solve.objective import Objective, resolve_keys
+    from automixer.solve.solvers import nearest_distance
+
     config = rd.config
     X, Y, targets, _ = fit_arrays(df, config.domain_names)
     keys = resolve_keys(config.solve.objective, targets)
@@ -211,7 +217,7 @@ def run_sweep(
                 if round_name(r) not in names:  # chosen once; a resumed sweep trains it
                     df = export_runs(ledger, config, out)
                     batch = adaptive_round(rd, bundle, df, r)
-                    if isinstance(batch, Optimum):
+                    if not isinstance(batch, list):  # an Optimum: tight, stop
                         stopped = {
                             "before_round": r,
                             "runs": int((df["status"] == "done").sum()),
