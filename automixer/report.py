@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -77,6 +78,18 @@ def ladder_html(ladder: dict) -> str:
         "<h2>Transfer ladder</h2><p>The same mixtures and seeds trained at each scale "
         "(WIDTHxTOKENS factors of the proxy); margin: the solved mixture over the better of "
         "natural and uniform (positive is better).</p>" + _table(table, digits=3)
+    )
+
+
+def stopped_note(design: Path) -> str:
+    """A sentence on an adaptive sweep's early stop (`sweep.stop_width`), or ''."""
+    stopped = json.loads(design.read_text()).get("stopped") if design.is_file() else None
+    if not stopped:
+        return ""
+    return (
+        f" The sweep stopped before round {stopped['before_round']}, with {stopped['runs']} "
+        f"runs: the best objective's 95% interval was {stopped['width']:.2f} times the "
+        f"objective's spread over the runs (sweep.stop_width {stopped['stop_width']})."
     )
 
 
@@ -195,15 +208,7 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             sections.append("<h2>Pareto front</h2>" + _img(plots.pareto(front, cols[0], cols[1])))
     rounds = rounds_table(data)
     if rounds.height > 1:
-        design = rd.file("design.json")
-        stopped = json.loads(design.read_text()).get("stopped") if design.is_file() else None
-        note = (
-            f" The sweep stopped before round {stopped['before_round']}, with "
-            f"{stopped['runs']} runs: the optimum's 95% interval was {stopped['width']:.2f} "
-            f"times the objective's spread (sweep.stop_width {stopped['stop_width']})."
-            if stopped
-            else ""
-        )
+        note = stopped_note(rd.file("design.json"))
         sections.append(
             "<h2>Adaptive rounds</h2><p>Round 0 is the space-filling design (with the "
             "replicates); later rounds were chosen by Thompson sampling."

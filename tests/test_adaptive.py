@@ -129,3 +129,16 @@ def test_rounds_must_leave_a_first_batch(tmp_path: Path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     flat = " ".join(result.output.split())
     assert "sweep.rounds" in flat and "leave 2 of n_runs=10" in flat
+
+
+def test_the_report_says_when_and_why_a_sweep_stopped(tmp_path: Path):
+    from automixer.report import stopped_note
+
+    design = tmp_path / "design.json"
+    assert stopped_note(design) == ""  # no design yet
+    design.write_text(json.dumps({"runs": []}))
+    assert stopped_note(design) == ""  # ran to its budget
+    stop = {"before_round": 2, "runs": 13, "width": 0.4321, "stop_width": 0.5}
+    design.write_text(json.dumps({"runs": [], "stopped": stop}))
+    note = stopped_note(design)
+    assert "before round 2" in note and "13 runs" in note and "0.43" in note and "0.5" in note
