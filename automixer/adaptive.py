@@ -47,14 +47,33 @@ def thompson_batch(
     gp = _fit(X_seen, y_seen, int(rng.integers(2**31)))
     (_, model), *_ = gp.models_
     Z = transform_weights(candidates, gp.weight_transform)
-    draws = np.asarray(
-        model.sample_y(Z, n_samples=batch, random_state=int(rng.integers(2**31)))
-    ).reshape(len(candidates), batch)
+    mean, cov = model.predict(Z, return_cov=True)
+    draws = joint_draws(np.asarray(mean).reshape(-1), np.asarray(cov), batch, rng)
     picked: list[int] = []
     for s in range(batch):
         order = np.argsort(-draws[:, s])
         picked.append(int(next(i for i in order if i not in picked)))
     return picked
+
+
+def joint_draws(mean: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` draws (columns) from the normal with this mean and covariance. A posterior over
+    thousands of close candidates is numerically singular: the Cholesky factor is taken with
+    the smallest diagonal jitter that works, and the symmetric eigendecomposition with
+    negative eigenvalues clipped if none does (scikit-learn's `sample_y`, through NumPy's SVD,
+    failed to converge on such a matrix)."""
+    k = len(mean)
+    cov = (cov + cov.T) / 2
+    scale = float(np.mean(np.diag(cov))) or 1.0
+    normal = rng.standard_normal((k, n))
+    for jitter in (0.0, 1e-10, 1e-8, 1e-6):
+        try:
+            factor = np.linalg.cholesky(cov + jitter * scale * np.eye(k))
+        except np.linalg.LinAlgError:
+            continue
+        return mean[:, None] + factor @ normal
+    values, vectors = np.linalg.eigh(cov)
+    return mean[:, None] + (vectors * np.sqrt(np.clip(values, 0.0, None))) @ normal
 
 
 PICK_K = 1.96

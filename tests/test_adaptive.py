@@ -142,3 +142,20 @@ def test_the_report_says_when_and_why_a_sweep_stopped(tmp_path: Path):
     design.write_text(json.dumps({"runs": [], "stopped": stop}))
     note = stopped_note(design)
     assert "before round 2" in note and "13 runs" in note and "0.43" in note and "0.5" in note
+
+
+def test_joint_draws_follow_a_singular_posterior():
+    """Candidates that coincide make the covariance singular; draws still come, finite, with
+    the asked mean and covariance (checked on 20,000 draws)."""
+    from automixer.adaptive import joint_draws
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 5))
+    base = A.T @ A  # rank 3 of 5
+    cov = np.block([[base, base], [base, base]])  # every candidate twice: rank 3 of 10
+    mean = np.tile(np.arange(5.0), 2)
+    draws = joint_draws(mean, cov, 20_000, rng)
+    assert draws.shape == (10, 20_000) and np.isfinite(draws).all()
+    np.testing.assert_allclose(draws.mean(axis=1), mean, atol=0.1)
+    np.testing.assert_allclose(np.cov(draws), cov, atol=0.15 * np.abs(cov).max())
+    np.testing.assert_allclose(draws[:5], draws[5:], atol=1e-3)  # equal points, equal draws

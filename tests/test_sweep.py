@@ -246,6 +246,65 @@ def test_two_workers_share_one_sqlite_ledger(tmp_path: Path):
             owners[rid] = t.number
 
 
+def _children(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_worker_processes_end_with_a_killed_sweep(tmp_path: Path):
+    """SIGKILL to `automixer sweep` takes its worker processes with it (they would otherwise
+    train on unseen); a resumed sweep then finishes every run once."""
+    cfg = _sweep_config(
+        tmp_path,
+        proxy={"pack_size": 1, "tokens": 65536},
+        sweep={"n_runs": 6, "replicates": 0, "workers": 2},
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweep = subprocess.Popen(
+        _cli("sweep", str(cfg), "-q"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 300
+    workers: set[int] = set()
+    while time.time() < deadline and sweep.poll() is None:
+        workers = {c for c in _children(sweep.pid) if "spawn_main" in _cmdline(c)}
+        if len(workers) == 2 and _ledger(cfg).counts()["running"] >= 1:
+            break
+        time.sleep(0.5)
+    assert len(workers) == 2, sweep.stderr.read().decode()[-2000:] if sweep.stderr else ""
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    time.sleep(3)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and _alive(w)]
+    run_sweep(cfg, progress=False)
+    ledger = _ledger(cfg)
+    assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+    assert set(ledger.completions().values()) == {1}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
 def test_dead_worker_run_is_requeued_and_completed(tmp_path: Path):
     cfg = _sweep_config(

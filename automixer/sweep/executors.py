@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,8 +79,8 @@ def run_local(job: Job) -> list[str]:
     ctx = mp.get_context("spawn")
     procs = [
         ctx.Process(
-            target=worker_process,
-            args=(job.url, job.study, job.config.sweep.heartbeat_s, threads),
+            target=_local_worker,
+            args=(job.url, job.study, job.config.sweep.heartbeat_s, threads, os.getpid()),
         )
         for _ in range(workers)
     ]
@@ -92,6 +93,22 @@ def run_local(job: Job) -> list[str]:
         job.tick((now - done) * job.config.proxy.tokens)
         done = now
     return [f"worker process exited with {p.exitcode}" for p in procs if p.exitcode]
+
+
+def _local_worker(url: str, study: str, heartbeat_s: float, threads: int, parent: int) -> None:
+    """A local worker process; it ends with the sweep command that started it, even when that
+    is killed outright (on Linux: otherwise it would train on, unseen, beside a resumed sweep;
+    its runs go back to the queue through the heartbeats)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took hold
+            return
+    worker_process(url, study, heartbeat_s, threads)
 
 
 def _ray_worker(url: str, study: str, heartbeat_s: float, cwd: str, threads: int | None) -> None:
