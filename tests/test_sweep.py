@@ -269,9 +269,11 @@ def test_worker_processes_end_with_a_killed_sweep(tmp_path: Path):
         sweep={"n_runs": 6, "replicates": 0, "workers": 2},
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sweep = subprocess.Popen(
-        _cli("sweep", str(cfg), "-q"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    err = tmp_path / "stderr.txt"
+    with err.open("wb") as stderr:
+        sweep = subprocess.Popen(
+            _cli("sweep", str(cfg), "-q"), env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     deadline = time.time() + 300
     workers: set[int] = set()
     while time.time() < deadline and sweep.poll() is None:
@@ -279,7 +281,7 @@ def test_worker_processes_end_with_a_killed_sweep(tmp_path: Path):
         if len(workers) == 2 and _ledger(cfg).counts()["running"] >= 1:
             break
         time.sleep(0.5)
-    assert len(workers) == 2, sweep.stderr.read().decode()[-2000:] if sweep.stderr else ""
+    assert len(workers) == 2, err.read_text()[-2000:]
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
     time.sleep(3)
