@@ -21,8 +21,9 @@ def packed_linear(x_PND: torch.Tensor, w_POD: torch.Tensor) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """RMSNorm over the last axis; `weight` broadcasts against x (it carries the P axis)."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    """RMSNorm over the last axis; `weight` broadcasts against x (it carries the P axis, so it
+    is applied after torch's fused normalisation, which wants one weight of the last axis)."""
+    return F.rms_norm(x, (x.shape[-1],), None, eps) * weight
 
 
 class Rotary(nn.Module):
