@@ -19,7 +19,7 @@ from automixer.data.pipeline import DataBundle
 from automixer.errors import AutomixerError
 from automixer.registry import EXECUTORS, load
 from automixer.sweep.ledger import Ledger
-from automixer.sweep.parallel import cores, describe, plan_workers
+from automixer.sweep.parallel import cores, describe, plan_workers, threads_per_worker
 from automixer.sweep.worker import worker_loop, worker_process
 
 
@@ -56,7 +56,7 @@ def run_local(job: Job) -> list[str]:
     plan = plan_workers(job.config, job.bundle.tokenizer.get_vocab_size())
     packs = -(-job.ledger.counts()["waiting"] // job.config.proxy.pack_size)
     workers = 1 if job.max_packs is not None else min(plan.workers, max(1, packs))
-    threads = plan.threads if workers == plan.workers else max(1, cores() // workers)
+    threads = threads_per_worker(workers)
     job.say(
         f"workers: {describe(plan)}"
         + (f"; {workers} for this batch" if workers < plan.workers else "")

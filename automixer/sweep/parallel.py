@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +31,6 @@ WARMUP_STEPS = 2
 TIMED_STEPS = 4
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    workers: int
-    threads: int
-    """Torch threads per worker."""
-    reason: str
-    measured: dict[str, float] = field(default_factory=dict)
-    """Tokens per second of each way measured (all processes together), when measured."""
-
-
 def cores() -> int:
     """The cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -47,18 +38,36 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of `workers` processes sharing this machine's cores."""
+    return max(1, cores() // workers)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    workers: int
+    reason: str
+    measured: dict[str, float] = field(default_factory=dict)
+    """Tokens per second of each way measured (all processes together), when measured."""
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per worker."""
+        return threads_per_worker(self.workers)
+
+
 def plan_workers(config: Config, vocab_size: int) -> WorkerPlan:
     """The workers and threads for a local sweep of this config (see the module's text)."""
     n = cores()
     wanted = config.sweep.workers
     if wanted != "auto":
-        return WorkerPlan(wanted, max(1, n // wanted), "sweep.workers")
+        return WorkerPlan(wanted, "sweep.workers")
     from proxies.train import pick_device
 
     if pick_device(config.proxy.device).type != "cpu":
-        return WorkerPlan(1, n, "one worker drives the accelerator")
+        return WorkerPlan(1, "one worker drives the accelerator")
     if n == 1:
-        return WorkerPlan(1, 1, "one core")
+        return WorkerPlan(1, "one core")
     shape = _shape(config, vocab_size)
     key = hashlib.sha256(json.dumps([shape, n, _machine()], sort_keys=True).encode()).hexdigest()
     cache = Path(config.run.cache_dir) / "workers.json"
@@ -72,8 +81,8 @@ def plan_workers(config: Config, vocab_size: int) -> WorkerPlan:
     measured = known[key]
     one, many = measured["one process"], measured[f"{n} processes"]
     if many > one:
-        return WorkerPlan(n, 1, f"{n} single-threaded processes measured faster", measured)
-    return WorkerPlan(1, n, f"one process with {n} threads measured faster", measured)
+        return WorkerPlan(n, f"{n} single-threaded processes measured faster", measured)
+    return WorkerPlan(1, f"one process with {n} threads measured faster", measured)
 
 
 def _shape(config: Config, vocab_size: int) -> dict[str, Any]:
@@ -114,10 +123,11 @@ class _RandomTokens:
 
     def __init__(self, vocab: int, steps: int, batch_size: int, seq_len: int, seed: int) -> None:
         self.vocab, self.steps, self.batch_size, self.seq_len = vocab, steps, batch_size, seq_len
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
-    def batch(self, step: int) -> np.ndarray:
-        return self.rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1))
+    def batch(self, step: int) -> np.ndarray:  # the same batch for the same step
+        rng = np.random.default_rng([self.seed, step])
+        return rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1))
 
 
 def _time_steps(
@@ -163,7 +173,15 @@ def measure(shape: dict[str, Any], threads: list[int], timed: int = TIMED_STEPS)
     ]
     for p in procs:
         p.start()
-    rates = [out.get(timeout=600) for _ in procs]
+    rates: list[float] = []
+    while len(rates) < len(procs):
+        try:
+            rates.append(out.get(timeout=1.0))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):  # no waiting 600 s on a crash
+                for p in procs:
+                    p.kill()
+                raise RuntimeError("a speed-measuring process failed") from None
     for p in procs:
         p.join()
     return float(sum(rates))
