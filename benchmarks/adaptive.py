@@ -4,8 +4,8 @@
 
 Each pool acts as the oracle of `automixer simulate`: the adaptive loop (a random first batch,
 then Thompson-sampled batches from a GP on the objective) and random selection, with the same GP
-for the final pick, choose runs up to each budget; the pick is the pool row with the best lower
-confidence bound (posterior mean - 1.96 sd, the solver's default). Its quality is its true rank
+for the final pick, choose runs up to each budget; the pick is the chosen run with the best
+posterior mean (`automixer.adaptive.measured_pick`). Its quality is its true rank
 within the pool (1 = the best row; as a fraction of the pool). Pools:
 
     RegMix 1M:   the 512 training and 256 test mixtures as one pool of 768 (17 domains);

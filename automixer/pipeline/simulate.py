@@ -3,7 +3,7 @@
 The pool (a runs table, read with `automixer replay`'s conventions) acts as the oracle: only its
 rows can be chosen, and a row's metrics are revealed when it is chosen. Writes DIR/chosen.csv
 (the ids in the order they were chosen, with the round) and DIR/pick.json (the row the loop
-recommends, chosen among the pool's rows, with its predicted objective).
+recommends: the chosen row with the best posterior mean, with that predicted objective).
 """
 
 from __future__ import annotations
@@ -100,7 +100,6 @@ def run_simulate(
     pick = {
         "id": ids[best],
         "predicted": predicted,
-        "chosen": best in trajectory.chosen,
         "runs": used,
         "budget": budget,
         "objective": weights,
@@ -108,8 +107,8 @@ def run_simulate(
     }
     atomic_write_json(out_dir / "pick.json", pick)
     console.print(
-        f"pick: {ids[best]} (predicted objective {predicted:+.3f}, "
-        f"{'one of the chosen runs' if pick['chosen'] else 'never trained'}); "
+        f"pick: {ids[best]} (predicted objective {predicted:+.3f}, the best of the {used} "
+        "chosen runs under the GP); "
         f"{out_dir / 'chosen.csv'}, {out_dir / 'pick.json'}"
     )
     return pick
