@@ -86,14 +86,17 @@ class Attention(nn.Module):
         q_XHTS = self.rotary(q.permute(0, 1, 3, 2, 4).reshape(P * B, self.H, T, self.S))
         k_XKTS = self.rotary(k.permute(0, 1, 3, 2, 4).reshape(P * B, self.K, T, self.S))
         v_XKTS = v.permute(0, 1, 3, 2, 4).reshape(P * B, self.K, T, self.S)
-        if self.K != self.H:
-            k_XKTS = k_XKTS.repeat_interleave(self.H // self.K, dim=1)
-            v_XKTS = v_XKTS.repeat_interleave(self.H // self.K, dim=1)
+        # each key/value head serves H / K query heads inside the kernel (no repeated copies)
+        gqa = self.K != self.H
         if self.window is None or self.window >= T:
-            y = F.scaled_dot_product_attention(q_XHTS, k_XKTS, v_XKTS, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q_XHTS, k_XKTS, v_XKTS, is_causal=True, enable_gqa=gqa
+            )
         else:
             mask = sliding_window_mask(T, self.window, x_PBTD.device)
-            y = F.scaled_dot_product_attention(q_XHTS, k_XKTS, v_XKTS, attn_mask=mask)
+            y = F.scaled_dot_product_attention(
+                q_XHTS, k_XKTS, v_XKTS, attn_mask=mask, enable_gqa=gqa
+            )
         y_PND = y.view(P, B, self.H, T, self.S).permute(0, 1, 3, 2, 4).reshape(P, B * T, -1)
         return packed_linear(y_PND, self.wo).view(P, B, T, D)
 

@@ -36,13 +36,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for i in range(0, n, step):
             xc, tc = x[i : i + step], targets[i : i + step]
             logits = (xc @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, tc[:, None]).squeeze(1)
-            total += (lse - picked).sum()
+            # log-sum-exp in one pass over the chunk, in place: the exponentials made here are
+            # the softmax's numerators (torch.logsumexp would make and drop a second copy)
+            top = logits.amax(dim=-1, keepdim=True)
+            exps = logits.sub_(top).exp_()
+            sums = exps.sum(dim=-1)
+            total += (top.squeeze(1) + sums.log() - picked).sum()
             if grads:
                 assert grad_x is not None and grad_w is not None
-                # d(sum of losses)/d(logits) = softmax - one-hot, made in place in `logits`
-                probs = logits.sub_(lse[:, None]).exp_()
+                # d(sum of losses)/d(logits) = softmax - one-hot
+                probs = exps.div_(sums[:, None])
                 probs.scatter_add_(1, tc[:, None], probs.new_full((len(tc), 1), -1.0))
                 probs = probs.to(x.dtype)
                 grad_x[i : i + step] = probs @ w

@@ -164,6 +164,65 @@ def test_routing_top_k_and_shared_expert():
     assert y0.abs().sum() > 0
 
 
+def test_expert_outputs_match_a_token_by_token_reference_in_value_and_gradients(monkeypatch):
+    """Both ways of running the experts (each expert on its own rows, the CPU's; one batched
+    matmul over a padded buffer, an accelerator's) against the MoE written out per token."""
+    from torch.nn import functional as F
+
+    import proxies.moe as moe_module
+
+    torch.manual_seed(0)
+    moe = MoE(P=2, D=16, E=4, k=2, F_=8, n_shared=1)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():
+        moe.router[0, 1] += 1.0  # uneven loads: the padded buffer pads most experts
+    x = torch.randn(2, 40, 16)
+
+    def reference() -> torch.Tensor:
+        _, top, gates = moe.route(x)
+        out = torch.zeros_like(x)
+        for p in range(2):
+            for n in range(40):
+                for j in range(2):
+                    e = int(top[p, n, j])
+                    h = F.silu(moe.w1[p, e] @ x[p, n]) * (moe.w3[p, e] @ x[p, n])
+                    out[p, n] = out[p, n] + gates[p, n, j] * (moe.w2[p, e] @ h)
+        assert moe.shared is not None
+        return out + moe.shared(x)
+
+    def value_and_grads(forward) -> list[torch.Tensor]:
+        moe.zero_grad()
+        y = forward()
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        return [y.detach()] + [p.grad.clone() for p in (moe.w1, moe.w2, moe.w3, moe.router)]
+
+    expected = value_and_grads(reference)
+    ragged = value_and_grads(lambda: moe(x)[0])  # x is on the CPU: each expert its own rows
+    monkeypatch.setattr(moe_module, "_experts_ragged", None)  # must not be called below
+    padded_fn = moe_module._experts_padded
+
+    def padded() -> torch.Tensor:
+        _, top, gates = moe.route(x)
+        gid = (torch.arange(2)[:, None, None] * 4 + top).reshape(-1)
+        tok = torch.arange(2)[:, None, None] * 40 + torch.arange(40)[None, :, None]
+        order = torch.argsort(gid, stable=True)
+        w = [getattr(moe, n).reshape(8, *getattr(moe, n).shape[2:]) for n in ("w1", "w3", "w2")]
+        out = padded_fn(
+            x.reshape(80, 16), gid[order], tok.expand(2, 40, 2).reshape(-1)[order],
+            torch.bincount(gid, minlength=8), *w,
+        )  # fmt: skip
+        y = torch.zeros(80, 16).index_add(
+            0, tok.expand(2, 40, 2).reshape(-1)[order], out * gates.reshape(-1)[order, None]
+        )
+        assert moe.shared is not None
+        return y.view(2, 40, 16) + moe.shared(x)
+
+    for got in (ragged, value_and_grads(padded)):
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_bias_balancing_moves_load_toward_uniform():
     torch.manual_seed(0)
     moe = MoE(P=1, D=16, E=4, k=1, F_=8, n_shared=0)
@@ -180,6 +239,39 @@ def test_bias_balancing_moves_load_toward_uniform():
         moe.update_bias(0.01)
     last = moe.last_load.float()
     assert (last.max() - last.min()) < 0.5 * (first.max() - first.min())
+
+
+def test_grouped_query_attention_matches_repeated_heads_and_an_explicit_softmax(monkeypatch):
+    """The kernel's own grouping of query heads over key/value heads (query head h reads
+    key/value head h // (H / K), as repeat_interleave lays them out) and its masks, against
+    attention written out: scores, mask, softmax, weighted values."""
+    import proxies.layers as layers
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 20, 16)  # P, B, T, D
+
+    def explicit(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        T = q.shape[-2]
+        if is_causal:
+            attn_mask = torch.ones(T, T, dtype=torch.bool).tril()
+        scores = (q @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+        return scores.masked_fill(~attn_mask, float("-inf")).softmax(-1) @ v
+
+    for window in (None, 8):  # global, and a sliding window shorter than the sequence
+        attn = layers.Attention(P=2, D=16, H=4, K=2, window=window, rope_base=10_000.0)
+        for p in attn.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        got = attn(x)
+        grads = torch.autograd.grad(got.sum(), [attn.wk, attn.wv])
+        with monkeypatch.context() as m:
+            m.setattr(layers.F, "scaled_dot_product_attention", explicit)
+            want = attn(x)
+            want_grads = torch.autograd.grad(want.sum(), [attn.wk, attn.wv])
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for a, b in zip(grads, want_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_sliding_window_masking():
