@@ -55,12 +55,26 @@ def newton_schulz(
     return X.reshape(G.shape)
 
 
+class _Optimizer(torch.optim.Optimizer):
+    """torch's Optimizer, its parameter groups added without its TorchDynamo guard: torch wraps
+    `add_param_group` so that a compiled step never traces it, and the wrapper imports
+    torch._dynamo on first use, about 1 s in every fresh worker process. These optimisers are
+    never compiled (`TrainConfig.compile` compiles the model's forward only)."""
+
+    def add_param_group(self, param_group: dict) -> None:
+        plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+        if plain is None:  # a torch without the wrapper
+            super().add_param_group(param_group)
+        else:
+            plain(self, param_group)
+
+
 def _scale(scale: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """A per-proxy scale (P,) shaped to broadcast against a packed parameter."""
     return scale.view(-1, *([1] * (p.ndim - 1)))
 
 
-class BatchedMuon(torch.optim.Optimizer):
+class BatchedMuon(_Optimizer):
     def __init__(
         self,
         params: Iterable[nn.Parameter],
@@ -111,7 +125,7 @@ class BatchedMuon(torch.optim.Optimizer):
                     p.sub_(update.to(p.dtype) * (adjusted * s))
 
 
-class BatchedAdamW(torch.optim.Optimizer):
+class BatchedAdamW(_Optimizer):
     def __init__(
         self,
         params: Iterable[nn.Parameter],
