@@ -77,6 +77,24 @@ def test_complete_and_fail_are_recorded_once(url: str):
         assert ledger.finished() and ledger.completions() == {done.run_id: 1}
 
 
+def test_a_ledger_written_one_attribute_per_field_still_reads(url: str):
+    """Ledgers from before the record was one attribute: a resumed sweep keeps its runs."""
+    from optuna.trial import TrialState
+
+    with _open(url) as ledger:
+        ledger.plan(RUNS[:2])
+        old, new = ledger.claim(2)
+        for k, v in {"metrics": '{"domain:a:bpb": 1.25}', "seconds": 3.0, "commit": "c0"}.items():
+            old.trial.set_user_attr(k, v)  # what _finish wrote, field by field
+        ledger.study.tell(old.trial, values=0.0, state=TrialState.COMPLETE)
+        assert ledger.complete(new, {"domain:a:bpb": 1.5}, {"seconds": 2.0, "commit": "c1"})
+        records = ledger.records()
+        assert records[old.run_id]["metrics"] == '{"domain:a:bpb": 1.25}'
+        assert records[old.run_id]["seconds"] == 3.0 and records[old.run_id]["commit"] == "c0"
+        assert records[new.run_id]["seconds"] == 2.0 and records[new.run_id]["commit"] == "c1"
+        assert records[new.run_id]["run_id"] == new.run_id and "result" not in records[new.run_id]
+
+
 def test_a_silent_worker_s_run_goes_back_to_the_queue(url: str):
     with _open(url, heartbeat_s=1) as a, _open(url, heartbeat_s=1) as b:
         a.plan(RUNS[:1])
