@@ -116,12 +116,15 @@ class BatchedMuon(_Optimizer):
                 rows, cols = p.shape[-2:]
                 lr = group["lr"]
                 adjusted = lr * math.sqrt(max(1.0, rows / cols))
+                decay = group["weight_decay"]
                 if proxy_scale is None:
-                    p.mul_(1 - lr * group["weight_decay"])
+                    if decay:
+                        p.mul_(1 - lr * decay)
                     p.add_(update.to(p.dtype), alpha=-adjusted)
                 else:
                     s = _scale(proxy_scale, p)
-                    p.mul_(1 - lr * group["weight_decay"] * s)
+                    if decay:
+                        p.mul_(1 - lr * decay * s)
                     p.sub_(update.to(p.dtype) * (adjusted * s))
 
 
@@ -158,12 +161,15 @@ class BatchedAdamW(_Optimizer):
                 lr = group["lr"]
                 step_size = lr / (1 - b1**t)
                 denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
+                decay = group["weight_decay"]
                 if proxy_scale is None:
-                    p.mul_(1 - lr * group["weight_decay"])
+                    if decay:
+                        p.mul_(1 - lr * decay)
                     p.addcdiv_(m, denom, value=-step_size)
                 else:
                     s = _scale(proxy_scale, p)
-                    p.mul_(1 - lr * group["weight_decay"] * s)
+                    if decay:  # without decay the multiply by one is skipped, not computed
+                        p.mul_(1 - lr * decay * s)
                     p.sub_(m / denom * (step_size * s))
 
 
