@@ -112,7 +112,8 @@ def _experts_ragged(
 ) -> torch.Tensor:
     """Every expert's SwiGLU on its own tokens (rows of x_sorted in expert order, `counts` per
     expert), one matmul per expert and no padding: on a CPU the padded batch costs the busiest
-    expert's load for every expert (1.6x the routed FLOPs on average at the start of training)."""
+    expert's load for every expert (over the quickstart proxy's 24 steps the busiest held 1.64x
+    the mean load on average: 1.1x at the first steps, up to 2.8x later)."""
     outs = []
     start = 0
     for g, n in enumerate(counts):

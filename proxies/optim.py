@@ -168,7 +168,7 @@ class BatchedAdamW(_Optimizer):
                     p.addcdiv_(m, denom, value=-step_size)
                 else:
                     s = _scale(proxy_scale, p)
-                    if decay:  # without decay the multiply by one is skipped, not computed
+                    if decay:
                         p.mul_(1 - lr * decay * s)
                     p.sub_(m / denom * (step_size * s))
 
