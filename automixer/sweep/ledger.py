@@ -245,9 +245,9 @@ class Ledger:
         out = []
         with _quiet(), self._serial():
             fail_stale_trials(self.study)
-            for _ in range(n):
-                if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    break
+            # asked for once: `ask` with nothing waiting would make a new, empty trial
+            waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            for _ in range(min(n, len(waiting))):
                 trial = self.study.ask()
                 self.storage.record_heartbeat(trial._trial_id)
                 attrs = trial.user_attrs
