@@ -100,8 +100,8 @@ class Optimum:
     holds the best objective any candidate reaches: from that lower bound to the best upper
     confidence bound (at `PICK_K` sds). What the early stop (`tight`) reads."""
 
-    index: int
     mean: float
+    """The posterior mean at the candidate with the best lower confidence bound."""
     sd: float
     upper: float
     """The best upper confidence bound over the candidates."""
@@ -111,7 +111,7 @@ class Optimum:
     @property
     def width(self) -> float:
         """The optimum's interval over the objective's spread over the runs: a scale-free
-        bound on how much better than the pick the best candidate may still be."""
+        bound on how much better than the best lower bound's candidate another may still be."""
         lower = self.mean - PICK_K * self.sd
         return (self.upper - lower) / self.spread if self.spread > 0 else float("inf")
 
@@ -122,7 +122,7 @@ def optimum(X_seen: np.ndarray, y_seen: np.ndarray, candidates: np.ndarray, seed
     mean, sd = _fit(X_seen, y_seen, seed).predict(candidates, return_std=True)
     best = int(np.argmax(mean - PICK_K * sd))
     upper = float(np.max(mean + PICK_K * sd))
-    return Optimum(best, float(mean[best]), float(sd[best]), upper, float(np.std(y_seen)))
+    return Optimum(float(mean[best]), float(sd[best]), upper, float(np.std(y_seen)))
 
 
 def tight(found: Optimum, stop_width: float | None, runs: int, domains: int) -> bool:
