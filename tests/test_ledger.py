@@ -62,6 +62,21 @@ def test_each_run_is_claimed_once_across_workers(url: str):
         assert a.claim(1) == [] and b.claim(1) == []
 
 
+def test_a_run_taken_after_the_queue_was_read_is_skipped(url: str, monkeypatch):
+    """Two workers read the same waiting runs; the one that moves a run to RUNNING second is
+    refused by the database and takes the next one instead."""
+    from optuna.trial import TrialState
+
+    with _open(url) as a, _open(url) as b:
+        a.plan(RUNS)
+        seen = a.study.get_trials(deepcopy=True, states=(TrialState.WAITING,))
+        taken = b.claim(2)
+        monkeypatch.setattr(a.study, "get_trials", lambda **_kw: seen)  # a's view: all waiting
+        rest = a.claim(5)
+        assert len(rest) == 3
+        assert sorted(c.run_id for c in taken + rest) == [r.run_id for r in RUNS]
+
+
 def test_complete_and_fail_are_recorded_once(url: str):
     with _open(url) as ledger:
         ledger.plan(RUNS[:2])
@@ -85,8 +100,8 @@ def test_a_ledger_written_one_attribute_per_field_still_reads(url: str):
         ledger.plan(RUNS[:2])
         old, new = ledger.claim(2)
         for k, v in {"metrics": '{"domain:a:bpb": 1.25}', "seconds": 3.0, "commit": "c0"}.items():
-            old.trial.set_user_attr(k, v)  # what _finish wrote, field by field
-        ledger.study.tell(old.trial, values=0.0, state=TrialState.COMPLETE)
+            ledger.storage.set_trial_user_attr(old.trial_id, k, v)  # the old way, field by field
+        ledger.storage.set_trial_state_values(old.trial_id, TrialState.COMPLETE, [0.0])
         assert ledger.complete(new, {"domain:a:bpb": 1.5}, {"seconds": 2.0, "commit": "c1"})
         records = ledger.records()
         assert records[old.run_id]["metrics"] == '{"domain:a:bpb": 1.25}'
