@@ -2,11 +2,12 @@
 
 SQLite (a file in the run directory) by default; PostgreSQL (postgresql://...) for several
 machines. Each planned mixture is an enqueued trial carrying its run id, weights and seed as
-user attributes. A worker claims a run by moving a waiting trial to RUNNING (the storage's
-state change, atomic in the database and refused for a trial no longer waiting), records heartbeats while it trains, and finishes the trial with its metrics (COMPLETE)
-or its failure reason (FAIL). A run whose worker stops sending heartbeats is failed by Optuna's
-stale-trial check and a copy is queued again; if the lost worker comes back and tries to finish
-it, the database refuses, so every planned run completes exactly once.
+user attributes. A worker claims a run by moving a waiting trial to RUNNING (the storage's state
+change, atomic in the database and refused for a trial no longer waiting), records heartbeats
+while it trains, and finishes the trial with its metrics (COMPLETE) or its failure reason
+(FAIL). A run whose worker stops sending heartbeats is failed by Optuna's stale-trial check and
+a copy is queued again; if the lost worker comes back and tries to finish it, the database
+refuses, so every planned run completes exactly once.
 
 The storage URL may hold credentials: it is never printed or written (see `mask_url`).
 """
