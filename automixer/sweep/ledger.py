@@ -249,7 +249,7 @@ class Ledger:
         database refuses for a trial that is no longer waiting (what `Study.ask` does, without
         re-reading every waiting trial for each run popped: that made a claim cost grow with
         the queue, 41 ms a run with 256 waiting)."""
-        out = []
+        out: list[Claim] = []
         with _quiet(), self._serial():
             fail_stale_trials(self.study)
             waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
