@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from proxies.alloc import keep_freed_pages
 from proxies.files import atomic_save
 from proxies.model import PackedLM
 from proxies.optim import BatchedAdamW, BatchedMuon, clip_per_proxy, lr_multiplier, split_params
@@ -369,6 +370,8 @@ def train_pack(
         raise ValueError("one loader per seed")
     P = len(seeds)
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_pages()  # the step's buffers reuse their pages (proxies.alloc)
     steps, seq_len = loaders[0].steps, loaders[0].seq_len
     if any(lo.steps != steps or lo.batch_size != loaders[0].batch_size for lo in loaders):
         raise ValueError("loaders of a pack must share steps and batch size")
