@@ -12,7 +12,13 @@ proxy step. overhead_fraction = (3) / (2) - 1, what the sweep runner adds to the
 by a script; overhead_vs_warm = (3) / (1) - 1 also charges the sweep with starting Python and
 importing torch. Medians over `--repeats` rounds measured alternately (this machine's speed
 drifts by 10-20% between minutes). The data cache is built first so that no side pays for it.
-The last line is JSON.
+
+Both cold sides also time, in their own process, what they spend inside `proxies.train.
+train_pack` (training and scoring, the same code on both sides); the rest is each side's time
+outside it. overhead_outside_fraction = (sweep's outside - script's outside) / (2): the runner's
+own seconds, without the drift of the training between two processes, which swamps a few
+percent on this machine. inside_ratio = sweep's inside / script's inside checks that the runner
+does not slow the training itself (it should be near 1). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -50,6 +56,33 @@ CONFIG = {
     "sweep": {"n_runs": 16, "replicates": 0, "heartbeat_s": 5, "workers": 1},
     "evals": {"suites": ["arc_easy", "piqa", "gsm8k", "humaneval"], "n_per_suite": 20},
 }
+
+
+TIMED = """
+import atexit, json, sys, time
+import proxies.train as T
+inside = [0.0]
+train_pack = T.train_pack
+def timed(*args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return train_pack(*args, **kwargs)
+    finally:
+        inside[0] += time.perf_counter() - t
+T.train_pack = timed
+atexit.register(lambda: print(MARK, json.dumps(inside[0]), flush=True))
+target, sys.argv = sys.argv[1], sys.argv[1:]
+if target == "automixer":
+    from automixer.cli import main
+    main()
+else:
+    import runpy
+    runpy.run_path(target, run_name="__main__")
+"""
+"""Runs a command (`automixer ...` or a script) with `proxies.train.train_pack` timed: its
+seconds inside it are printed after MARK at exit. Importing proxies.train first moves the torch
+import earlier; both sides import it anyway."""
+MARK = "seconds-inside-train-pack"
 
 
 def alone_runner(path: Path) -> Callable[[], float]:
@@ -96,25 +129,29 @@ def alone_runner(path: Path) -> Callable[[], float]:
     return train_alone
 
 
-def cold(command: list[str], marker: str | None = None) -> tuple[float, float]:
-    """Seconds from starting `command` to its exit, and to the first output line holding
-    `marker` (NaN without one)."""
+def cold(args: list[str], marker: str | None = None) -> tuple[float, float, float]:
+    """Seconds from starting `args` (["automixer", ...] or [script, ...]) in a fresh Python to
+    its exit, to its first output line holding `marker` (NaN without one), and inside
+    `train_pack`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-c", TIMED.replace("MARK", repr(MARK)), *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    first = math.nan
+    first = inside = math.nan
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if marker and math.isnan(first) and marker in line:
             first = time.perf_counter() - t0
+        if line.startswith(MARK):
+            inside = float(line.split()[1])
     proc.wait()
     if proc.returncode != 0:
-        raise SystemExit(f"{command[1:3]} failed:\n{''.join(lines[-20:])}")
-    return time.perf_counter() - t0, first
+        raise SystemExit(f"{args[:2]} failed:\n{''.join(lines[-20:])}")
+    return time.perf_counter() - t0, first, inside
 
 
 def main() -> None:
@@ -136,41 +173,54 @@ def main() -> None:
     path.write_text(yaml.safe_dump(cfg))
     train_alone = alone_runner(path)  # builds the data cache: warm for every side
 
-    def sweep_command() -> tuple[float, float]:
+    def sweep_command() -> tuple[float, float, float]:
         shutil.rmtree(tmp / "runs", ignore_errors=True)  # a new sweep each time
-        return cold([sys.executable, "-m", "automixer.cli", "sweep", str(path)], "first proxy step")
+        return cold(["automixer", "sweep", str(path)], "first proxy step")
 
     rounds = []
     for r in range(args.repeats):  # alternate, so that drifts in machine load hit every side
         warm = train_alone()
-        script, _ = cold([sys.executable, __file__, "--alone-script", str(path)])
-        swept, first = sweep_command()
-        rounds.append((warm, script, swept, first))
+        script, _, script_in = cold([__file__, "--alone-script", str(path)])
+        swept, first, swept_in = sweep_command()
+        outside = ((swept - swept_in) - (script - script_in)) / script
+        rounds.append((warm, script, swept, first, outside, swept_in / script_in))
         print(
-            f"repeat {r + 1}: alone {warm:.1f}s in this process, {script:.1f}s as a script; "
-            f"sweep {swept:.1f}s ({swept / script - 1:+.1%} over the script)",
+            f"repeat {r + 1}: alone {warm:.1f}s in this process, {script:.1f}s as a script "
+            f"({script - script_in:.2f}s outside train_pack); sweep {swept:.1f}s "
+            f"({swept - swept_in:.2f}s outside): {swept / script - 1:+.1%} over the script, "
+            f"{outside:+.1%} outside train_pack",
             flush=True,
         )
-    over_script = sorted(s / a - 1 for _, a, s, _ in rounds)
-    over_warm = sorted(s / w - 1 for w, _, s, _ in rounds)
+
+    def med(i: int) -> float:
+        return statistics.median(x[i] for x in rounds)
+
+    over_script = sorted(x[2] / x[1] - 1 for x in rounds)
+    over_warm = sorted(x[2] / x[0] - 1 for x in rounds)
+    outside = sorted(x[4] for x in rounds)
     result = {
         "runs": 16,
-        "alone_seconds": statistics.median(w for w, _, _, _ in rounds),
-        "alone_script_seconds": statistics.median(a for _, a, _, _ in rounds),
-        "sweep_seconds": statistics.median(s for _, _, s, _ in rounds),
+        "alone_seconds": med(0),
+        "alone_script_seconds": med(1),
+        "sweep_seconds": med(2),
         "overhead_fraction": statistics.median(over_script),
         "overhead_fraction_range": [over_script[0], over_script[-1]],
         "overhead_vs_warm": statistics.median(over_warm),
         "overhead_vs_warm_range": [over_warm[0], over_warm[-1]],
+        "overhead_outside_fraction": statistics.median(outside),
+        "overhead_outside_fraction_range": [outside[0], outside[-1]],
+        "inside_ratio": med(5),
         "repeats": args.repeats,
-        "seconds_to_first_step": statistics.median(f for _, _, _, f in rounds),
+        "seconds_to_first_step": med(3),
     }
     print(
         f"16 runs: alone {result['alone_seconds']:.1f}s warm, "
         f"{result['alone_script_seconds']:.1f}s as a script, {result['sweep_seconds']:.1f}s as a "
         f"sweep (medians); the runner's overhead {result['overhead_fraction']:+.1%} (range "
-        f"{over_script[0]:+.1%} to {over_script[-1]:+.1%}); against the warm process "
-        f"{result['overhead_vs_warm']:+.1%}; first step after "
+        f"{over_script[0]:+.1%} to {over_script[-1]:+.1%}); outside train_pack "
+        f"{result['overhead_outside_fraction']:+.1%} (range {outside[0]:+.1%} to "
+        f"{outside[-1]:+.1%}; inside, sweep / script {result['inside_ratio']:.3f}); against the "
+        f"warm process {result['overhead_vs_warm']:+.1%}; first step after "
         f"{result['seconds_to_first_step']:.1f}s"
     )
     print(json.dumps(result))

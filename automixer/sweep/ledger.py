@@ -308,9 +308,8 @@ class Ledger:
         refused once the attempt is finished (failed as stale by another worker, or done)."""
         with _quiet(), self._serial():
             try:
-                if self.storage.get_trial(claim.trial_id).state != TrialState.RUNNING:
-                    return False
-                # one write for the whole record (a write per field cost ~30 ms a run)
+                # one write for the whole record (a write per field cost ~30 ms a run); the
+                # storage refuses it for a finished attempt (UpdateFinishedTrialError)
                 self.storage.set_trial_user_attr(claim.trial_id, RESULT_ATTR, json.dumps(attrs))
                 values = [0.0] if state == TrialState.COMPLETE else None
                 return bool(self.storage.set_trial_state_values(claim.trial_id, state, values))
@@ -319,19 +318,18 @@ class Ledger:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def records(self) -> dict[str, dict[str, Any]]:
-        """One record per planned run id: done if any attempt completed, else its latest
-        attempt's state (a failed run queued again shows as waiting)."""
-        out: dict[str, dict[str, Any]] = {}
-        latest: dict[str, int] = {}
+    def _latest(self) -> dict[str, tuple[str, optuna.trial.FrozenTrial]]:
+        """Each planned run id's status and the attempt it comes from: done if any attempt
+        completed, else its latest attempt's state (a failed run queued again shows as
+        waiting). Only a failed attempt's record is read (for its error)."""
+        out: dict[str, tuple[str, optuna.trial.FrozenTrial]] = {}
         for t in self.study.get_trials(deepcopy=False):
             run_id = t.user_attrs.get("run_id")
             if run_id is None:
                 continue
-            attrs = _attrs(t)
             if t.state == TrialState.COMPLETE:
                 status = "done"
-            elif t.state == TrialState.FAIL and "error" in attrs:
+            elif t.state == TrialState.FAIL and "error" in _attrs(t):
                 status = "failed"
             elif t.state == TrialState.RUNNING:
                 status = "running"
@@ -340,17 +338,20 @@ class Ledger:
             else:
                 continue  # a stale attempt that was queued again
             prev = out.get(run_id)
-            older = prev is not None and (prev["status"] == "done" or t.number < latest[run_id])
+            older = prev is not None and (prev[0] == "done" or t.number < prev[1].number)
             if older and status != "done":
                 continue
-            out[run_id] = {"status": status, **attrs}
-            latest[run_id] = t.number
+            out[run_id] = (status, t)
         return out
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """One record per planned run id: its status (see `_latest`) and its attributes."""
+        return {r: {"status": status, **_attrs(t)} for r, (status, t) in self._latest().items()}
 
     def counts(self) -> dict[str, int]:
         c = {"done": 0, "failed": 0, "running": 0, "waiting": 0}
-        for r in self.records().values():
-            c[r["status"]] += 1
+        for status, _ in self._latest().values():
+            c[status] += 1
         return c
 
     def finished(self) -> bool:
