@@ -10,8 +10,9 @@ proxies, open the cached data, plan, train and score: what any way of training t
 heartbeats, recording, export included); (4) the time from the command's start to the first
 proxy step. overhead_fraction = (3) / (2) - 1, what the sweep runner adds to the same work done
 by a script; overhead_vs_warm = (3) / (1) - 1 also charges the sweep with starting Python and
-importing torch. Medians over `--repeats` rounds measured alternately (this machine's speed
-drifts by 10-20% between minutes). The data cache is built first so that no side pays for it.
+importing torch. Medians over `--repeats` rounds measured alternately, the two cold sides in
+turns (this machine's speed drifts by 10-20% between minutes). The data cache is built first
+so that no side pays for it.
 
 Both cold sides also time, in their own process, what they spend inside `proxies.train.
 train_pack` (training and scoring, the same code on both sides); the rest is each side's time
@@ -180,8 +181,14 @@ def main() -> None:
     rounds = []
     for r in range(args.repeats):  # alternate, so that drifts in machine load hit every side
         warm = train_alone()
-        script, _, script_in = cold([__file__, "--alone-script", str(path)])
-        swept, first, swept_in = sweep_command()
+        # the two cold sides in turns (script first, then sweep first): a side that always ran
+        # second read 7-15% slower inside train_pack, in every one of 5 rounds
+        if r % 2 == 0:
+            script, _, script_in = cold([__file__, "--alone-script", str(path)])
+            swept, first, swept_in = sweep_command()
+        else:
+            swept, first, swept_in = sweep_command()
+            script, _, script_in = cold([__file__, "--alone-script", str(path)])
         outside = ((swept - swept_in) - (script - script_in)) / script
         rounds.append((warm, script, swept, first, outside, swept_in / script_in))
         print(
