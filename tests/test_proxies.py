@@ -360,16 +360,30 @@ def test_fused_chunked_cross_entropy_matches_torch_in_value_and_gradients(monkey
         torch.testing.assert_close(linear_cross_entropy(x, w, t), ref.detach())
 
 
+def _page_faults(script: str) -> dict[str, int]:
+    """The number a script prints, run in a fresh Python with glibc's defaults ("default") and
+    with `keep_freed_pages` ("keep"), none of the caller's MALLOC_ settings passed on."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = [sys.executable, "-c", script]
+    return {
+        mode: int(
+            subprocess.run([*run, mode], capture_output=True, text=True, check=True, env=env).stdout
+        )
+        for mode in ("default", "keep")
+    }
+
+
 @pytest.mark.slow
 def test_training_steps_reuse_freed_pages_with_keep_freed_pages():
     """Against glibc itself, each side in a fresh process: after the first ten steps, the
     quickstart proxy's steps fault (almost) no fresh pages in once `train_pack` has raised
     glibc's thresholds (the default side has train_pack's call switched off). Measured:
     8,000-18,000 pages over those 14 steps by default, 1,000-2,400 with them raised."""
-    import os
     import platform
-    import subprocess
-    import sys
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
@@ -392,19 +406,7 @@ T.train_pack(
 )
 print(marks[-1] - marks[10])  # steps 11 to 24, after the heap has grown
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    faults = {
-        mode: float(
-            subprocess.run(
-                [sys.executable, "-c", script, mode],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=env,
-            ).stdout
-        )
-        for mode in ("default", "keep")
-    }
+    faults = _page_faults(script)
     assert faults["default"] > 5000  # pages given back and faulted in again, step after step
     assert faults["keep"] < faults["default"] / 4
 
@@ -413,10 +415,7 @@ def test_keep_freed_pages_sets_glibc_s_thresholds():
     """Against glibc itself, in fresh processes: three 12 MB blocks (numpy's plain malloc)
     freed together are given back and faulted in again by default (measured: 10,568 faults
     over 10 rounds), and kept once the thresholds are raised (0)."""
-    import os
     import platform
-    import subprocess
-    import sys
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
@@ -433,17 +432,14 @@ for _ in range(10):
     round_()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    run = [sys.executable, "-c", script]
-    faults = {
-        mode: int(
-            subprocess.run([*run, mode], capture_output=True, text=True, check=True, env=env).stdout
-        )
-        for mode in ("default", "keep")
-    }
+    faults = _page_faults(script)
     assert faults["default"] > 5000
     assert faults["keep"] < 20
-    user = {**env, "MALLOC_TRIM_THRESHOLD_": "1000000"}
+    import os
+    import subprocess
+    import sys
+
+    user = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "1000000"}
     keep = subprocess.run(
         [sys.executable, "-c", "from proxies.alloc import keep_freed_pages as k; print(k())"],
         capture_output=True,
