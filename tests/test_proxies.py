@@ -414,8 +414,11 @@ print(marks[-1] - marks[10])  # steps 11 to 24, after the heap has grown
 def test_keep_freed_pages_sets_glibc_s_thresholds():
     """Against glibc itself, in fresh processes: three 12 MB blocks (numpy's plain malloc)
     freed together are given back and faulted in again by default (measured: 10,568 faults
-    over 10 rounds), and kept once the thresholds are raised (0)."""
+    over 10 rounds), and kept once the thresholds are raised (0); a user's own setting stands."""
+    import os
     import platform
+    import subprocess
+    import sys
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
@@ -435,10 +438,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     faults = _page_faults(script)
     assert faults["default"] > 5000
     assert faults["keep"] < 20
-    import os
-    import subprocess
-    import sys
-
     user = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "1000000"}
     keep = subprocess.run(
         [sys.executable, "-c", "from proxies.alloc import keep_freed_pages as k; print(k())"],
