@@ -74,6 +74,13 @@ def _scale(scale: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return scale.view(-1, *([1] * (p.ndim - 1)))
 
 
+def _decay_(p: torch.Tensor, rate: float, proxy_scale: torch.Tensor | None) -> None:
+    """Decoupled weight decay in place, p *= 1 - rate (scaled per proxy); nothing at rate 0."""
+    if not rate:
+        return
+    p.mul_(1 - rate if proxy_scale is None else 1 - rate * _scale(proxy_scale, p))
+
+
 class BatchedMuon(_Optimizer):
     def __init__(
         self,
@@ -116,16 +123,11 @@ class BatchedMuon(_Optimizer):
                 rows, cols = p.shape[-2:]
                 lr = group["lr"]
                 adjusted = lr * math.sqrt(max(1.0, rows / cols))
-                decay = group["weight_decay"]
+                _decay_(p, lr * group["weight_decay"], proxy_scale)
                 if proxy_scale is None:
-                    if decay:
-                        p.mul_(1 - lr * decay)
                     p.add_(update.to(p.dtype), alpha=-adjusted)
                 else:
-                    s = _scale(proxy_scale, p)
-                    if decay:
-                        p.mul_(1 - lr * decay * s)
-                    p.sub_(update.to(p.dtype) * (adjusted * s))
+                    p.sub_(update.to(p.dtype) * (adjusted * _scale(proxy_scale, p)))
 
 
 class BatchedAdamW(_Optimizer):
@@ -161,16 +163,11 @@ class BatchedAdamW(_Optimizer):
                 lr = group["lr"]
                 step_size = lr / (1 - b1**t)
                 denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
-                decay = group["weight_decay"]
+                _decay_(p, lr * group["weight_decay"], proxy_scale)
                 if proxy_scale is None:
-                    if decay:
-                        p.mul_(1 - lr * decay)
                     p.addcdiv_(m, denom, value=-step_size)
                 else:
-                    s = _scale(proxy_scale, p)
-                    if decay:
-                        p.mul_(1 - lr * decay * s)
-                    p.sub_(m / denom * (step_size * s))
+                    p.sub_(m / denom * (step_size * _scale(proxy_scale, p)))
 
 
 @torch.no_grad()
