@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,9 @@ class Rotary(nn.Module):
         self._cache: tuple[int, torch.device, torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling():  # a compiled graph makes them in place, uncached
+            freqs = torch.outer(torch.arange(T, device=device, dtype=torch.float32), self.inv_freq)
+            return freqs.cos(), freqs.sin()
         if self._cache is None or self._cache[0] < T or self._cache[1] != device:
             t = torch.arange(T, device=device, dtype=torch.float32)
             freqs = torch.outer(t, self.inv_freq.to(device))
@@ -57,6 +61,17 @@ def sliding_window_mask(T: int, window: int, device: torch.device) -> torch.Tens
     return (j <= i) & (i - j < window)
 
 
+def sliding_window_blocks(T: int, window: int, device: torch.device) -> Any:
+    """The same mask as FlexAttention's block mask: blocks wholly outside the window are never
+    computed (the dense mask computes every score and then discards most of them)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def inside(_b: Any, _h: Any, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return (kv <= q) & (q - kv < window)
+
+    return create_block_mask(inside, None, None, T, T, device=device)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with QK-norm and rotary embeddings, global or sliding-window."""
 
@@ -73,6 +88,15 @@ class Attention(nn.Module):
         self.q_norm = nn.Parameter(torch.ones(P, S))
         self.k_norm = nn.Parameter(torch.ones(P, S))
         self.rotary = Rotary(S, rope_base)
+        self.blocks: Any = None
+        """FlexAttention's block mask for the sliding window (`use_blocks`); None: SDPA."""
+
+    def use_blocks(self, T: int, device: torch.device) -> None:
+        """Run the sliding window through FlexAttention at sequence length T (for compiled
+        steps; eager FlexAttention is a slow reference). Global layers keep SDPA's causal
+        kernel."""
+        if self.window is not None and self.window < T:
+            self.blocks = sliding_window_blocks(T, self.window, device)
 
     def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
         P, B, T, D = x_PBTD.shape
@@ -88,7 +112,14 @@ class Attention(nn.Module):
         v_XKTS = v.permute(0, 1, 3, 2, 4).reshape(P * B, self.K, T, self.S)
         # each key/value head serves H / K query heads inside the kernel (no repeated copies)
         gqa = self.K != self.H
-        if self.window is None or self.window >= T:
+        if self.blocks is not None and self.blocks.seq_lengths == (T, T):
+            from torch.nn.attention.flex_attention import flex_attention
+
+            dt = v_XKTS.dtype  # under autocast the normed q and k come out in float32
+            y = flex_attention(
+                q_XHTS.to(dt), k_XKTS.to(dt), v_XKTS, block_mask=self.blocks, enable_gqa=gqa
+            )
+        elif self.window is None or self.window >= T:
             y = F.scaled_dot_product_attention(
                 q_XHTS, k_XKTS, v_XKTS, is_causal=True, enable_gqa=gqa
             )

@@ -7,21 +7,43 @@ under-loaded experts and down for over-loaded ones; it only affects which expert
 never the weights. An optional sequence-level balance loss and router z-loss are available.
 
 A pack of P proxies with E experts each is one grouped MoE of P*E experts: a token of proxy p
-routes only among proxy p's experts. Tokens are sorted by global expert id; on an accelerator
-they go into a padded buffer (P*E, C, D) so that all experts run as one batched matmul (C = the
-busiest expert's load), on a CPU each expert multiplies only its own rows. No token is ever
-dropped.
+routes only among proxy p's experts. Tokens are sorted by global expert id, and the experts run
+one of three ways (`MoE.impl`), none of which ever drops a token:
 
-Shapes: P pack, N tokens, D width, E experts, k chosen experts, F expert hidden, C capacity.
+- "ragged" (the CPU's): each expert multiplies only its own rows; the group sizes are read on
+  the host, which costs nothing on a CPU.
+- "grouped" (an accelerator's, and any compiled step): one grouped GEMM per matrix
+  (`torch.nn.functional.grouped_mm`, bf16) over the expert-sorted rows, with the groups'
+  offsets computed and kept on the device: no host synchronisation, no padding, and the same
+  shapes every step, so the step compiles as one graph.
+- "padded" (an accelerator without grouped GEMM, or widths it cannot take): one batched matmul
+  over a buffer padded to the busiest expert's load; reading that load is a host sync.
+
+Shapes: P pack, N tokens, D width, E experts, k chosen experts, F expert hidden, C capacity,
+G = P*E groups, R = P*N*k routed rows.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from proxies.layers import SwiGLU, packed_linear
+
+Impl = Literal["ragged", "grouped", "padded"]
+
+
+def grouped_gemm_ok(device: torch.device, *widths: int) -> bool:
+    """Whether the grouped GEMM serves these widths here: bf16 rows of 16-byte multiples, on
+    a CPU (torch's reference kernel) or a CUDA device of compute capability 8.0 or more."""
+    if not hasattr(F, "grouped_mm") or any(w % 8 for w in widths):
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu"
 
 
 class MoE(nn.Module):
@@ -39,8 +61,8 @@ class MoE(nn.Module):
         self.w2 = nn.Parameter(torch.empty(P, E, D, F_))
         self.shared = SwiGLU(P, D, F_ * n_shared) if n_shared else None
         self.register_buffer("bias", torch.zeros(P, E))
-        self.last_load: torch.Tensor | None = None
-        """Tokens routed to each expert in the last forward, (P, E)."""
+        self.impl: Impl | None = None
+        """How the experts run (see the module's text); None: ragged on a CPU, else padded."""
 
     def route(self, x_PND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits_PNE = packed_linear(x_PND, self.router)
@@ -50,14 +72,17 @@ class MoE(nn.Module):
         gates_PNk = gates_PNk / gates_PNk.sum(-1, keepdim=True) * self.route_scale
         return logits_PNE, top_PNk, gates_PNk
 
-    def forward(self, x_PND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The output (P, N, D), the router logits (P, N, E) and the choices (P, N, k)."""
+    def forward(
+        self, x_PND: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The output (P, N, D), the router logits (P, N, E), the choices (P, N, k) and the
+        tokens routed to each expert (P, E), on the device (for `update_bias`)."""
         P, N, D = x_PND.shape
         E, k = self.E, self.k
         logits_PNE, top_PNk, gates_PNk = self.route(x_PND)
         dev = x_PND.device
-        gid = (torch.arange(P, device=dev)[:, None, None] * E + top_PNk).reshape(-1)
-        tok = (
+        gid_R = (torch.arange(P, device=dev)[:, None, None] * E + top_PNk).reshape(-1)
+        tok_R = (
             (
                 torch.arange(P, device=dev)[:, None, None] * N
                 + torch.arange(N, device=dev)[None, :, None]
@@ -65,31 +90,41 @@ class MoE(nn.Module):
             .expand(P, N, k)
             .reshape(-1)
         )
-        order = torch.argsort(gid, stable=True)
-        gid_s, tok_s = gid[order], tok[order]
+        order = torch.argsort(gid_R, stable=True)
+        gid_s, tok_s = gid_R[order], tok_R[order]
         gate_s = gates_PNk.reshape(-1)[order]
-        counts = torch.bincount(gid, minlength=P * E)
-        self.last_load = counts.view(P, E).detach()
+        # (bincount would read the largest id on the host first, on CUDA)
+        counts_G = torch.zeros(P * E, dtype=torch.long, device=dev).scatter_add_(
+            0, gid_R, torch.ones_like(gid_R)
+        )
         x_flat = x_PND.reshape(P * N, D)
         w1 = self.w1.reshape(P * E, -1, D)
         w3 = self.w3.reshape(P * E, -1, D)
         w2 = self.w2.reshape(P * E, D, -1)
-        if x_PND.device.type == "cpu":
-            out = _experts_ragged(x_flat[tok_s], counts.tolist(), w1, w3, w2)
+        impl = self.impl or ("ragged" if dev.type == "cpu" else "padded")
+        if impl == "ragged":
+            out = _experts_ragged(x_flat[tok_s], counts_G.tolist(), w1, w3, w2)
+        elif impl == "grouped":
+            out = _experts_grouped(x_flat[tok_s], counts_G, w1, w3, w2)
         else:
-            out = _experts_padded(x_flat, gid_s, tok_s, counts, w1, w3, w2)
-        y_flat = x_flat.new_zeros(P * N, D).index_add(0, tok_s, out * gate_s[:, None])
+            out = _experts_padded(x_flat, gid_s, tok_s, counts_G, w1, w3, w2)
+        y_flat = x_flat.new_zeros(P * N, D).index_add(
+            0, tok_s, (out * gate_s[:, None]).to(x_flat.dtype)
+        )
         y_PND = y_flat.view(P, N, D)
         if self.shared is not None:
             y_PND = y_PND + self.shared(x_PND)
-        return y_PND, logits_PNE, top_PNk
+        return y_PND, logits_PNE, top_PNk, counts_G.view(P, E).detach()
 
     @torch.no_grad()
-    def update_bias(self, rate: float, active: torch.Tensor | None = None) -> None:
-        """Nudge each proxy's per-expert bias toward uniform load (sign of the deficit)."""
-        if self.last_load is None or rate == 0:
+    def update_bias(
+        self, load_PE: torch.Tensor, rate: float, active: torch.Tensor | None = None
+    ) -> None:
+        """Nudge each proxy's per-expert bias toward uniform load (sign of the deficit), from
+        the tokens each expert took (`forward`'s last output, summed over micro-batches)."""
+        if rate == 0:
             return
-        load = self.last_load.float()
+        load = load_PE.float()
         step = rate * torch.sign(load.mean(-1, keepdim=True) - load)
         if active is not None:
             step = step * active[:, None]
@@ -125,6 +160,23 @@ def _experts_ragged(
     return torch.cat(outs) if outs else x_sorted.new_zeros(0, w2.shape[1])
 
 
+def _experts_grouped(
+    x_sorted: torch.Tensor,
+    counts_G: torch.Tensor,
+    w1: torch.Tensor,
+    w3: torch.Tensor,
+    w2: torch.Tensor,
+) -> torch.Tensor:
+    """The same as one grouped GEMM per matrix in bf16: group g is rows offs[g-1]:offs[g] of
+    the expert-sorted rows, the offsets a cumulative sum on the device (no host sync)."""
+    offs = torch.cumsum(counts_G, 0).to(torch.int32)
+    bf = torch.bfloat16
+    x = x_sorted.to(bf)
+    a = F.grouped_mm(x, w1.to(bf).transpose(-2, -1), offs=offs)
+    b = F.grouped_mm(x, w3.to(bf).transpose(-2, -1), offs=offs)
+    return F.grouped_mm(F.silu(a) * b, w2.to(bf).transpose(-2, -1), offs=offs)
+
+
 def _experts_padded(
     x_flat: torch.Tensor,
     gid_s: torch.Tensor,
@@ -135,7 +187,8 @@ def _experts_padded(
     w2: torch.Tensor,
 ) -> torch.Tensor:
     """The same, as one batched matmul over a buffer padded to the busiest expert's load
-    (G, C, D): one kernel per matmul, what an accelerator wants. Rows in expert order."""
+    (G, C, D): one kernel per matmul, for an accelerator without grouped GEMM. Reading C is a
+    host sync. Rows in expert order."""
     offsets = torch.cumsum(counts, 0) - counts
     pos = torch.arange(gid_s.numel(), device=x_flat.device) - offsets[gid_s]
     C = int(counts.max())

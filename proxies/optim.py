@@ -1,7 +1,10 @@
 """Optimisers for packed proxies: Muon for hidden matrices, AdamW for the rest.
 
 Both work on parameters with a leading pack axis and take a per-proxy learning-rate scale, so a
-failed proxy of a pack (scale 0) stops changing while the others go on. `BatchedMuon` applies
+failed proxy of a pack (scale 0) stops changing while the others go on, and a learning-rate
+multiplier (the schedule) that may be a tensor on the device: with their states made up front
+(`init_state`) and AdamW's step count a tensor, a step is the same graph every time and
+compiles once. `BatchedMuon` applies
 `torch.optim.Muon`'s update to every matrix of a stacked parameter (the last two axes are one
 matrix: each proxy's, each expert's); `BatchedAdamW` is `torch.optim.AdamW`'s update. Tests
 check both against the torch optimisers.
@@ -58,8 +61,8 @@ def newton_schulz(
 class _Optimizer(torch.optim.Optimizer):
     """torch's Optimizer, its parameter groups added without its TorchDynamo guard: torch wraps
     `add_param_group` so that a compiled step never traces it, and the wrapper imports
-    torch._dynamo on first use, about 1 s in every fresh worker process. These optimisers are
-    never compiled (`TrainConfig.compile` compiles the model's forward only)."""
+    torch._dynamo on first use, about 1 s in every fresh worker process. Groups are added
+    before any compiled step runs."""
 
     def add_param_group(self, param_group: dict) -> None:
         plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
@@ -68,16 +71,36 @@ class _Optimizer(torch.optim.Optimizer):
         else:
             plain(self, param_group)
 
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state[p]
+        if not state:
+            state.update(self._new_state(p))
+        return state
+
+    @torch.no_grad()
+    def init_state(self) -> None:
+        """Make every parameter's state now (a compiled step then only updates it)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._state(p)
+
 
 def _scale(scale: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """A per-proxy scale (P,) shaped to broadcast against a packed parameter."""
     return scale.view(-1, *([1] * (p.ndim - 1)))
 
 
-def _decay_(p: torch.Tensor, rate: float, proxy_scale: torch.Tensor | None) -> None:
-    """Decoupled weight decay in place, p *= 1 - rate (scaled per proxy); nothing at rate 0."""
-    if not rate:
+def _decay_(
+    p: torch.Tensor, lr: float | torch.Tensor, decay: float, proxy_scale: torch.Tensor | None
+) -> None:
+    """Decoupled weight decay in place, p *= 1 - lr * decay (scaled per proxy); nothing at
+    decay 0."""
+    if not decay:
         return
+    rate = lr * decay
     p.mul_(1 - rate if proxy_scale is None else 1 - rate * _scale(proxy_scale, p))
 
 
@@ -106,28 +129,31 @@ class BatchedMuon(_Optimizer):
             },
         )
 
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"momentum_buffer": torch.zeros_like(p)}
+
     @torch.no_grad()
-    def step(self, closure: None = None, proxy_scale: torch.Tensor | None = None) -> None:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self,
+        closure: None = None,
+        proxy_scale: torch.Tensor | None = None,
+        lr_mult: float | torch.Tensor = 1.0,
+    ) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
+                buf = self._state(p)["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
                 dtype = group["ns_dtype"] or (torch.bfloat16 if p.is_cuda else torch.float32)
                 update = newton_schulz(update, group["ns_steps"], dtype=dtype)
                 rows, cols = p.shape[-2:]
-                lr = group["lr"]
+                lr = group["lr"] * lr_mult
                 adjusted = lr * math.sqrt(max(1.0, rows / cols))
-                _decay_(p, lr * group["weight_decay"], proxy_scale)
-                if proxy_scale is None:
-                    p.add_(update.to(p.dtype), alpha=-adjusted)
-                else:
-                    p.sub_(update.to(p.dtype) * (adjusted * _scale(proxy_scale, p)))
+                _decay_(p, lr, group["weight_decay"], proxy_scale)
+                scale = adjusted if proxy_scale is None else adjusted * _scale(proxy_scale, p)
+                p.sub_(update.to(p.dtype) * scale)
 
 
 class BatchedAdamW(_Optimizer):
@@ -143,31 +169,39 @@ class BatchedAdamW(_Optimizer):
             params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         )
 
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the step count is a tensor beside the parameter (as torch's `capturable`): the
+        # bias corrections are then computed on the device, the same graph every step
+        return {
+            "step": torch.zeros((), dtype=torch.float32, device=p.device),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+        }
+
     @torch.no_grad()
-    def step(self, closure: None = None, proxy_scale: torch.Tensor | None = None) -> None:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self,
+        closure: None = None,
+        proxy_scale: torch.Tensor | None = None,
+        lr_mult: float | torch.Tensor = 1.0,
+    ) -> None:
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
+                state = self._state(p)
+                state["step"].add_(1)
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(p.grad, 1 - b1)
                 v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                lr = group["lr"]
+                lr = group["lr"] * lr_mult
                 step_size = lr / (1 - b1**t)
-                denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(group["eps"])
-                _decay_(p, lr * group["weight_decay"], proxy_scale)
-                if proxy_scale is None:
-                    p.addcdiv_(m, denom, value=-step_size)
-                else:
-                    p.sub_(m / denom * (step_size * _scale(proxy_scale, p)))
+                denom = (v.sqrt() / (1 - b2**t).sqrt()).add_(group["eps"])
+                _decay_(p, lr, group["weight_decay"], proxy_scale)
+                scale = step_size if proxy_scale is None else step_size * _scale(proxy_scale, p)
+                p.sub_(m / denom * scale)
 
 
 @torch.no_grad()

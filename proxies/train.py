@@ -60,8 +60,12 @@ class TrainConfig:
     """Steps between checkpoints (0: none)."""
     sdc_every: int = 0
     """Steps between replica weight-hash checks (0: off; the pack must be replicas)."""
-    compile: bool = False
-    """torch.compile the model (CUDA only)."""
+    compile: bool | None = None
+    """Compile the training step (loss, backward and optimizer update, `fullgraph=True`).
+    None: on a CUDA device, not on a CPU (where the eager step is measured faster)."""
+    micro_batch: int | None = None
+    """Sequences per proxy in one forward and backward; the batch is split into micro-batches
+    of this size and their gradients accumulated (where memory binds). None: the whole batch."""
     optimizer: str = "muon"
     """'muon' (Muon for hidden matrices, AdamW for the rest) or 'adamw' (AdamW for all)."""
     lr_scales: tuple[float, ...] | None = None
@@ -157,7 +161,7 @@ def evaluate_bpb(
             if token_bytes is not None:
                 scored_bytes += float(token_bytes[window[:, 1:]].sum())
             windows = torch.from_numpy(window).to(device)
-            ce, _ = model.losses(windows.unsqueeze(0).expand(model.P, -1, -1))
+            ce, _, _ = model.losses(windows.unsqueeze(0).expand(model.P, -1, -1))
             nats += ce.double().cpu() * window[:, 1:].size
         if token_bytes is None:
             out[domain] = (nats / (n * seq_len)).float()
@@ -198,31 +202,57 @@ class _Optimizers:
             raise ValueError("lr_scales needs one value per proxy")
         return cls(muon, adamw, scales)
 
-    def set_lr(self, cfg: TrainConfig, mult: float) -> None:
-        for g in self.muon.param_groups if self.muon is not None else []:
-            g["lr"] = cfg.lr * mult
-        for g in self.adamw.param_groups:
-            g["lr"] = cfg.adam_lr * mult
-
-    def step(self, active: torch.Tensor) -> None:
+    def init_state(self) -> None:
         if self.muon is not None:
-            self.muon.step(proxy_scale=active * self.scales)
-        self.adamw.step(proxy_scale=active * self.scales)
+            self.muon.init_state()
+        self.adamw.init_state()
+
+    def step(self, active: torch.Tensor, lr_mult: float | torch.Tensor) -> None:
+        if self.muon is not None:
+            self.muon.step(proxy_scale=active * self.scales, lr_mult=lr_mult)
+        self.adamw.step(proxy_scale=active * self.scales, lr_mult=lr_mult)
 
 
 @dataclass
 class _PackState:
-    """What a checkpoint holds beside the weights and optimizer states."""
+    """What a checkpoint holds beside the weights and optimizer states. `active`, `failed_at`
+    and `bad_loss` live on the training device and are read only every `log_every` steps
+    (`_read_status`): a step never waits for the host."""
 
     results: list[ProxyResult]
     active: torch.Tensor
+    failed_at: torch.Tensor
+    """(P,) the step at which each proxy's loss stopped being finite, -1 while it trains."""
+    bad_loss: torch.Tensor
+    """(P,) that loss."""
     step: int = 0
     seconds: float = 0.0
+
+    @classmethod
+    def new(cls, seeds: Sequence[int], device: torch.device) -> _PackState:
+        P = len(seeds)
+        return cls(
+            [ProxyResult(seed=s) for s in seeds],
+            torch.ones(P, device=device),
+            torch.full((P,), -1, dtype=torch.long, device=device),
+            torch.zeros(P, device=device),
+        )
+
+
+def _read_status(st: _PackState) -> bool:
+    """Report the proxies that failed since the last read; False when none is left."""
+    failed_at = st.failed_at.tolist()
+    for r, at, loss in zip(st.results, failed_at, st.bad_loss.tolist(), strict=True):
+        if at >= 0 and r.status != "failed":
+            r.status = "failed"
+            r.error = f"loss became {loss} at step {at}"
+    return any(at < 0 for at in failed_at)
 
 
 def _save_checkpoint(
     path: Path, model: PackedLM, opt: _Optimizers, st: _PackState, seeds: Sequence[int], steps: int
 ) -> None:
+    _read_status(st)
     atomic_save(
         path,
         {
@@ -233,6 +263,8 @@ def _save_checkpoint(
             "muon": opt.muon.state_dict() if opt.muon is not None else {},
             "adamw": opt.adamw.state_dict(),
             "active": st.active.cpu(),
+            "failed_at": st.failed_at.cpu(),
+            "bad_loss": st.bad_loss.cpu(),
             "seconds": st.seconds,
             "curves": [r.loss_curve for r in st.results],
             "val_curves": [r.val_curve for r in st.results],
@@ -260,6 +292,8 @@ def _resume(
         opt.muon.load_state_dict(saved["muon"])
     opt.adamw.load_state_dict(saved["adamw"])
     st.active = saved["active"].to(device)
+    st.failed_at = saved["failed_at"].to(device)
+    st.bad_loss = saved["bad_loss"].to(device)
     st.step = int(saved["step"])
     st.seconds = float(saved["seconds"])
     for r, curve, status, error in zip(
@@ -269,39 +303,82 @@ def _resume(
         r.status, r.error = status, error or None
 
 
-def _train_step(
+def masked_loss(
+    model: PackedLM, batch_PBL: torch.Tensor, active_P: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The summed loss of the proxies still training whose loss is finite (a proxy whose loss
+    is not contributes nothing), the per-proxy losses (P,) and the MoE loads (L, P, E)."""
+    ce, aux, loads = model.losses(batch_PBL)
+    keep = (active_P > 0) & torch.isfinite(ce)
+    return torch.where(keep, ce + aux, torch.zeros_like(ce)).sum(), ce.detach(), loads
+
+
+def clip_gradients(model: PackedLM, grad_clip: float) -> None:
+    clip_per_proxy(model.parameters(), grad_clip, model.P)
+
+
+def optimizer_step(
     model: PackedLM,
     opt: _Optimizers,
-    st: _PackState,
-    batch: torch.Tensor,
-    cfg: TrainConfig,
-    model_cfg: ModelConfig,
-    step: int,
-) -> torch.Tensor | None:
-    """One optimizer step of every active proxy; a proxy whose loss is not finite is stopped
-    and reported failed. Returns the per-proxy losses, or None when no proxy is left."""
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if batch.device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
-    with autocast:
-        ce, aux = model.losses(batch)
-    bad = ~torch.isfinite(ce) & (st.active > 0)
-    for p in torch.nonzero(bad).flatten().tolist():
-        st.results[p].status = "failed"
-        st.results[p].error = f"loss became {ce[p].item()} at step {step}"
-        st.active[p] = 0.0
-    if not bool(st.active.any()):
-        return None
-    loss = torch.where(st.active > 0, ce + aux, torch.zeros_like(ce)).sum()
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_per_proxy(model.parameters(), cfg.grad_clip, model.P)
-    opt.step(st.active)
-    for moe in model.moe_layers():
-        moe.update_bias(model_cfg.bias_update_rate, st.active)
-    return ce
+    active: torch.Tensor,
+    mult: float | torch.Tensor,
+    loads_LPE: torch.Tensor,
+) -> None:
+    """Step both optimizers (`mult` the schedule's multiplier) and move the routing biases
+    toward balance."""
+    opt.step(active, mult)
+    model.update_bias(loads_LPE, active)
+
+
+class _Step:
+    """One optimizer step of every active proxy, over `micro` micro-batches of the batch
+    (gradients accumulated). A proxy whose loss is not finite stops (its learning rate drops to
+    0) and is recorded on the device. Compiled (`TrainConfig.compile`), the loss and its
+    backward are one graph, the gradient clipping another and the optimizers' update a third,
+    all with `fullgraph=True`: a graph break is an error, not a slow path. (Clipping and the
+    update in one graph hit an inductor bug in its CPU code generation, torch 2.13: a KeyError
+    for a fused buffer.)"""
+
+    def __init__(
+        self, model: PackedLM, opt: _Optimizers, cfg: TrainConfig, compiled: bool, micro: int
+    ) -> None:
+        self.model, self.opt, self.cfg, self.micro = model, opt, cfg, micro
+        self.loss_fn: Callable[..., Any] = masked_loss
+        self.clip_fn: Callable[..., Any] = clip_gradients
+        self.update_fn: Callable[..., Any] = optimizer_step
+        if compiled:
+            opt.init_state()
+            self.loss_fn = torch.compile(masked_loss, fullgraph=True)
+            self.clip_fn = torch.compile(clip_gradients, fullgraph=True)
+            self.update_fn = torch.compile(optimizer_step, fullgraph=True)
+
+    def __call__(
+        self, st: _PackState, batch_PBL: torch.Tensor, step: int, mult: float | torch.Tensor
+    ) -> torch.Tensor:
+        model = self.model
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if batch_PBL.device.type == "cuda"
+            else torch.autocast("cpu", enabled=False)
+        )
+        model.zero_grad(set_to_none=True)
+        ce_P: torch.Tensor | None = None
+        loads: torch.Tensor | None = None
+        for chunk in batch_PBL.chunk(self.micro, dim=1):
+            with autocast:
+                loss, ce, load = self.loss_fn(model, chunk, st.active)
+            (loss / self.micro).backward()
+            ce_P = ce if ce_P is None else ce_P + ce
+            loads = load if loads is None else loads + load
+        assert ce_P is not None and loads is not None
+        ce_P = ce_P / self.micro
+        bad = ~torch.isfinite(ce_P) & (st.active > 0)
+        st.failed_at = torch.where(bad, step, st.failed_at)
+        st.bad_loss = torch.where(bad, ce_P, st.bad_loss)
+        st.active = st.active * (~bad)
+        self.clip_fn(model, self.cfg.grad_clip)
+        self.update_fn(model, self.opt, st.active, mult, loads)
+        return ce_P
 
 
 def _record_val_curve(
@@ -377,33 +454,40 @@ def train_pack(
         raise ValueError("loaders of a pack must share steps and batch size")
     model = PackedLM(model_cfg, list(seeds)).to(device)
     opt = _Optimizers.build(model, cfg, device)
-    st = _PackState([ProxyResult(seed=s) for s in seeds], torch.ones(P, device=device))
+    st = _PackState.new(seeds, device)
     if checkpoint is not None and checkpoint.is_file():
         _resume(checkpoint, model, opt, st, seeds, steps, device)
-    if cfg.compile and device.type == "cuda":
-        model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+    compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    if compiled or device.type != "cpu":
+        model.device_layout(seq_len, device)
+    step_fn = _Step(model, opt, cfg, compiled, _micro_steps(cfg, loaders[0].batch_size))
+    # the schedule's multipliers: device tensors where the step must not wait for the host
+    schedule = [lr_multiplier(i, steps, cfg.warmup_fraction, cfg.schedule) for i in range(steps)]
+    mults: Sequence[float] | torch.Tensor = (
+        torch.tensor(schedule, device=device) if device.type != "cpu" or compiled else schedule
+    )
     t0 = time.perf_counter()
     seconds_before, start = st.seconds, st.step
     tokens_per_step = loaders[0].batch_size * seq_len
     end = steps if max_steps is None else min(steps, max_steps)
     for step in range(start, end):
-        opt.set_lr(cfg, lr_multiplier(step, steps, cfg.warmup_fraction, cfg.schedule))
-        batch = torch.from_numpy(np.stack([lo.batch(step) for lo in loaders])).to(device)
-        ce = _train_step(model, opt, st, batch, cfg, model_cfg, step)
-        if ce is None:
-            break
+        batch = _to_device(np.stack([lo.batch(step) for lo in loaders]), device)
+        ce = step_fn(st, batch, step, mults[step])
         if on_step is not None:
             on_step(step, model)
         st.step = step + 1
         st.seconds = seconds_before + time.perf_counter() - t0
         if (step % cfg.log_every == 0) or step == steps - 1:
-            values = ce.detach().float().cpu().tolist()
+            training = _read_status(st)
+            values = ce.float().cpu().tolist()
             for p, r in enumerate(st.results):
-                if st.active[p] > 0:
+                if r.status != "failed":
                     r.loss_curve.append((step, values[p]))
             if on_log is not None:
                 elapsed = time.perf_counter() - t0
                 on_log(step, values, tokens_per_step * P * (step - start + 1) / max(elapsed, 1e-9))
+            if not training:
+                break
         if (
             cfg.eval_every
             and val is not None
@@ -415,6 +499,7 @@ def train_pack(
         save = cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < steps
         if checkpoint is not None and save:
             _save_checkpoint(checkpoint, model, opt, st, seeds, steps)
+    _read_status(st)
     finished = end == steps
     seconds = seconds_before + time.perf_counter() - t0
     if finished:
@@ -427,6 +512,23 @@ def train_pack(
         if r.status != "failed":
             r.state = proxy_state(model, p)
     return st.results
+
+
+def _micro_steps(cfg: TrainConfig, batch_size: int) -> int:
+    """How many micro-batches a step's batch is split into (gradient accumulation)."""
+    micro = cfg.micro_batch or batch_size
+    if micro > batch_size or batch_size % micro:
+        raise ValueError(f"micro_batch {micro} must divide the batch size {batch_size}")
+    return batch_size // micro
+
+
+def _to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch on the training device; to a GPU from pinned memory without waiting for the
+    copy (the caching host allocator keeps the buffer until the copy is done)."""
+    tokens = torch.from_numpy(batch)
+    if device.type == "cuda":
+        return tokens.pin_memory().to(device, non_blocking=True)
+    return tokens.to(device)
 
 
 def train_one(

@@ -1,5 +1,6 @@
-"""What only a CUDA device can check: bf16 autocast, torch.compile, the automatic device choice
-and packs on the GPU. Selected with `-m gpu`; skipped where there is no CUDA device."""
+"""What only a CUDA device can check: bf16 autocast, torch.compile, the automatic device choice,
+packs on the GPU, a step with no host synchronisation and the grouped GEMM on the device.
+Selected with `-m gpu`; skipped where there is no CUDA device."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_bf16_pack_matches_separate_runs_and_learns():
 
 def test_compiled_training_matches_eager():
     cfg = dataclasses.replace(FAST, compile=True)
-    eager = train_one(CFG, _loader(0), 0, FAST)
+    eager = train_one(CFG, _loader(0), 0, dataclasses.replace(FAST, compile=False))
     compiled = train_one(CFG, _loader(0), 0, cfg)
     a = np.array([v for _, v in eager.loss_curve])
     b = np.array([v for _, v in compiled.loss_curve])
@@ -50,3 +51,46 @@ def test_a_pack_of_sixty_gpu_proxies_fits_and_trains():
     loaders = [_loader(s, tokens=8 * 32 * 4) for s in seeds]
     results = train_pack(model_cfg, loaders, seeds, TrainConfig(log_every=1, eval_tokens=1024))
     assert all(r.status == "done" for r in results)
+
+
+def test_the_compiled_step_never_waits_for_the_host():
+    """Steps 2 and 3 run under CUDA's sync debug mode "error": any host synchronisation in
+    the batch's copy, the compiled loss and backward, the clipping, the update or the NaN
+    bookkeeping raises."""
+    loaders = [_loader(s) for s in (0, 1)]
+
+    def watch(step: int, _model: object) -> None:
+        if step == 1:  # after the compiling steps and the first loss read
+            torch.cuda.set_sync_debug_mode("error")
+        if step == 3:
+            torch.cuda.set_sync_debug_mode(0)
+
+    try:
+        results = train_pack(
+            CFG,
+            loaders,
+            [0, 1],
+            TrainConfig(log_every=10**6, eval_tokens=0, compile=True),
+            on_step=watch,
+            max_steps=5,
+        )
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(r.status == "running" for r in results)  # stopped early, none failed
+
+
+def test_grouped_experts_on_the_device_match_the_cpu_reference():
+    from tests.test_device_step import _moe_reference
+
+    from proxies.moe import MoE
+
+    torch.manual_seed(0)
+    moe = MoE(P=2, D=64, E=4, k=2, F_=64, n_shared=1)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, 256, 64)
+    want = _moe_reference(moe, x).detach()
+    moe = moe.cuda()
+    moe.impl = "grouped"
+    got = moe(x.cuda())[0].detach().cpu()
+    torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2 * float(want.abs().max()))
