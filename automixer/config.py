@@ -178,10 +178,29 @@ class ProxySection(_Section):
     """Learning-rate decay after warmup: cosine, or warmup-stable-decay."""
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     """'auto' (CUDA when present, else CPU), 'cpu', 'mps', or 'cuda[:N]'."""
-    pack_size: int = Field(default=8, ge=1)
-    """Proxies trained together in one packed model."""
+    pack_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Proxies trained together in one packed model. 'auto': 1 on a CPU (packs measured
+    slower there than one proxy after another); on a GPU the pack and micro-batch that train
+    the most tokens per second within the device's memory, measured once per device and
+    proxy shape (cached in run.cache_dir; `automixer.sweep.devices`)."""
+    micro_batch: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Sequences per proxy in one forward and backward pass; gradients of batch_size /
+    micro_batch passes are accumulated (where memory binds). 'auto': the whole batch on a
+    CPU, measured with the pack size on a GPU. A number must divide batch_size."""
+    compile: bool | None = None
+    """Compile the training step (`torch.compile`, fullgraph). None: on a GPU, not on a CPU
+    (where the eager step measured faster)."""
     eval_tokens: int = Field(default=16384, ge=1)
     """Held-out tokens per domain behind each proxy's bits per byte."""
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> ProxySection:
+        if self.micro_batch != "auto" and self.batch_size % self.micro_batch:
+            raise FieldIssue(
+                f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}",
+                ("micro_batch",),
+            )
+        return self
 
 
 Weights = dict[str, float]

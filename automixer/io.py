@@ -46,6 +46,15 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json_dict(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a cache file; {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def hash_json(data: Any, length: int = 16) -> str:
     """A stable short hash of JSON-able data (keys sorted)."""
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

@@ -7,10 +7,11 @@ alternative, one single-threaded process per core training at the same time (wha
 `sweep.workers: auto` compares, with the same code, `automixer.sweep.parallel.measure`). MFU per
 core: the single-threaded processes' tokens/s x model FLOPs per token, over the cores' summed
 single-threaded fp32 matmul peak (a large torch.mm, measured in the same run). Model FLOPs per
-token: 6 x (active matmul parameters, the head included) + attention (12 x layers x d_model x
-attended length). The pack speedup (with --pack P > 1) is the throughput of one pack of P
-proxies over P proxies trained one after another, with the same per-proxy batch, in this
-process with every core. The last line is JSON.
+token: `ModelConfig.flops_per_token` (the matmuls a token needs, forward and backward: active
+matmul parameters with the head, and attention over the mean causal span). The pack speedup
+(with --pack P > 1) is the throughput of one pack of P proxies over P proxies trained one after
+another, with the same per-proxy batch, in this process with every core. The last line is
+JSON.
 """
 
 from __future__ import annotations
@@ -45,16 +46,6 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> f
     return 2 * n**3 / best / 1e9
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    counts = cfg.param_counts()
-    matmul = counts["non_embedding_active"] + cfg.vocab_size * cfg.d_model
-    attended = 0.0
-    for layer in range(cfg.n_layers):
-        span = seq_len if cfg.is_global(layer) else min(cfg.window, seq_len)
-        attended += span / 2  # causal: on average half the span
-    return 6 * matmul + 12 * cfg.d_model * attended
-
-
 def loaders(n: int, steps: int, batch: int, seq_len: int, vocab: int) -> list[MixtureLoader]:
     rng = np.random.default_rng(0)
     shards = {f"d{i}": rng.integers(0, vocab, 200_000).astype(np.uint16) for i in range(4)}
@@ -84,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     cfg = get_preset(args.preset, vocab_size=args.vocab)
-    fpt = flops_per_token(cfg, args.seq_len)
+    fpt = cfg.flops_per_token(args.seq_len)
     n = cores()
     result: dict = {
         "preset": args.preset,

@@ -92,9 +92,9 @@ class Attention(nn.Module):
         """FlexAttention's block mask for the sliding window (`use_blocks`); None: SDPA."""
 
     def use_blocks(self, T: int, device: torch.device) -> None:
-        """Run the sliding window through FlexAttention at sequence length T (for compiled
-        steps; eager FlexAttention is a slow reference). Global layers keep SDPA's causal
-        kernel."""
+        """Run the sliding window through FlexAttention at sequence length T in compiled
+        graphs (eager calls, such as the evaluation's, keep SDPA with the mask). Global layers
+        keep SDPA's causal kernel."""
         if self.window is not None and self.window < T:
             self.blocks = sliding_window_blocks(T, self.window, device)
 
@@ -112,7 +112,8 @@ class Attention(nn.Module):
         v_XKTS = v.permute(0, 1, 3, 2, 4).reshape(P * B, self.K, T, self.S)
         # each key/value head serves H / K query heads inside the kernel (no repeated copies)
         gqa = self.K != self.H
-        if self.blocks is not None and self.blocks.seq_lengths == (T, T):
+        flex = self.blocks is not None and self.blocks.seq_lengths == (T, T)
+        if flex and torch.compiler.is_compiling():  # eager FlexAttention is a slow reference
             from torch.nn.attention.flex_attention import flex_attention
 
             dt = v_XKTS.dtype  # under autocast the normed q and k come out in float32

@@ -99,6 +99,7 @@ class PackedLM(nn.Module):
             moe.impl = "grouped" if grouped else "padded"
         if device.type == "cuda":  # FlexAttention has no backward on a CPU (torch 2.13)
             for block in self.blocks:
+                assert isinstance(block, Block)
                 block.attn.use_blocks(seq_len, device)
         self.vectorised = True
         return self

@@ -74,6 +74,26 @@ class ModelConfig:
             "non_embedding_active": self.n_layers * (attn + norms + ffn_active),
         }
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: the matmuls the model needs, forward and backward (3 x
+        the forward's): attention projections, attention scores and values over the keys
+        each query attends to on average (causal, over the window for sliding-window
+        layers), the k routed experts used and the shared ones, the router and the output
+        layer. The input embedding is a lookup and does not count."""
+        d, hd = self.d_model, self.head_dim
+        proj = d * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
+        if self.dense:
+            ffn = 3 * d * self.dense_hidden
+        else:
+            ffn = (self.top_k + self.n_shared) * 3 * d * self.expert_hidden + d * self.n_experts
+        forward = 2.0 * (self.n_layers * (proj + ffn) + self.vocab_size * d)
+        for layer in range(self.n_layers):
+            span = seq_len if self.is_global(layer) else min(self.window, seq_len)
+            # query i attends to min(i + 1, span) keys: the mean over the sequence
+            attended = (span * (span + 1) / 2 + span * (seq_len - span)) / seq_len
+            forward += 2 * 2 * self.n_heads * hd * attended  # scores, then weighted values
+        return 3 * forward
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 

@@ -348,9 +348,12 @@ class _Step:
         self.update_fn: Callable[..., Any] = optimizer_step
         if compiled:
             opt.init_state()
-            self.loss_fn = torch.compile(masked_loss, fullgraph=True)
-            self.clip_fn = torch.compile(clip_gradients, fullgraph=True)
-            self.update_fn = torch.compile(optimizer_step, fullgraph=True)
+            # static shapes, compiled again for each new pack shape (a sweep's last pack may
+            # be smaller; GPU sizing tries several): allow that many
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.loss_fn = torch.compile(masked_loss, fullgraph=True, dynamic=False)
+            self.clip_fn = torch.compile(clip_gradients, fullgraph=True, dynamic=False)
+            self.update_fn = torch.compile(optimizer_step, fullgraph=True, dynamic=False)
 
     def __call__(
         self, st: _PackState, batch_PBL: torch.Tensor, step: int, mult: float | torch.Tensor

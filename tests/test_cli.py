@@ -239,3 +239,27 @@ def test_a_sweep_too_small_for_its_width_is_told_before_it_trains(tmp_path: Path
     cfg["sweep"] = {"n_runs": 12}
     result = _run("data", str(write_config(tmp_path / "c.yaml", cfg)), "--dry-run")
     assert "distinct mixtures" not in result.output
+
+
+def test_dry_run_prints_training_flops_and_the_expected_time_once_a_speed_is_known(
+    tmp_path: Path,
+):
+    from automixer.config import load_config
+    from automixer.sweep.devices import record_speed, shape_of
+    from proxies.presets import get_preset
+
+    p = write_config(tmp_path / "c.yaml", small_config(tmp_path))
+    config = load_config(p)
+    runs = config.sweep.n_runs + config.sweep.replicates
+    flops = (
+        runs
+        * config.proxy.tokens
+        * get_preset("quickstart", vocab_size=512).flops_per_token(config.proxy.seq_len)
+    )
+    result = _run("data", str(p), "--dry-run")
+    flat = " ".join(result.output.split())
+    assert f"{flops:.2e} training FLOPs" in flat and "no speed measured yet" in flat
+    record_speed(config.run.cache_dir, shape_of(config, 512), "TestGPU", 1000.0)
+    flat = " ".join(_run("data", str(p), "--dry-run").output.split())
+    hours = runs * config.proxy.tokens / 1000.0 / 3600
+    assert f"expected time: {hours:.1f} h of training on one TestGPU at 1,000 tok/s" in flat

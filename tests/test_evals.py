@@ -266,7 +266,7 @@ def test_domain_bits_per_byte_divide_by_the_bytes_scored(bundle_and_config):
         P = 1
 
         def losses(self, windows):
-            return torch.full((1,), float(np.log(V))), torch.zeros(1)
+            return torch.full((1,), float(np.log(V))), torch.zeros(1), torch.zeros(0, 1, 0)
 
     token_bytes = token_byte_lengths(tok)
     text = "def spam(eggs):\n    return eggs * 2  # état, ça, 例\n"

@@ -80,9 +80,8 @@ def test_the_compiled_step_never_waits_for_the_host():
 
 
 def test_grouped_experts_on_the_device_match_the_cpu_reference():
-    from tests.test_device_step import _moe_reference
-
     from proxies.moe import MoE
+    from tests.test_device_step import _moe_reference
 
     torch.manual_seed(0)
     moe = MoE(P=2, D=64, E=4, k=2, F_=64, n_shared=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,69 @@ def test_workers_must_be_a_positive_number_or_auto(tmp_path: Path):
     for bad in (0, "many"):
         with pytest.raises(AutomixerError, match=r"sweep\.workers"):
             _config(tmp_path, bad)
+
+
+def test_a_node_with_four_gpus_runs_four_pinned_workers(tmp_path: Path, monkeypatch):
+    import automixer.sweep.devices as devices
+    from automixer.sweep.executors import worker_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(parallel, "measure", lambda *a, **k: pytest.fail("measured"))
+    plan = plan_workers(_config(tmp_path, "auto"), vocab_size=512)
+    assert plan.workers == 4 and plan.devices == ("0", "1", "2", "3")
+    assert plan.threads == max(1, cores() // 4)
+    assert worker_gpus(plan, 4) == ["0", "1", "2", "3"]
+    assert "one worker per GPU" in parallel.describe(plan)
+    # a scheduler that gave this job GPUs 5 and 7: the workers are pinned to those names
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert plan_workers(_config(tmp_path, "auto"), 512).devices == ("5", "7")
+    # three workers asked for on two GPUs take them in turn
+    assert plan_workers(_config(tmp_path, 3), 512).devices == ("5", "7", "5")
+    # a device named in the config: one worker, on it, not pinned
+    cfg = _config(tmp_path, "auto").model_copy(deep=True)
+    cfg.proxy.device = "cuda:1"
+    assert devices.worker_devices(cfg) == []
+    # in the worker process, before CUDA starts: only its GPU is visible
+    devices.pin_to("7")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+
+
+def test_gpu_sizes_take_the_fastest_pack_whose_micro_batch_fits():
+    from automixer.sweep.devices import Trial, choose
+
+    def device(memory: int, overhead: float):
+        """A device holding `memory` sequences at once, whose speed grows with the pack
+        (per-pack overhead) and with the sequences in one pass."""
+
+        def trial(pack: int, micro: int) -> Trial:
+            if pack * micro > memory:
+                return Trial(pack, micro, None)
+            return Trial(pack, micro, 1000.0 * pack * micro / (1 + overhead / pack))
+
+        return trial
+
+    best, tried = choose(device(128, 8.0), batch_size=16, most=63)
+    # every larger pack gains > 5%, so all are tried; the largest (63, never more than the
+    # sweep's proxies) fits micro-batches of 2, 8 accumulated per step
+    assert (best.pack, best.micro_batch) == (63, 2)
+    assert [(t.pack, t.micro_batch) for t in tried] == [
+        (8, 16), (16, 16), (16, 8), (32, 16), (32, 8), (32, 4),
+        (63, 16), (63, 8), (63, 4), (63, 2),
+    ]  # fmt: skip
+    # a pack that gains under 5% stops the search (kept if it is faster at all)
+    best, tried = choose(device(128, 0.01), batch_size=16, most=63)
+    assert (best.pack, best.micro_batch) == (16, 8) and max(t.pack for t in tried) == 16
+    best, tried = choose(device(128, 0.01), batch_size=16, most=63, packs=(8, 9, 64))
+    assert (best.pack, best.micro_batch) == (8, 16) and max(t.pack for t in tried) == 9
+    with pytest.raises(RuntimeError, match="not one proxy"):
+        choose(lambda p, m: Trial(p, m, None), batch_size=4, most=8)
+
+
+def test_on_a_cpu_auto_sizes_are_one_proxy_and_the_whole_batch(tmp_path: Path):
+    from automixer.sweep.devices import resolve_sizes
+
+    sizes = resolve_sizes(_config(tmp_path, 1), 512)
+    assert (sizes.pack, sizes.micro_batch) == (1, 4)

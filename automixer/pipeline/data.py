@@ -18,6 +18,7 @@ from automixer.errors import AutomixerError
 from automixer.evals.suites import suite_names
 from automixer.evals.tasks import load_jsonl
 from automixer.rundir import RunDir
+from automixer.sweep.devices import expected_speed
 from automixer.sweep.training import data_bundle
 from automixer.views import print_domains
 
@@ -76,6 +77,37 @@ def _run_data(
     return rd, bundle
 
 
+def expected_time(config: Config, tokens: int) -> str:
+    """The sweep's training time at the fastest speed measured for its proxy shape (cached by
+    `sweep.workers: auto` on a CPU and by the GPU sizing), or how to get one."""
+    found = expected_speed(config, config.tokenizer.vocab_size)
+    if not found:
+        return (
+            "expected time: no speed measured yet for this proxy shape (one is cached by the "
+            "first sweep on this machine; evaluation not counted)"
+        )
+    best = found[0]
+    seconds = tokens / float(best["tokens_per_s"])
+    return (
+        f"expected time: {_hours(seconds)} of training on one {best['device']} at "
+        f"{float(best['tokens_per_s']):,.0f} tok/s as measured (divide by the devices used; "
+        "evaluation not counted)"
+    )
+
+
+def _count(n: float) -> str:
+    for size, unit in ((1e9, "B"), (1e6, "M")):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:,.0f}"
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def dry_run(config_path: Path, console: Console) -> None:
     """Resolve and check everything a config names without reading or downloading any text:
     the sources (local globs must match), the preset, the suites, and the sweep's size."""
@@ -117,14 +149,18 @@ def _dry_run(config_path: Path, console: Console) -> None:
         else f"byte-level BPE, vocab {config.tokenizer.vocab_size}"
     )
     runs = config.sweep.n_runs + config.sweep.replicates
-    packs = -(-runs // config.proxy.pack_size)
+    pack = config.proxy.pack_size
+    packs = f"in {-(-runs // pack)} packs of up to {pack}" if pack != "auto" else "(packs: auto)"
+    tokens = runs * config.proxy.tokens
+    flops = tokens * preset.flops_per_token(config.proxy.seq_len)
     console.print(
         f"tokenizer: {tok}\n"
         f"proxy: {config.proxy.preset}, {counts['active'] / 1e6:.1f}M active / "
         f"{counts['total'] / 1e6:.1f}M total parameters, {config.proxy.tokens:,} tokens each\n"
         f"sweep: {config.sweep.n_runs} mixtures + {config.sweep.replicates} replicates = {runs} "
-        f"proxies in {packs} packs of up to {config.proxy.pack_size}; "
-        f"{runs * config.proxy.tokens / 1e9:.2f}B training tokens in all\n"
+        f"proxies {packs}; {_count(tokens)} training tokens in all, {flops:.2e} training "
+        f"FLOPs ({preset.flops_per_token(config.proxy.seq_len) / 1e6:.1f} MFLOP a token)\n"
+        f"{expected_time(config, tokens)}\n"
         f"evals: {len(suite_names(config))} suites x {config.evals.n_per_suite} items; "
         f"objective {config.solve.objective}\n"
         f"run directory: {RunDir.for_config(config).path}"

@@ -18,8 +18,15 @@ from automixer.config import Config
 from automixer.data.pipeline import DataBundle
 from automixer.errors import AutomixerError
 from automixer.registry import EXECUTORS, load
+from automixer.sweep.devices import describe_sizes, pin_to, resolve_sizes
 from automixer.sweep.ledger import Ledger
-from automixer.sweep.parallel import cores, describe, plan_workers, threads_per_worker
+from automixer.sweep.parallel import (
+    WorkerPlan,
+    cores,
+    describe,
+    plan_workers,
+    threads_per_worker,
+)
 from automixer.sweep.worker import worker_loop, worker_process
 
 
@@ -53,14 +60,17 @@ def run_local(job: Job) -> list[str]:
     `automixer.sweep.parallel`), never more than the packs waiting."""
     import torch
 
-    plan = plan_workers(job.config, job.bundle.tokenizer.get_vocab_size())
-    packs = -(-job.ledger.counts()["waiting"] // job.config.proxy.pack_size)
+    vocab = job.bundle.tokenizer.get_vocab_size()
+    sizes = resolve_sizes(job.config, vocab)  # measured here once, before the workers start
+    plan = plan_workers(job.config, vocab)
+    packs = -(-job.ledger.counts()["waiting"] // sizes.pack)
     workers = 1 if job.max_packs is not None else min(plan.workers, max(1, packs))
     threads = threads_per_worker(workers)
     job.say(
         f"workers: {describe(plan)}"
         + (f"; {workers} for this batch" if workers < plan.workers else "")
     )
+    job.say(f"packs: {describe_sizes(sizes, job.config.proxy.batch_size)}")
     if workers == 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -80,9 +90,9 @@ def run_local(job: Job) -> list[str]:
     procs = [
         ctx.Process(
             target=_local_worker,
-            args=(job.url, job.study, job.config.sweep.heartbeat_s, threads, os.getpid()),
+            args=(job.url, job.study, job.config.sweep.heartbeat_s, threads, os.getpid(), gpu),
         )
-        for _ in range(workers)
+        for gpu in worker_gpus(plan, workers)
     ]
     for p in procs:
         p.start()
@@ -95,10 +105,18 @@ def run_local(job: Job) -> list[str]:
     return [f"worker process exited with {p.exitcode}" for p in procs if p.exitcode]
 
 
-def _local_worker(url: str, study: str, heartbeat_s: float, threads: int, parent: int) -> None:
-    """A local worker process; it ends with the sweep command that started it, even when that
-    is killed outright (on Linux: otherwise it would train on, unseen, beside a resumed sweep;
-    its runs go back to the queue through the heartbeats)."""
+def worker_gpus(plan: WorkerPlan, workers: int) -> list[str | None]:
+    """The GPU each of `workers` local processes is pinned to (None: no pinning)."""
+    return [plan.devices[i] if plan.devices else None for i in range(workers)]
+
+
+def _local_worker(
+    url: str, study: str, heartbeat_s: float, threads: int, parent: int, gpu: str | None
+) -> None:
+    """A local worker process, pinned to its GPU on a GPU node; it ends with the sweep command
+    that started it, even when that is killed outright (on Linux: otherwise it would train on,
+    unseen, beside a resumed sweep; its runs go back to the queue through the heartbeats)."""
+    pin_to(gpu)
     if sys.platform.startswith("linux"):
         import ctypes
         import signal

@@ -4,9 +4,9 @@ A small proxy keeps a CPU's cores poorly busy from one process: its matrices are
 the threads to share well. `sweep.workers: auto` therefore measures, once per machine and proxy
 shape (the answer is cached in the run's cache folder), a few training steps of the sweep's own
 proxy two ways: one process with every core, and one single-threaded process per core running
-at the same time; it takes whichever trains more tokens per second in all. A CUDA device gets
-one worker (the device, not the cores, is the bottleneck). A number of workers splits the cores
-between them.
+at the same time; it takes whichever trains more tokens per second in all. On a GPU node there
+is one worker per visible GPU, each pinned to its own (`automixer.sweep.devices`). A number of
+workers splits the cores between them (and, on a GPU node, takes the GPUs in turn).
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from automixer.config import Config
-from automixer.io import atomic_write_json
+from automixer.io import atomic_write_json, read_json_dict
+from automixer.sweep.devices import (
+    RandomTokens,
+    record_speed,
+    resolve_sizes,
+    shape_of,
+    worker_devices,
+)
 
 WARMUP_STEPS = 2
 TIMED_STEPS = 4
@@ -49,6 +54,8 @@ class WorkerPlan:
     reason: str
     measured: dict[str, float] = field(default_factory=dict)
     """Tokens per second of each way measured (all processes together), when measured."""
+    devices: tuple[str, ...] = ()
+    """The GPU each worker is pinned to (`CUDA_VISIBLE_DEVICES`), on a GPU node."""
 
     @property
     def threads(self) -> int:
@@ -60,24 +67,32 @@ def plan_workers(config: Config, vocab_size: int) -> WorkerPlan:
     """The workers and threads for a local sweep of this config (see the module's text)."""
     n = cores()
     wanted = config.sweep.workers
+    gpus = worker_devices(config)
+    if gpus:
+        k = len(gpus) if wanted == "auto" else wanted
+        pinned = tuple(gpus[i % len(gpus)] for i in range(k))
+        why = f"one worker per GPU: {', '.join(gpus)}" if wanted == "auto" else "sweep.workers"
+        return WorkerPlan(k, why, devices=pinned)
     if wanted != "auto":
         return WorkerPlan(wanted, "sweep.workers")
     from proxies.train import pick_device
 
     if pick_device(config.proxy.device).type != "cpu":
-        return WorkerPlan(1, "one worker drives the accelerator")
+        return WorkerPlan(1, f"one worker drives {config.proxy.device}")
     if n == 1:
         return WorkerPlan(1, "one core")
     shape = _shape(config, vocab_size)
     key = hashlib.sha256(json.dumps([shape, n, _machine()], sort_keys=True).encode()).hexdigest()
     cache = Path(config.run.cache_dir) / "workers.json"
-    known = _read(cache)
+    known = read_json_dict(cache)
     if key not in known:
         one = measure(shape, [n])
         many = measure(shape, [1] * n)
         known[key] = {"one process": one, f"{n} processes": many}
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cache, known)
+        cpu = f"{n} CPU cores ({_machine()[1] or _machine()[0]})"
+        record_speed(config.run.cache_dir, shape_of(config, vocab_size), cpu, max(one, many))
     measured = known[key]
     one, many = measured["one process"], measured[f"{n} processes"]
     if many > one:
@@ -86,14 +101,7 @@ def plan_workers(config: Config, vocab_size: int) -> WorkerPlan:
 
 
 def _shape(config: Config, vocab_size: int) -> dict[str, Any]:
-    p = config.proxy
-    return {
-        "preset": p.preset,
-        "vocab_size": vocab_size,
-        "pack": p.pack_size,
-        "batch_size": p.batch_size,
-        "seq_len": p.seq_len,
-    }
+    return shape_of(config, vocab_size) | {"pack": resolve_sizes(config, vocab_size).pack}
 
 
 def _machine() -> list[str]:
@@ -110,26 +118,6 @@ def _machine() -> list[str]:
     return [platform.machine(), model, torch.__version__]
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-class _RandomTokens:
-    """A BatchSource of random tokens: the speed of a step does not depend on the data."""
-
-    def __init__(self, vocab: int, steps: int, batch_size: int, seq_len: int, seed: int) -> None:
-        self.vocab, self.steps, self.batch_size, self.seq_len = vocab, steps, batch_size, seq_len
-        self.seed = seed
-
-    def batch(self, step: int) -> np.ndarray:  # the same batch for the same step
-        rng = np.random.default_rng([self.seed, step])
-        return rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1))
-
-
 def _time_steps(
     shape: dict[str, Any], threads: int, timed: int, start: Any, out: Any, seed: int
 ) -> None:
@@ -144,7 +132,7 @@ def _time_steps(
     cfg = get_preset(shape["preset"], vocab_size=shape["vocab_size"])
     steps = WARMUP_STEPS + timed
     loaders = [
-        _RandomTokens(shape["vocab_size"], steps, shape["batch_size"], shape["seq_len"], seed + i)
+        RandomTokens(shape["vocab_size"], steps, shape["batch_size"], shape["seq_len"], seed + i)
         for i in range(shape["pack"])
     ]
     marks: dict[int, float] = {}
@@ -190,6 +178,8 @@ def measure(shape: dict[str, Any], threads: list[int], timed: int = TIMED_STEPS)
 def describe(plan: WorkerPlan) -> str:
     figures = ", ".join(f"{k} {v:,.0f} tok/s" for k, v in plan.measured.items())
     why = plan.reason + (": " + figures if figures else "")
+    if plan.devices and plan.reason == "sweep.workers":
+        why += f"; GPUs {', '.join(plan.devices)}"
     return (
         f"{plan.workers} worker{'s' if plan.workers > 1 else ''} x {plan.threads} "
         f"thread{'s' if plan.threads > 1 else ''} ({why})"

@@ -41,6 +41,8 @@ def train_config(config: Config, **overrides: Any) -> Any:
         "device": p.device,
         "log_every": max(1, p.tokens // (p.seq_len * p.batch_size) // 50),
         "eval_tokens": p.eval_tokens,
+        "compile": p.compile,
+        "micro_batch": p.micro_batch if p.micro_batch != "auto" else None,
     }
     return TrainConfig(**(kw | overrides))
 

@@ -25,8 +25,15 @@ from automixer.evals.suites import config_tasks
 from automixer.io import atomic_path, git_commit
 from automixer.rundir import RunDir
 from automixer.runs_table import weight_column, write_runs
+from automixer.sweep.devices import resolve_sizes
 from automixer.sweep.ledger import Claim, Ledger
-from automixer.sweep.training import data_bundle, keep_proxy, non_finite, train_and_score
+from automixer.sweep.training import (
+    data_bundle,
+    keep_proxy,
+    non_finite,
+    train_and_score,
+    train_config,
+)
 
 STORAGE_ENV = "AUTOMIXER_STORAGE"
 
@@ -56,6 +63,7 @@ def run_pack(
     ledger: Ledger,
     commit: str,
     on_log: Callable[[int, list[float], float], None] | None = None,
+    micro_batch: int | None = None,
 ) -> tuple[int, int]:
     """Train and score one pack of claimed runs; record each. Returns (tokens, done)."""
     from proxies.presets import get_preset
@@ -78,6 +86,7 @@ def run_pack(
             [lo for _, lo in ok],
             [c.seed for c, _ in ok],
             tasks,
+            tcfg=train_config(config, micro_batch=micro_batch),
             on_log=on_log,
         )
     except Exception as e:  # the whole pack broke (out of memory, a bug): record, go on
@@ -143,9 +152,10 @@ def worker_loop(
             pending[0]()
             pending[0] = None
 
+    sizes = resolve_sizes(config, bundle.tokenizer.get_vocab_size())
     packs = 0
     while max_packs is None or packs < max_packs:
-        claims = ledger.claim(config.proxy.pack_size)
+        claims = ledger.claim(sizes.pack)
         if not claims:
             if ledger.finished():
                 return
@@ -153,7 +163,9 @@ def worker_loop(
             continue
         t0 = time.perf_counter()
         with ledger.heartbeat(claims):
-            tokens, _ = run_pack(config, bundle, claims, tasks, ledger, commit, first_step_hook)
+            tokens, _ = run_pack(
+                config, bundle, claims, tasks, ledger, commit, first_step_hook, sizes.micro_batch
+            )
         packs += 1
         if on_pack is not None:
             on_pack(tokens, time.perf_counter() - t0)
