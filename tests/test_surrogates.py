@@ -148,22 +148,71 @@ def test_the_choice_is_scored_on_its_own_folds():
     assert auto["spearman"].mean() < best["spearman"].mean() - 0.02
 
 
-def test_gp_marginal_likelihood_matches_scikit_learn():
+@pytest.mark.parametrize("kind", ["ard", "iso", "fixed-noise"])
+def test_batched_marginal_likelihood_and_gradient_match_scikit_learn(kind: str):
     from sklearn.gaussian_process import GaussianProcessRegressor
 
-    from automixer.surrogates.gp import _GPR
+    from automixer.surrogates.gp import _fixed_noise
+    from automixer.surrogates.gp_batch import log_marginal_likelihood
 
     rng = np.random.default_rng(0)
     X, Y = rng.random((30, 4)), rng.normal(size=(30, 3))
-    kernel = GPSurrogate()._kernel(30, 4)
-    ours = _GPR(kernel, optimizer=None).fit(X, Y)
+    gp = GPSurrogate(kernel="iso" if kind == "iso" else "ard")
+    if kind == "fixed-noise":
+        gp.set_params(noise_level=0.05)
+    kernel = gp._kernel(30, 4)
     theirs = GaussianProcessRegressor(kernel, optimizer=None).fit(X, Y)
     for shift in (-0.5, 0.0, 0.7):
-        theta = ours.kernel_.theta + shift
-        v1, g1 = ours.log_marginal_likelihood(theta, eval_gradient=True)
-        v2, g2 = theirs.log_marginal_likelihood(theta, eval_gradient=True)
-        assert v1 == pytest.approx(v2, rel=1e-10)
-        assert np.allclose(g1, g2, rtol=1e-8, atol=1e-10)
+        theta = kernel.theta + shift * rng.random(len(kernel.theta))
+        for y in (Y, Y[:, 1]):  # three targets sharing the kernel, and one
+            v1, g1 = log_marginal_likelihood(theta, X, y, _fixed_noise(kernel))
+            theirs.fit(X, y)
+            v2, g2 = theirs.log_marginal_likelihood(theta, eval_gradient=True)
+            assert v1 == pytest.approx(v2, rel=1e-10)
+            np.testing.assert_allclose(g1, g2, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_batched_learning_finds_scikit_learn_s_optimum_and_padding_changes_nothing():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from automixer.surrogates.gp_batch import Problem, learn, log_marginal_likelihood
+
+    rng = np.random.default_rng(2)
+    problems = []
+    for n in (25, 40, 33):  # different sizes: the batch pads them to 40
+        Z = np.sqrt(rng.dirichlet(np.ones(4), n))
+        y = np.sin(3 * Z[:, :1]) + 0.05 * rng.normal(size=(n, 1))
+        problems.append(Problem(Z, (y - y.mean()) / y.std(), GPSurrogate()._kernel(n, 4).theta))
+    kernel = GPSurrogate()._kernel(40, 4)
+    together = learn(problems, kernel.bounds)
+    for p, theta in zip(problems, together, strict=True):
+        alone = learn([p], kernel.bounds)[0]
+        np.testing.assert_allclose(theta, alone, atol=1e-6)
+        sk = GaussianProcessRegressor(kernel).fit(p.Z, p.Y[:, 0])  # scikit-learn's optimiser
+        ours = log_marginal_likelihood(theta, p.Z, p.Y)[0]
+        assert ours >= sk.log_marginal_likelihood_value_ - 1e-4
+        refit = GaussianProcessRegressor(kernel.clone_with_theta(theta), optimizer=None)
+        np.testing.assert_allclose(
+            refit.fit(p.Z, p.Y[:, 0]).predict(p.Z[:5]), sk.predict(p.Z[:5]), atol=1e-3
+        )
+
+
+def test_gp_folds_fitted_together_equal_folds_fitted_one_by_one():
+    from automixer.surrogates.selection import fold_template
+
+    rng = np.random.default_rng(3)
+    X = rng.dirichlet(np.ones(5), size=50)
+    Y = np.sqrt(X[:, :2]) + rng.normal(0, 0.02, (50, 2))
+    template = fold_template(GPSurrogate(), X, Y)
+    trains = [np.arange(50)[i::3] for i in range(3)] + [np.arange(10, 50)]
+    together = template.fit_folds(X, Y, trains)
+    for t, fit in zip(trains, together, strict=True):
+        alone = clone(template).fit(X[t], Y[t])
+        np.testing.assert_allclose(fit.predict(X), alone.predict(X), rtol=1e-5, atol=1e-6)
+        m1, s1 = fit.predict(X[:4], return_std=True)
+        m2, s2 = alone.predict(X[:4], return_std=True)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
 
 
 def test_gp_folds_learn_from_the_all_runs_kernels():

@@ -8,8 +8,11 @@ every sweep size) or isotropic (`"iso"`). `noise_level` fixes the white-noise va
 standardised scale), e.g. from replicate runs' seed noise; by default learned.
 
 Hyperparameters are learned by maximising the marginal likelihood on at most `max_opt_runs` runs
-(all of them up to 256 by default, a random subset of 256 above that: each step costs n^3, and
-on 512 runs per-target ARD took tens of minutes), then every run is conditioned on.
+(all of them up to 256 by default, a random subset of 256 above that: each step costs n^3), then
+every run is conditioned on (scikit-learn's GaussianProcessRegressor with the learned kernel).
+Every kernel of a fit, and with `fit_folds` every kernel of every cross-validation fold, is
+learned in one batched optimisation (`automixer.surrogates.gp_batch`): the same model and
+likelihood as scikit-learn's, a batched Cholesky per step.
 `fold_template` returns the same surrogate started from those kernels, so cross-validation's
 refit on each fold learns its own hyperparameters from a start near their optimum.
 Freezing them instead (`learn=False`) is faster still but lets the held-out runs choose the
@@ -19,53 +22,29 @@ intervals covered 74% of new mixtures (BENCHMARKS.md).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.linalg import cho_solve, cholesky
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, WhiteKernel
 from sklearn.utils.validation import check_is_fitted
 
-from automixer.surrogates.base import Surrogate
+from automixer.surrogates import progress
+from automixer.surrogates.base import Surrogate, transform_weights
+from automixer.surrogates.gp_batch import Problem, learn, log_marginal_likelihood
 
 
-class _GPR(GaussianProcessRegressor):
-    """scikit-learn's GP regressor with the marginal likelihood's gradient summed over outputs
-    before the trace: 0.5 tr((A A^T - m K^-1) dK) for m outputs sharing one kernel, instead of
-    an (n, n, m) tensor contracted per output (the same value, m times less work: a shared ARD
-    kernel over 110 targets learns in seconds instead of minutes)."""
+def _fixed_noise(kernel: Kernel) -> float | None:
+    """The white-noise level of a kernel made by `GPSurrogate._kernel` when it is fixed."""
+    white = kernel.k2
+    return float(white.noise_level) if white.hyperparameter_noise_level.fixed else None
 
-    def log_marginal_likelihood(
-        self, theta: Any = None, eval_gradient: bool = False, clone_kernel: bool = True
-    ) -> Any:
-        if theta is None or not eval_gradient:
-            return super().log_marginal_likelihood(theta, eval_gradient, clone_kernel)
-        if clone_kernel:
-            kernel = self.kernel_.clone_with_theta(theta)
-        else:
-            kernel = self.kernel_
-            kernel.theta = theta
-        K, K_gradient = kernel(self.X_train_, eval_gradient=True)
-        K[np.diag_indices_from(K)] += self.alpha
-        try:
-            L = cholesky(K, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            return -np.inf, np.zeros_like(theta)
-        Y = self.y_train_.reshape(len(K), -1)
-        n, m = Y.shape
-        A = cho_solve((L, True), Y, check_finite=False)
-        value = -0.5 * float(np.sum(Y * A)) - m * (
-            np.log(np.diag(L)).sum() + n / 2 * np.log(2 * np.pi)
-        )
-        inner = A @ A.T - m * cho_solve((L, True), np.eye(n), check_finite=False)
-        # inner is symmetric, so its trace against each dK needs no transpose
-        gradient = 0.5 * np.tensordot(inner, K_gradient, axes=([0, 1], [0, 1]))
-        return value, gradient
+
+def _learn(problems: Sequence[Problem], kernel: Kernel) -> np.ndarray:
+    """The problems' hyperparameters, learned together (kernels of `kernel`'s form)."""
+    return learn(problems, kernel.bounds, _fixed_noise(kernel), on_round=progress.reporter())
 
 
 class GPSurrogate(Surrogate):
@@ -108,50 +87,89 @@ class GPSurrogate(Surrogate):
         )
         return ConstantKernel(1.0, (1e-3, 1e3)) * RBF(length, (1e-2, 1e3)) + noise
 
-    def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
+    def _groups(self, Y: np.ndarray) -> list[list[int]]:
+        """The target columns that share a kernel."""
+        n, m = Y.shape
+        per_target = (m <= 16 or n <= 128) if self.per_target == "auto" else bool(self.per_target)
+        return [[j] for j in range(m)] if per_target else [list(range(m))]
+
+    def _standardise(self, Y: np.ndarray) -> np.ndarray:
         self.y_mean_ = Y.mean(axis=0)
         self.y_std_ = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
-        Yn = (Y - self.y_mean_) / self.y_std_
-        per_target = (
-            (Y.shape[1] <= 16 or len(Z) <= 128)
-            if self.per_target == "auto"
-            else bool(self.per_target)
-        )
-        groups = [[j] for j in range(Y.shape[1])] if per_target else [list(range(Y.shape[1]))]
-        self.models_ = []
+        return (Y - self.y_mean_) / self.y_std_
+
+    def _starts(self, Z: np.ndarray, Yn: np.ndarray) -> list[tuple[list[int], Kernel]]:
+        if self.kernels is not None:
+            return [(list(c), k) for c, k in self.kernels]
+        return [(cols, self._kernel(*Z.shape)) for cols in self._groups(Yn)]
+
+    def _problems(self, Z: np.ndarray, Yn: np.ndarray) -> list[Problem]:
+        """What `_fit` learns: one problem per kernel (and per restart), on at most
+        `max_opt_runs` runs (a random subset, fixed by `random_state`: each step of the
+        marginal likelihood costs n^3; all runs are conditioned on afterwards)."""
         n = len(Z)
-        if self.kernels is not None and not self.learn:
-            for cols, kernel in self.kernels:
-                target = Yn[:, list(cols)] if len(cols) > 1 else Yn[:, cols[0]]
-                gp = _GPR(kernel, optimizer=None, normalize_y=False)
-                self.models_.append((list(cols), gp.fit(Z, target)))
-            return
-        starts = (
-            [(list(c), k) for c, k in self.kernels]
-            if self.kernels is not None
-            else [(cols, None) for cols in groups]
-        )
-        # On large sweeps the kernel's hyperparameters are learned on a random subset of runs
-        # (the marginal likelihood's cost grows as n^3 per step), then all runs are conditioned on.
-        sub = (
-            np.random.default_rng(self.random_state).choice(n, self.max_opt_runs, replace=False)
-            if n > self.max_opt_runs
-            else np.arange(n)
-        )
-        for cols, start in starts:
+        rng = np.random.default_rng(self.random_state)
+        sub = rng.choice(n, self.max_opt_runs, replace=False) if n > self.max_opt_runs else None
+        out: list[Problem] = []
+        for cols, kernel in self._starts(Z, Yn):
+            starts = [kernel.theta]
+            bounds = kernel.bounds
+            starts += [rng.uniform(bounds[:, 0], bounds[:, 1]) for _ in range(self.n_restarts)]
+            z, y = (Z, Yn[:, cols]) if sub is None else (Z[sub], Yn[sub][:, cols])
+            out.extend(Problem(z, y, theta) for theta in starts)
+        return out
+
+    def _condition(self, Z: np.ndarray, Yn: np.ndarray, learned: list[np.ndarray]) -> None:
+        """Condition on every run with the learned kernels (`learned`: theta per problem, the
+        best of each kernel's restarts)."""
+        self.models_ = []
+        per_kernel = 1 + self.n_restarts if self.learn else 1
+        for i, (cols, kernel) in enumerate(self._starts(Z, Yn)):
+            thetas = learned[i * per_kernel : (i + 1) * per_kernel]
+            if len(thetas) > 1:  # the best restart
+                y, noise = Yn[:, cols], _fixed_noise(kernel)
+                thetas = [max(thetas, key=lambda t: log_marginal_likelihood(t, Z, y, noise)[0])]
+            gp = GaussianProcessRegressor(kernel.clone_with_theta(thetas[0]), optimizer=None)
             target = Yn[:, cols] if len(cols) > 1 else Yn[:, cols[0]]
-            gp = _GPR(
-                start if start is not None else self._kernel(*Z.shape),
-                normalize_y=False,
-                n_restarts_optimizer=self.n_restarts,
-                random_state=self.random_state,
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                gp.fit(Z[sub], target[sub])
-                if len(sub) < n:
-                    gp = _GPR(gp.kernel_, optimizer=None, normalize_y=False).fit(Z, target)
-            self.models_.append((cols, gp))
+            self.models_.append((cols, gp.fit(Z, target)))
+
+    def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        Yn = self._standardise(Y)
+        if not self.learn:
+            self._condition(Z, Yn, [k.theta for _, k in self._starts(Z, Yn)])
+            return
+        kernel = self._starts(Z, Yn)[0][1]
+        self._condition(Z, Yn, list(_learn(self._problems(Z, Yn), kernel)))
+
+    def fit_folds(self, X: np.ndarray, Y: np.ndarray, trains: Sequence[np.ndarray]) -> list[Any]:
+        """This surrogate fitted on each training subset `X[t], Y[t]`: what
+        `[clone(self).fit(X[t], Y[t]) for t in trains]` gives, with every subset's and every
+        kernel's hyperparameters learned in one batched optimisation (`gp_batch.learn`)."""
+        Y2 = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+        fits = [clone(self) for _ in trains]
+        Zs = [transform_weights(np.asarray(X)[t], self.weight_transform) for t in trains]
+        Yns = []
+        problems: list[Problem] = []
+        counts = []
+        for fit, Z, t in zip(fits, Zs, trains, strict=True):
+            fit.single_target_ = np.asarray(Y).ndim == 1
+            fit.n_targets_ = Y2.shape[1]
+            fit.n_features_in_ = X.shape[1]
+            Yn = fit._standardise(Y2[t])
+            Yns.append(Yn)
+            mine = fit._problems(Z, Yn) if self.learn else []
+            counts.append(len(mine))
+            problems.extend(mine)
+        kernel = self._starts(Zs[0], Yns[0])[0][1]
+        learned = _learn(problems, kernel) if problems else np.zeros((0, 0))
+        start = 0
+        for fit, Z, Yn, k in zip(fits, Zs, Yns, counts, strict=True):
+            if self.learn:
+                fit._condition(Z, Yn, list(learned[start : start + k]))
+            else:
+                fit._condition(Z, Yn, [kern.theta for _, kern in fit._starts(Z, Yn)])
+            start += k
+        return fits
 
     def fold_template(self, X: np.ndarray, Y: np.ndarray) -> GPSurrogate:
         """What CV refits on each fold: this surrogate fitted on all of X, Y, its kernels as the

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from automixer.registry import SURROGATES, load, unknown
+from automixer.surrogates import progress
 from automixer.surrogates.ensemble import BootstrapEnsemble
 
 
@@ -130,6 +131,20 @@ def fold_template(model: Any, X: np.ndarray, Y: np.ndarray) -> Any:
     return model
 
 
+def fit_folds(
+    model: Any, X: np.ndarray, y: np.ndarray, trains: Sequence[np.ndarray], name: str = ""
+) -> list[Any]:
+    """`model` fitted on every training subset: by the model's own `fit_folds` where it has
+    one (the GP learns all folds at once), else a clone per subset."""
+    if hasattr(model, "fit_folds"):
+        return list(model.fit_folds(X, y, trains))
+    out = []
+    for i, t in enumerate(trains):
+        out.append(clone(model).fit(X[t], y[t]))
+        progress.report(name or type(model).__name__, i + 1, len(trains))
+    return out
+
+
 def cross_validate(
     X: np.ndarray,
     Y: np.ndarray,
@@ -153,15 +168,16 @@ def cross_validate(
     fold_ids = [grouped_folds(groups, folds, seed + r) for r in range(repeats)]
     stacks: dict[str, np.ndarray] = {}
     templates: dict[str, Any] = {}
+    trains = [np.flatnonzero(fold != k) for fold in fold_ids for k in range(folds)]
     for model_name, model in models.items():
         model = templates[model_name] = fold_template(model, X, Y)
+        fitted = iter(fit_folds(model, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name))
         per_repeat = []
         for fold in fold_ids:
             P = np.empty_like(Y)
             for k in range(folds):
-                train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-                m = clone(model).fit(X[train], Y[train] if Y.shape[1] > 1 else Y[train, 0])
-                P[test] = np.asarray(m.predict(X[test])).reshape(len(test), -1)
+                test = np.flatnonzero(fold == k)
+                P[test] = np.asarray(next(fitted).predict(X[test])).reshape(len(test), -1)
             per_repeat.append(P)
         stacks[model_name] = np.stack(per_repeat)
     if len(models) > 1:
