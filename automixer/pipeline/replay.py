@@ -12,6 +12,7 @@ import polars as pl
 from rich.console import Console
 from scipy.stats import spearmanr
 
+from automixer.config import SurrogateSection
 from automixer.design import sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
@@ -56,22 +57,24 @@ def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
 
 
 def cross_validated(runs: RunsTable, opts: ReplayOptions) -> CVResult:
-    """Grouped cross-validation of the chosen surrogate (rows with the same weights stay in
-    one fold)."""
+    """Grouped cross-validation (rows with the same weights stay in one fold) of the chosen
+    surrogate, or for 'auto' of its candidates, the per-target choice scored on its own
+    out-of-fold predictions (as `automixer fit` does; cross-validating 'auto' as one model
+    would run its own cross-validation inside every fold)."""
     groups = len(np.unique(mixture_groups(runs.X)))
     if groups < opts.folds:
         raise AutomixerError(
             f"{groups} distinct mixtures are too few for {opts.folds}-fold cross-validation",
             field="--folds",
         )
-    folds = opts.folds
-    model = make_surrogate(opts.model, opts.transform)
+    # 'auto' chooses among the config's default candidates
+    names = SurrogateSection().candidates if opts.model == "auto" else [opts.model]
     return cross_validate(
         runs.X,
         runs.Y,
-        {opts.model: model},
+        {n: make_surrogate(n, opts.transform) for n in names},
         runs.targets,
-        folds=folds,
+        folds=opts.folds,
         repeats=opts.repeats,
         seed=opts.seed,
     )
@@ -152,17 +155,17 @@ def run_replay(
         console.print(f"[yellow]warning:[/] {warning}")
     cv = cross_validated(runs, opts)
     table = cv.table
-    intervals = Conformal(runs.Y, cv.oof[opts.model])
+    intervals = Conformal(runs.Y, cv.oof[cv.deployed])
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "cv.csv") as tmp:
         table.write_csv(tmp)
     print_cv_table(
         table, console, f"{opts.folds}-fold x {opts.repeats} out-of-fold cross-validation"
     )
-    mean_rho = float(np.mean(table["spearman"].to_numpy()))
-    console.print(f"mean Spearman {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
-    model = make_surrogate(opts.model, opts.transform)
-    model.fit(runs.X, runs.Y)
+    deployed = table.filter(pl.col("model") == cv.deployed)
+    mean_rho = float(np.mean(deployed["spearman"].to_numpy()))
+    console.print(f"mean Spearman of {cv.deployed} {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
+    model = cv.deploy(runs.X, runs.Y, opts.transform, opts.seed)
     if predict is not None:
         pred = predict_table(model, runs, predict, intervals, opts.level)
         target = out or out_dir / "predictions.csv"

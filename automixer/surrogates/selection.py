@@ -79,6 +79,25 @@ class CVResult:
     """model -> what each fold refitted (see `fold_template`); for a GP, the kernels learned on
     all runs, so that refitting the choice on all runs learns nothing again."""
 
+    @property
+    def deployed(self) -> str:
+        """The model whose out-of-fold predictions describe what is deployed: the per-target
+        choice ('auto') when there were candidates, else the one model."""
+        return SELECTED if SELECTED in self.oof else next(iter(self.oof))
+
+    def deploy(self, X: np.ndarray, Y: np.ndarray, transform: str = "auto", seed: int = 0) -> Any:
+        """The chosen surrogates refitted on all runs, from the folds' templates (a GP's
+        kernels learned on all runs are conditioned on, not learned again)."""
+        best = self.best()
+        targets = list(dict.fromkeys(self.table["target"].to_list()))
+        return AutoSurrogate(
+            candidates=[m for m in self.oof if m != SELECTED],
+            weight_transform=transform,
+            choice=[best[t] for t in targets],
+            templates=self.templates,
+            random_state=seed,
+        ).fit(X, Y)
+
     def best(self) -> dict[str, str]:
         """target -> model with the highest mean Spearman (lower RMSE breaks ties)."""
         ranked = self.table.filter(pl.col("model") != SELECTED).sort(
@@ -210,9 +229,12 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         weight_transform: str = "auto",
         choice: Sequence[str] | None = None,
         random_state: int = 0,
+        templates: Mapping[str, Any] | None = None,
     ) -> None:
         self.candidates = candidates
         self.choice = choice
+        self.templates = templates
+        """model -> its cross-validation template (`CVResult.templates`), with `choice`."""
         self.weight_transform = weight_transform
         self.folds = folds
         self.repeats = repeats
@@ -236,7 +258,7 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
             )
             self.choice_ = [self.cv_.best()[f"y{j}"] for j in range(Y.shape[1])]
         self.models_ = []
-        templates = self.cv_.templates if self.cv_ is not None else {}
+        templates = self.cv_.templates if self.cv_ is not None else dict(self.templates or {})
         for name in dict.fromkeys(self.choice_):
             cols = [j for j, c in enumerate(self.choice_) if c == name]
             template: Any = templates.get(name)
