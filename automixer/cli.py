@@ -216,11 +216,12 @@ def fit(
     all_targets: Annotated[
         bool, typer.Option("--all", help="Print every target and candidate (as in cv.csv).")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fit surrogates on a sweep and print the cross-validation table."""
     from automixer.pipeline.fit import run_fit
 
-    run_fit(run_dir, console, show_all=all_targets)
+    run_fit(run_dir, console, show_all=all_targets, progress=not quiet)
 
 
 @app.command()
@@ -320,6 +321,7 @@ def replay(
     out_dir: Annotated[
         Path, typer.Option(help="Where the CV table, predictions and solution go.")
     ] = Path("replay-out"),
+    quiet: QuietOpt = False,
 ) -> None:
     """Fit, cross-validate, predict and solve on runs another system produced."""
     from automixer.pipeline.replay import ReplayOptions, parse_pairs, run_replay
@@ -349,6 +351,7 @@ def replay(
         solve=solve,
         out_dir=out_dir,
         console=console,
+        progress=not quiet,
     )
 
 

@@ -3,7 +3,13 @@ progress bar of long work."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -16,9 +22,13 @@ if TYPE_CHECKING:
     from automixer.solve import Solution
 
 
-def progress_bar(info: str, enabled: bool) -> Progress:
+def progress_bar(info: str, enabled: bool, *, plain: bool | None = None) -> Any:
     """A bar on stderr: the task's description, the bar, `info` (a rich column template over
-    the task's fields), elapsed time and the estimate of what is left."""
+    the task's fields), elapsed time and the estimate of what is left. Where stderr is not a
+    terminal (a log file, a scheduler, CI), plain timestamped lines instead (`PlainProgress`);
+    `plain` forces one or the other."""
+    if plain if plain is not None else not sys.stderr.isatty():
+        return PlainProgress(info, enabled=enabled)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -28,6 +38,129 @@ def progress_bar(info: str, enabled: bool) -> Progress:
         console=Console(stderr=True),
         disable=not enabled,
     )
+
+
+@contextlib.contextmanager
+def fit_progress(what: str, enabled: bool = True) -> Iterator[None]:
+    """Progress of the surrogate fits inside the block (`automixer.surrogates.progress`): the
+    GP's learning rounds and the kernels still learning, the other models' fits done."""
+    from automixer.surrogates.progress import listening
+
+    bar = progress_bar("{task.fields[info]}", enabled)
+    with bar:
+        task = bar.add_task(what, total=None, info="")
+
+        def heard(model: str, done: int, of: int) -> None:
+            info = (
+                f"gp: round {done}, {of} kernels still learning"
+                if model == "gp"
+                else f"{model}: {done} of {of} fits"
+            )
+            bar.update(task, info=info)
+
+        with listening(heard):
+            yield
+
+
+@dataclass
+class _Task:
+    description: str
+    total: float | None
+    completed: float = 0.0
+    fields: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+
+class PlainProgress:
+    """Progress as plain lines for a log: every `interval` seconds (and when a task ends), one
+    timestamped line per unfinished task: its description, done of total, `info` (the same
+    template as the bar's), the time elapsed and the estimate of what is left. The part of
+    rich's `Progress` that automixer uses: add_task, update, advance, tasks."""
+
+    def __init__(
+        self, info: str = "", *, enabled: bool = True, interval: float = 20.0, stream: Any = None
+    ) -> None:
+        self.info, self.enabled, self.interval = info, enabled, interval
+        self.stream = stream
+        self.tasks: list[_Task] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PlainProgress:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._write(final=True)
+
+    def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
+        with self._lock:
+            self.tasks.append(_Task(description, total, fields=dict(fields)))
+            return len(self.tasks) - 1
+
+    def update(
+        self,
+        task: int,
+        *,
+        completed: float | None = None,
+        total: float | None = None,
+        advance: float | None = None,
+        **fields: Any,
+    ) -> None:
+        with self._lock:
+            t = self.tasks[task]
+            if total is not None:
+                t.total = total
+            if completed is not None:
+                t.completed = completed
+            if advance is not None:
+                t.completed += advance
+            t.fields.update(fields)
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write()
+
+    def _write(self, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        stream = self.stream or sys.stderr
+        with self._lock:
+            for t in self.tasks:
+                if t.finished:
+                    continue
+                t.finished = final or (t.total is not None and t.completed >= t.total)
+                stream.write(_plain_line(t, self.info) + "\n")
+        stream.flush()
+
+
+def _plain_line(t: _Task, info: str) -> str:
+    elapsed = time.monotonic() - t.started
+    done = f"{t.completed:,.0f}" + (f"/{t.total:,.0f}" if t.total is not None else "")
+    left = ""
+    if t.total and 0 < t.completed < t.total:
+        left = f", about {_clock(elapsed * (t.total - t.completed) / t.completed)} left"
+    try:
+        text = info.format(task=t) if info else ""
+    except (AttributeError, KeyError, IndexError, ValueError):
+        text = ""
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{stamp} {t.description}: {done} {text}".rstrip() + f" ({_clock(elapsed)}{left})"
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | None = None) -> None:

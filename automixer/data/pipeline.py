@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from automixer.data.tokenizer import (
 )
 from automixer.errors import DataError
 from automixer.io import atomic_path, atomic_write_json, hash_json
+from automixer.views import PlainProgress
 
 
 @dataclass
@@ -195,7 +197,9 @@ class DataBundle:
         }
 
 
-def _progress(enabled: bool) -> Progress:
+def _progress(enabled: bool) -> Any:
+    if not sys.stderr.isatty():  # a log: plain timestamped lines (automixer.views)
+        return PlainProgress(enabled=enabled)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -219,7 +223,7 @@ def _doc_key(domain: DomainSection, index: int, config: Config) -> dict[str, Any
 
 
 def _load_domain_docs(
-    domain: DomainSection, index: int, config: Config, cache: Path, progress: Progress
+    domain: DomainSection, index: int, config: Config, cache: Path, progress: Any
 ) -> tuple[pl.DataFrame, str]:
     key = hash_json(_doc_key(domain, index, config))
     path = cache / "docs" / f"{domain.name}-{key}.parquet"

@@ -13,14 +13,17 @@ from automixer.design import sweep_size_warning
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, FitResult, fit_surrogates
 from automixer.rundir import RunDir
-from automixer.views import print_cv_table, print_fit_summary
+from automixer.views import fit_progress, print_cv_table, print_fit_summary
 
 
-def run_fit(run_dir: Path, console: Console, *, show_all: bool = False) -> FitResult:
+def run_fit(
+    run_dir: Path, console: Console, *, show_all: bool = False, progress: bool = True
+) -> FitResult:
     """Fit; write surrogates/ (cv.csv holds every target and candidate); print the objective's
     targets and the abilities (all targets with `show_all`)."""
     data = FitInputs.load(RunDir.open(run_dir))
-    result = fit_surrogates(data)
+    with fit_progress("fit", progress):
+        result = fit_surrogates(data)
     rd, s = data.rd, data.rd.config.surrogate
     folder = rd.file("surrogates")
     folder.mkdir(exist_ok=True)

@@ -22,7 +22,7 @@ from automixer.solve import Constraints, Objective, Solution, solve_mixture
 from automixer.surrogates import TRANSFORMS, CVResult, cross_validate, make_surrogate
 from automixer.surrogates.intervals import Conformal
 from automixer.surrogates.selection import mixture_groups
-from automixer.views import print_cv_table, print_solution
+from automixer.views import fit_progress, print_cv_table, print_solution
 
 
 @dataclass
@@ -124,6 +124,7 @@ def run_replay(
     solve: bool,
     out_dir: Path,
     console: Console,
+    progress: bool = True,
 ) -> None:
     if not 0 < opts.level < 1:
         raise AutomixerError(f"must be between 0 and 1, got {opts.level}", field="--level")
@@ -153,7 +154,8 @@ def run_replay(
     distinct = len(np.unique(mixture_groups(runs.X)))
     if warning := sweep_size_warning(distinct, len(runs.domains)):
         console.print(f"[yellow]warning:[/] {warning}")
-    cv = cross_validated(runs, opts)
+    with fit_progress("cross-validation", progress):
+        cv = cross_validated(runs, opts)
     table = cv.table
     intervals = Conformal(runs.Y, cv.oof[cv.deployed])
     out_dir.mkdir(parents=True, exist_ok=True)
