@@ -276,6 +276,14 @@ def print_domains(bundle: DataBundle, console: Console) -> None:
             + ", ".join(list(found)[:5])
             + (" ..." if len(found) > 5 else "")
         )
+    short = bundle.unchecked_items
+    if short:
+        console.print(
+            f"{len(short)} eval items are too short (under 6 words) to check for contamination;"
+            " they are scored (listed in manifest.json, unchecked_items): "
+            + ", ".join(short[:5])
+            + (" ..." if len(short) > 5 else "")
+        )
 
 
 def _kind(name: str) -> str:

@@ -194,9 +194,14 @@ def test_items_found_in_training_are_reported_by_key(tmp_path: Path):
     chapters = list(iter_raw_documents(DomainSection(name="b", builtin="bible"), 0))[:3]
     verse = chapters[1].splitlines()[3].split(" ", 1)[1]
     assert len(verse.split()) >= 13
-    items = {"quiz:1": "Q: what came next? " + verse, "quiz:2": "an item that is nowhere at all"}
+    items = {
+        "quiz:1": "Q: what came next? " + verse,
+        "quiz:2": "an item that is nowhere at all",
+        "quiz:3": "In the beginning",  # 3 words: nothing can check it
+    }
     bundle = prepare_data(cfg, eval_texts=items, progress=False)
     assert bundle.contaminated_items == {"quiz:1": ["bible"]}
+    assert bundle.manifest()["unchecked_items"] == ["quiz:3"]
     assert bundle.domains["bible"].contaminated == 0  # reported, documents kept (decontaminate off)
     assert bundle.manifest()["contaminated_items"] == {"quiz:1": ["bible"]}
     assert bundle.domains["bible"].row()["eval_items_overlapping"] == 1

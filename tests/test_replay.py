@@ -98,6 +98,7 @@ def test_replay_refuses_to_guess_a_direction(tmp_path: Path):
     args += ["--repeats", "1", "--out-dir", str(tmp_path / "out")]
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "direction of 'arc_easy:rc::olmes' is not declared" in r.output
+    assert "--direction 'arc_easy:rc::olmes=min'" in " ".join(r.output.split())
 
 
 def test_replay_errors_are_one_line(tmp_path: Path):

@@ -35,7 +35,12 @@ from automixer.data.sources import (
     source_fingerprint,
     source_licence,
 )
-from automixer.data.splits import ContaminationIndex, SplitDocs, split_documents
+from automixer.data.splits import (
+    ContaminationIndex,
+    SplitDocs,
+    split_documents,
+    too_short_to_check,
+)
 from automixer.data.tokenizer import (
     bytes_per_token,
     get_tokenizer,
@@ -114,6 +119,8 @@ class DataBundle:
     tokenizer_path: Path
     tokenizer_hash: str
     eval_items_checked: int = 0
+    unchecked_items: list[str] = field(default_factory=list)
+    """Eval items too short to check for contamination (fewer than 6 words), by key."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -185,6 +192,7 @@ class DataBundle:
             },
             "eval_items_checked": self.eval_items_checked,
             "contaminated_items": self.contaminated_items,
+            "unchecked_items": self.unchecked_items,
             "natural_weights": self.natural_weights(),
             "domains": {
                 d: {
@@ -428,4 +436,5 @@ def prepare_data(
         tokenizer_path=tok_path,
         tokenizer_hash=tok_hash,
         eval_items_checked=len(eval_texts),
+        unchecked_items=[k for k, t in eval_texts.items() if too_short_to_check(t)],
     )

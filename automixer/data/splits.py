@@ -95,6 +95,12 @@ def _windows(words: list[str], lengths: Sequence[int]) -> Iterator[int]:
             yield hash(tuple(words[i : i + k]))
 
 
+def too_short_to_check(text: str) -> bool:
+    """An evaluation text of fewer than `MIN_WHOLE_WORDS` words: no n-gram or whole-item match
+    can tell whether training text contains it."""
+    return len(_words(text)) < MIN_WHOLE_WORDS
+
+
 class ContaminationIndex:
     """Word n-grams of evaluation texts; asks whether a training text shares any of them.
 

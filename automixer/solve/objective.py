@@ -73,7 +73,7 @@ def declared_directions(
         elif n in needed:
             raise AutomixerError(
                 f"the direction of '{n}' is not declared by its name (no measure such as "
-                "_loss, _bpb, _acc); give it, e.g. --direction '{n}=min'",
+                f"_loss, _bpb, _acc); give it, e.g. --direction '{n}=min'",
                 field="--direction",
             )
     return out
