@@ -25,7 +25,6 @@ import numpy as np
 
 from automixer.design import RUNS_PER_DOMAIN
 from automixer.errors import AutomixerError
-from automixer.surrogates.base import transform_weights
 from automixer.surrogates.gp import GPSurrogate
 
 
@@ -45,10 +44,8 @@ def thompson_batch(
     if batch > len(candidates):
         raise ValueError(f"a batch of {batch} from {len(candidates)} candidates")
     gp = _fit(X_seen, y_seen, int(rng.integers(2**31)))
-    (_, model), *_ = gp.models_
-    Z = transform_weights(candidates, gp.weight_transform)
-    mean, cov = model.predict(Z, return_cov=True)
-    draws = joint_draws(np.asarray(mean).reshape(-1), np.asarray(cov), batch, rng)
+    mean, cov = gp.latent_posterior(candidates)  # the function's posterior, not a new run's
+    draws = joint_draws(mean, cov, batch, rng)
     picked: list[int] = []
     for s in range(batch):
         order = np.argsort(-draws[:, s])
@@ -130,8 +127,8 @@ def tight(found: Optimum, stop_width: float | None, runs: int, domains: int) -> 
     (`RUNS_PER_DOMAIN` per domain: with fewer, the GP's intervals are not to be trusted; a GP
     on 16 runs of 24 domains stopped with a pick worse than random's) and the optimum's
     interval is narrower than `stop_width` times the objective's spread over the runs. Never
-    with None. The GP's sd includes the runs' noise, so the interval never gets narrower than
-    about four noise sds: a sweep whose seed noise is a large part of the spread runs on."""
+    with None. The GP's sd is the latent function's (without the runs' noise): it shrinks
+    as runs gather around the optimum."""
     return stop_width is not None and runs >= RUNS_PER_DOMAIN * domains and found.width < stop_width
 
 

@@ -316,9 +316,9 @@ class SolveSection(_Section):
     (below its repetition cap). 0 lets the solver drop domains."""
     lcb_k: float | None = Field(default=None, ge=0.0)
     """The solver maximises the objective's lower confidence bound, mean - lcb_k * sd (sd: the
-    surrogates' own uncertainty at the mixture, GP posterior or bootstrap spread, summed over
-    the objective's targets as if fully correlated). Default: the normal quantile of
-    `interval_level` (1.96 at 0.95); 0 maximises the mean."""
+    surrogates' latent uncertainty at the mixture, the GP's posterior without its noise term
+    or ridge's analytic posterior, the targets' variances added). Default: the one-sided
+    normal quantile of `interval_level` (1.645 at 0.95); 0 maximises the mean."""
     trust_region: float | Literal["auto"] | None = "auto"
     """The farthest (total variation) the optimum may lie from its nearest trained run. "auto":
     the largest distance from a trained run to its nearest neighbour, i.e. no farther than the

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from automixer.budget import Supply, config_caps_supply
+from automixer.config import SolveSection
 from automixer.errors import AutomixerError
 from automixer.noise import signal_table
 from automixer.rundir import RunDir
@@ -203,16 +204,56 @@ def constraints_for(data: FitInputs) -> Constraints:
     if cfg.solve.target_tokens is not None:
         supply = Supply.from_manifest(manifest or data.rd.manifest(), cfg)
         tokens = config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
+    return section_constraints(
+        cfg.solve, cfg.domain_names, natural_prior(data, manifest), token_counts=tokens
+    )
+
+
+def section_constraints(
+    solve: SolveSection,
+    domains: list[str],
+    prior: dict[str, float],
+    token_counts: dict[str, float] | None = None,
+) -> Constraints:
+    """The constraints a solve section asks for (bounds, caps at its budget, floors, the
+    penalty toward `prior`): one place for `automixer solve` and `replay --solve`."""
     return Constraints.build(
-        cfg.domain_names,
-        prior=natural_prior(data, manifest),
-        bounds=cfg.solve.bounds,
-        token_counts=tokens,
-        target_tokens=cfg.solve.target_tokens,
-        max_epochs=cfg.solve.max_epochs,
-        penalty=cfg.solve.penalty,
-        strength=cfg.solve.prior_penalty,
-        natural_floor=cfg.solve.natural_floor,
+        domains,
+        prior=prior,
+        bounds=solve.bounds,
+        token_counts=token_counts,
+        target_tokens=solve.target_tokens if token_counts is not None else None,
+        max_epochs=solve.max_epochs,
+        penalty=solve.penalty,
+        strength=solve.prior_penalty,
+        natural_floor=solve.natural_floor,
+    )
+
+
+def solve_section(
+    solve: SolveSection,
+    model: Any,
+    objective: Objective,
+    constraints: Constraints,
+    X: np.ndarray,
+    Y: np.ndarray,
+    intervals: Conformal | None,
+    seed: int,
+) -> Solution:
+    """`solve_mixture` with a solve section's settings: its method, the lower confidence
+    bound at its interval level, its trust region."""
+    return solve_mixture(
+        model,
+        objective,
+        constraints,
+        X_runs=X,
+        Y_runs=Y,
+        method=solve.method,
+        seed=seed,
+        intervals=intervals,
+        level=solve.interval_level,
+        lcb_k=lcb_k(solve.lcb_k, solve.interval_level),
+        trust_radius=solve.trust_region,
     )
 
 
@@ -241,10 +282,11 @@ def conformal(data: FitInputs) -> Conformal:
 
 
 def lcb_k(k: float | None, level: float) -> float:
-    """The configured k, or the two-sided normal quantile of the interval level."""
+    """The configured k, or the one-sided normal quantile of the interval level (1.645 at
+    0.95): mean - k sd is then the `level` lower bound of the latent objective."""
     from scipy.stats import norm
 
-    return float(norm.ppf(0.5 + level / 2)) if k is None else float(k)
+    return float(norm.ppf(level)) if k is None else float(k)
 
 
 def solve_runs(
@@ -257,18 +299,8 @@ def solve_runs(
     intervals = intervals if intervals is not None else conformal(data)
     objective = data.objective()
     constraints = constraints_for(data)
-    sol = solve_mixture(
-        model,
-        objective,
-        constraints,
-        X_runs=data.X,
-        Y_runs=data.Y,
-        method=cfg.solve.method,
-        seed=cfg.run.seed,
-        intervals=intervals,
-        level=cfg.solve.interval_level,
-        lcb_k=lcb_k(cfg.solve.lcb_k, cfg.solve.interval_level),
-        trust_radius=cfg.solve.trust_region,
+    sol = solve_section(
+        cfg.solve, model, objective, constraints, data.X, data.Y, intervals, cfg.run.seed
     )
     front = None
     if int((objective.weights > 0).sum()) >= 2:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -34,29 +35,28 @@ def test_load_runs_joins_and_builds_families():
     assert runs.Y[0, 0] == np.mean([row[c][0] for c in math_cols])
 
 
-def test_replay_cli_predicts_with_intervals_and_solves(tmp_path: Path):
-    mix = (
-        pl.read_csv(DCLM / "ratios.csv")
-        .head(10)
-        .select(
-            [
-                "run",
-                *[
-                    c
-                    for c in pl.read_csv(DCLM / "ratios.csv").columns
-                    if c not in ("", "run", "name", "index")
-                ],
-            ]
-        )
+def test_replay_cli_predicts_with_intervals_that_cover_unseen_runs_and_solves_as_solve_does(
+    tmp_path: Path,
+):
+    """Fit on 97 of the swarm's 127 runs, predict the other 30 with 95% intervals: the
+    intervals must hold (nearly) all of their measured values; the solution is `automixer
+    solve`'s (floors at a quarter of the runs' mean mixture, the lower confidence bound at
+    1.645 sd, the trust region)."""
+    ratios = pl.read_csv(DCLM / "ratios.csv")
+    weights = [c for c in ratios.columns if c not in ("", "run", "name", "index")]
+    ratios.head(97).select(["run", *weights]).write_csv(tmp_path / "train.csv")
+    ratios.tail(30).select(["run", *weights]).write_csv(tmp_path / "unseen.csv")
+    metrics = pl.read_csv(DCLM / "metrics.csv")
+    metrics.filter(pl.col("run").is_in(ratios.head(97)["run"].implode())).write_csv(
+        tmp_path / "metrics.csv"
     )
-    mix.write_csv(tmp_path / "mix.csv")
     result = runner.invoke(
         app,
         [
             "replay",
-            str(DCLM / "ratios.csv"),
+            str(tmp_path / "train.csv"),
             "--metrics",
-            str(DCLM / "metrics.csv"),
+            str(tmp_path / "metrics.csv"),
             "--id",
             "run",
             "--family",
@@ -70,9 +70,7 @@ def test_replay_cli_predicts_with_intervals_and_solves(tmp_path: Path):
             "--repeats",
             "1",
             "--predict",
-            str(tmp_path / "mix.csv"),
-            "--truth",
-            str(DCLM / "metrics.csv"),
+            str(tmp_path / "unseen.csv"),
             "--out",
             str(tmp_path / "pred.csv"),
             "--out-dir",
@@ -82,12 +80,25 @@ def test_replay_cli_predicts_with_intervals_and_solves(tmp_path: Path):
     assert result.exit_code == 0, result.output
     pred = pl.read_csv(tmp_path / "pred.csv")
     assert pred.columns == ["run", "math", "math:lo", "math:hi", "code", "code:lo", "code:hi"]
-    assert (pred["math:lo"] <= pred["math"]).all() and (pred["math"] <= pred["math:hi"]).all()
+    truth = load_runs(
+        DCLM / "ratios.csv",
+        DCLM / "metrics.csv",
+        id_column="run",
+        families={"math": "minerva_math_*", "code": "codex_*|mbpp*|mt_mbpp*"},
+    )
+    order = [truth.ids.index(r) for r in pred["run"].cast(pl.String)]
+    for j, t in enumerate(["math", "code"]):
+        y = truth.Y[order, j]
+        inside = (pred[f"{t}:lo"].to_numpy() <= y) & (y <= pred[f"{t}:hi"].to_numpy())
+        assert inside.mean() >= 0.8, (t, inside.mean())  # 95% nominal, 30 unseen runs
     cv = pl.read_csv(tmp_path / "out" / "cv.csv")
     assert set(cv["target"]) == {"math", "code"} and cv["spearman"].min() > 0.8
     sol = json.loads((tmp_path / "out" / "solution.json").read_text())
     assert abs(sum(sol["weights"].values()) - 1) < 1e-6
-    assert "optimism_gap" in sol and sol["nearest_run"]["distance"] is not None
+    assert sol["lcb_k"] == pytest.approx(1.645, abs=0.01) and sol["trust_radius"] is not None
+    mean = ratios.head(97).select(weights).mean().row(0, named=True)
+    for d, w in sol["weights"].items():
+        assert w >= 0.25 * mean[d] / sum(mean.values()) - 1e-6, d
 
 
 def test_replay_refuses_to_guess_a_direction(tmp_path: Path):

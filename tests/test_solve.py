@@ -224,7 +224,7 @@ def test_lower_confidence_bound_stays_where_the_runs_are():
     lcb = solve_mixture(model, obj, c, X_runs=X, Y_runs=Y, lcb_k=1.96)
     _, sd_mean = model.predict(mean.weights[None], return_std=True)
     assert lcb.objective_sd is not None and lcb.objective_lcb is not None
-    assert lcb.objective_sd < obj.sd_bound(sd_mean)[0]
+    assert lcb.objective_sd < obj.sd(sd_mean)[0]
     assert lcb.nearest_distance < mean.nearest_distance
     assert lcb.to_dict()["lcb_k"] == 1.96
 

@@ -61,19 +61,59 @@ def test_loglinear_recovers_a_mixing_law():
     assert np.max(np.abs(model.predict(Xt) - yt)) < 0.02
 
 
-def test_gp_and_ensemble_give_uncertainty():
+def test_gp_ridge_and_ensemble_give_uncertainty():
     X, Y = _toy(40)
     far = np.array([[0.97, 0.01, 0.01, 0.01]])
     near = X[:1]
-    for model in [GPSurrogate(), BootstrapEnsemble(LinearSurrogate(), n_estimators=8)]:
+    models = [GPSurrogate(), LinearSurrogate(), BootstrapEnsemble(LinearSurrogate(), 8)]
+    for model in models:
         model.fit(X, Y[:, 0])
         _, s_near = model.predict(near, return_std=True)
         _, s_far = model.predict(far, return_std=True)
         assert s_near.shape == (1,) and np.all(s_near >= 0)
-        if isinstance(model, GPSurrogate):  # farther from every run, less certain
+        if not isinstance(model, BootstrapEnsemble):  # farther from every run, less certain
             assert s_far[0] > s_near[0]
     with pytest.raises(ValueError, match="no predictive uncertainty"):
-        LinearSurrogate().fit(X, Y).predict(X, return_std=True)
+        LogLinearSurrogate().fit(X, Y).predict(X, return_std=True)
+
+
+def test_the_gp_sd_is_the_latent_function_s_without_its_noise():
+    X, Y = _toy(40)
+    gp = GPSurrogate().fit(X, Y[:, 0])
+    (_, inner), *_ = gp.models_
+    noise = inner.kernel_.k2.noise_level
+    _, total = inner.predict(np.sqrt(X[:5]), return_std=True)
+    _, latent = gp.predict(X[:5], return_std=True)
+    np.testing.assert_allclose(latent**2, (total**2 - noise) * gp.y_std_[0] ** 2, rtol=1e-6)
+    mean, cov = gp.latent_posterior(X[:5])
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), latent, rtol=1e-6)
+    np.testing.assert_allclose(mean, gp.predict(X[:5]), rtol=1e-9)
+
+
+def test_ridge_latent_sd_is_bayesian_linear_regression_as_a_linear_kernel_gp_gives_it():
+    """Ridge with penalty alpha and noise s^2 is a GP with kernel (s^2 / alpha) z.z' plus a
+    flat intercept: scikit-learn's GP on that kernel must give the same latent sd, in every
+    direction, with more domains than runs (where a 10-member bootstrap has rank 9)."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, DotProduct, WhiteKernel
+
+    rng = np.random.default_rng(5)
+    X = rng.dirichlet(np.ones(20), 12)
+    y = np.sqrt(X) @ rng.normal(size=20) + rng.normal(0, 0.05, 12)
+    ridge = LinearSurrogate().fit(X, y)
+    s2, alpha = float(ridge.noise_var_[0]), float(ridge.alpha_[0])
+    kernel = (
+        ConstantKernel(1e6, "fixed")
+        + ConstantKernel(s2 / alpha, "fixed") * DotProduct(0.0, "fixed")
+        + WhiteKernel(s2, "fixed")
+    )
+    gp = GaussianProcessRegressor(kernel, optimizer=None).fit(np.sqrt(X), y)
+    Xn = rng.dirichlet(np.ones(20), 50)
+    mean, sd = ridge.predict(Xn, return_std=True)
+    gp_mean, gp_sd = gp.predict(np.sqrt(Xn), return_std=True)
+    np.testing.assert_allclose(sd, np.sqrt(gp_sd**2 - s2), rtol=1e-3)
+    np.testing.assert_allclose(mean, gp_mean, atol=1e-4)  # the 1e6 intercept prior costs digits
+    assert sd.min() > 0
 
 
 def test_cross_validation_table_and_auto_choice():

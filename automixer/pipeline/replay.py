@@ -12,13 +12,14 @@ import polars as pl
 from rich.console import Console
 from scipy.stats import spearmanr
 
-from automixer.config import SurrogateSection
+from automixer.config import SolveSection, SurrogateSection
 from automixer.design import sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_path, atomic_write_json
+from automixer.modeling import section_constraints, solve_section
 from automixer.registry import SOLVERS, SURROGATES, unknown
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
-from automixer.solve import Constraints, Objective, Solution, solve_mixture
+from automixer.solve import Objective, Solution
 from automixer.surrogates import TRANSFORMS, CVResult, cross_validate, make_surrogate
 from automixer.surrogates.intervals import Conformal
 from automixer.surrogates.selection import mixture_groups
@@ -185,18 +186,13 @@ def run_replay(
     if solve:
         weights = dict(opts.objective) if opts.objective else {t: 1.0 for t in runs.targets}
         objective = Objective.build(runs.targets, weights, runs.Y, opts.directions)
-        prior = dict(zip(runs.domains, runs.X.mean(axis=0), strict=True))
-        constraints = Constraints.build(runs.domains, prior=prior)
-        sol: Solution = solve_mixture(
-            model,
-            objective,
-            constraints,
-            X_runs=runs.X,
-            Y_runs=runs.Y,
-            method=opts.method,
-            seed=opts.seed,
-            intervals=intervals,
-            level=opts.level,
+        # `automixer solve`'s defaults (floors, lower confidence bound, trust region), with
+        # the runs' mean mixture as the natural one
+        section = SolveSection(method=opts.method, interval_level=opts.level)
+        prior = dict(zip(runs.domains, runs.X.mean(axis=0).tolist(), strict=True))
+        constraints = section_constraints(section, runs.domains, prior)
+        sol: Solution = solve_section(
+            section, model, objective, constraints, runs.X, runs.Y, intervals, opts.seed
         )
         atomic_write_json(out_dir / "solution.json", sol.to_dict())
         print_solution(sol, console, run_ids=runs.ids)

@@ -129,11 +129,13 @@ class Objective:
         Z = (np.asarray(Y) - self.center) / self.scale
         return np.asarray((Z * self.signs * self.weights).sum(axis=-1))
 
-    def sd_bound(self, S: np.ndarray) -> np.ndarray:
-        """The objective's standard deviation from per-target ones S (..., n_targets), with the
-        targets' errors taken as fully correlated: an upper bound (their out-of-fold errors do
-        correlate, so adding them as independent would understate it)."""
-        return np.asarray((np.abs(np.asarray(S) / self.scale) * self.weights).sum(axis=-1))
+    def sd(self, S: np.ndarray) -> np.ndarray:
+        """The objective's latent standard deviation from the targets' latent ones S (...,
+        n_targets): the surrogates are fitted target by target (a shared-kernel GP's outputs
+        are independent given the kernel too), so their posteriors are independent and the
+        variances add. (Their out-of-fold errors do correlate: that is the noise and the
+        model's shared misfit, which the conformal intervals carry, not this.)"""
+        return np.asarray(np.sqrt(((np.asarray(S) / self.scale * self.weights) ** 2).sum(-1)))
 
     def per_target(self, Y: np.ndarray) -> np.ndarray:
         """Each target's standardised, signed value (higher is better), for Pareto fronts."""

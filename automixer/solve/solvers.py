@@ -193,7 +193,7 @@ def _score_fn(
         W = np.atleast_2d(W)
         if lcb_k > 0:
             mean, sd = _predict_std(model, W)
-            value = objective.value(mean) - lcb_k * objective.sd_bound(sd)
+            value = objective.value(mean) - lcb_k * objective.sd(sd)
         else:
             value = objective.value(_predict(model, W))
         value = value - constraints.penalty_value(W)
@@ -345,7 +345,7 @@ def solve_mixture(
     sol = describe(model, objective, constraints, w, method, X_runs, Y_runs, intervals, level)
     sol.lcb_k, sol.trust_radius = lcb_k, radius
     if lcb_k > 0:
-        sol.objective_sd = float(objective.sd_bound(_predict_std(model, w)[1])[0])
+        sol.objective_sd = float(objective.sd(_predict_std(model, w)[1])[0])
     return sol
 
 

@@ -33,6 +33,9 @@ class Surrogate(RegressorMixin, BaseEstimator):
     on transformed weights Z and 2-D targets Y."""
 
     weight_transform: str
+    latent_std = False
+    """Whether `predict(X, return_std=True)` gives the latent function's own sd (the GP's
+    posterior, ridge's analytic one); others need a bootstrap ensemble beside them."""
 
     def fit(self, X: Any, y: Any) -> Surrogate:
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)

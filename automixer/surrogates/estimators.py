@@ -7,14 +7,22 @@ import warnings
 
 import numpy as np
 from scipy.optimize import least_squares
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
 
 from automixer.surrogates.base import Surrogate
 
 
 class LinearSurrogate(Surrogate):
     """Ridge regression on (transformed) weights, each target's penalty chosen by generalized
-    (leave-one-out) CV on its own."""
+    (leave-one-out) CV on its own, over one row per distinct mixture (replicates averaged: a
+    left-out run whose seed replicates stay in would make a small penalty look good).
+
+    `predict(X, return_std=True)` gives the latent sd of Bayesian ridge with that penalty
+    (coefficients ~ N(0, s^2 / alpha), noise s^2 from the residuals over n - dof - 1 degrees of
+    freedom; the intercept's uncertainty s^2 / n): analytic and full-rank, in every direction
+    of the weights."""
+
+    latent_std = True
 
     def __init__(
         self, weight_transform: str = "sqrt", alphas: tuple[float, ...] | None = None
@@ -24,10 +32,42 @@ class LinearSurrogate(Surrogate):
 
     def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
         alphas = self.alphas if self.alphas is not None else tuple(np.logspace(-6, 3, 19))
-        self.model_ = RidgeCV(alphas=alphas, alpha_per_target=True).fit(Z, Y)
+        _, first, inverse = np.unique(
+            np.round(Z, 12), axis=0, return_index=True, return_inverse=True
+        )
+        inverse = inverse.reshape(-1)
+        if len(first) < len(Z):  # replicates: choose the penalty on the mixtures' means
+            means = np.stack([Y[inverse == g].mean(axis=0) for g in range(len(first))])
+            chooser = RidgeCV(alphas=alphas, alpha_per_target=True).fit(Z[first], means)
+            alpha = np.asarray(chooser.alpha_, dtype=np.float64).reshape(-1)
+            self.model_ = Ridge(alpha=alpha if len(alpha) > 1 else float(alpha[0])).fit(Z, Y)
+        else:
+            self.model_ = RidgeCV(alphas=alphas, alpha_per_target=True).fit(Z, Y)
+            alpha = np.asarray(self.model_.alpha_, dtype=np.float64).reshape(-1)
+        self._posterior(Z, Y, np.broadcast_to(alpha, (Y.shape[1],)).copy())
 
-    def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
-        return np.asarray(self.model_.predict(Z)).reshape(len(Z), -1), None
+    def _posterior(self, Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray) -> None:
+        """What the latent sd needs: the centred design's eigenbasis, each target's penalty and
+        residual variance."""
+        self.z_mean_ = Z.mean(axis=0)
+        Zc = Z - self.z_mean_
+        evals, self.basis_ = np.linalg.eigh(Zc.T @ Zc)
+        self.evals_ = np.clip(evals, 0.0, None)
+        self.alpha_ = alpha
+        n = len(Z)
+        dof = (self.evals_[None, :] / (self.evals_[None, :] + alpha[:, None])).sum(axis=1)
+        resid = Y - np.asarray(self.model_.predict(Z)).reshape(n, -1)
+        self.noise_var_ = (resid**2).sum(axis=0) / np.maximum(n - dof - 1, 1.0)
+        self.n_runs_ = n
+
+    def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        mean = np.asarray(self.model_.predict(Z)).reshape(len(Z), -1)
+        if not return_std:
+            return mean, None
+        U = (Z - self.z_mean_) @ self.basis_  # (m, d) in the eigenbasis
+        quad = (U**2)[:, None, :] / (self.evals_[None, None, :] + self.alpha_[None, :, None])
+        var = self.noise_var_[None, :] * (quad.sum(axis=2) + 1.0 / self.n_runs_)
+        return mean, np.sqrt(var)
 
     def affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(coef (targets, domains), intercept (targets,)): predictions are

@@ -6,6 +6,8 @@ hundred targets); "auto" gives each its own up to 16 targets or 128 runs. The ke
 RBF plus white noise, anisotropic (one length scale per domain, `kernel="ard"`, the default at
 every sweep size) or isotropic (`"iso"`). `noise_level` fixes the white-noise variance (on the
 standardised scale), e.g. from replicate runs' seed noise; by default learned.
+`predict(X, return_std=True)` gives the latent function's standard deviation (what more runs
+would remove), without the white noise a new run adds.
 
 Hyperparameters are learned by maximising the marginal likelihood on at most `max_opt_runs` runs
 (all of them up to 256 by default, a random subset of 256 above that: each step costs n^3), then
@@ -48,6 +50,8 @@ def _learn(problems: Sequence[Problem], kernel: Kernel) -> np.ndarray:
 
 
 class GPSurrogate(Surrogate):
+    latent_std = True
+
     def __init__(
         self,
         weight_transform: str = "sqrt",
@@ -196,6 +200,22 @@ class GPSurrogate(Surrogate):
                 pairs.append((mine, kernel))
         return clone(self).set_params(kernels=pairs, learn=learn)
 
+    def latent_posterior(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first target's latent function at the mixtures X: its posterior mean (m,) and
+        covariance (m, m), without the white noise (scikit-learn's `return_cov` adds it on
+        the diagonal: independent noise that would make draws rank the candidates at random)."""
+        check_is_fitted(self, "models_")
+        (cols, gp), *_ = self.models_
+        Z = transform_weights(np.asarray(X, dtype=np.float64), self.weight_transform)
+        mean, cov = gp.predict(Z, return_cov=True)
+        j = cols.index(0)
+        mean = np.asarray(mean).reshape(len(Z), -1)[:, j]
+        cov = np.asarray(cov)
+        cov = cov[..., j] if cov.ndim == 3 else cov
+        cov = cov - float(gp.kernel_.k2.noise_level) * np.eye(len(Z))
+        scale = float(self.y_std_[0])
+        return mean * scale + float(self.y_mean_[0]), cov * scale**2
+
     def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
         mean = np.empty((len(Z), len(self.y_mean_)))
         std = np.empty_like(mean) if return_std else None
@@ -203,7 +223,11 @@ class GPSurrogate(Surrogate):
             if return_std:
                 m, s = gp.predict(Z, return_std=True)
                 assert std is not None
-                std[:, cols] = np.asarray(s).reshape(len(Z), -1)
+                # the latent function's sd: scikit-learn's includes the white noise at the new
+                # point (what a new run adds; the prediction intervals count it, not this)
+                noise = float(gp.kernel_.k2.noise_level)
+                var = np.asarray(s).reshape(len(Z), -1) ** 2 - noise
+                std[:, cols] = np.sqrt(np.clip(var, 0.0, None))
             else:
                 m = gp.predict(Z)
             mean[:, cols] = np.asarray(m).reshape(len(Z), -1)

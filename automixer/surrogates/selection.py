@@ -216,9 +216,10 @@ def cross_validate(
 
 class AutoSurrogate(RegressorMixin, BaseEstimator):
     """Chooses, per target, the candidate with the best cross-validated Spearman, then refits it
-    on all runs. With `uncertainty=True` a chosen model without its own predictive uncertainty
-    gets a bootstrap ensemble beside it, whose spread `predict(..., return_std=True)` reports
-    (the mean always comes from the model fitted on all runs)."""
+    on all runs. `predict(..., return_std=True)` reports each chosen model's latent sd (the
+    GP's posterior, ridge's analytic one); with `uncertainty=True` a chosen model without one
+    gets a bootstrap ensemble beside it whose spread stands in (the mean always comes from the
+    model fitted on all runs)."""
 
     def __init__(
         self,
@@ -268,10 +269,11 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
                 else make_surrogate(name, self.weight_transform)
             ).fit(X, Y[:, cols])
             spread = None
-            if self.uncertainty and name != "gp":  # the GP has its own predictive std
+            if self.uncertainty and not getattr(point, "latent_std", False):
+                # enough members to span every direction of the weights
                 spread = BootstrapEnsemble(
                     make_surrogate(name, self.weight_transform),
-                    n_estimators=10,
+                    n_estimators=max(10, X.shape[1] + 1),
                     random_state=self.random_state,
                 )
                 spread.fit(X, Y[:, cols])
