@@ -105,6 +105,13 @@ class FitResult:
     """Targets equal in every run (nothing to rank)."""
     mixtures: int
     """Groups the folds kept together (distinct mixtures, replicates with theirs)."""
+    oof_folds: pl.DataFrame | None = None
+    """Each repeat's out-of-fold predictions of the deployed choice with the run's fold:
+    run_id, repeat, fold, target, predicted (what the optimism of picking is measured on)."""
+
+    def conformal(self, Y: np.ndarray, ids: list[str], targets: list[str]) -> Conformal:
+        """Interval calibration from these out-of-fold predictions."""
+        return conformal_from(self.oof, self.oof_folds, Y, ids, targets)
 
     def spearman(self, target: str) -> float:
         return self.honest[target]
@@ -151,7 +158,19 @@ def fit_surrogates(data: FitInputs) -> FitResult:
             for j, t in enumerate(data.targets)
         ]
     )
+    folds = cv.folds if cv.folds is not None else np.zeros((0, len(data.ids)), dtype=np.int64)
+    runs = cv.oof_runs[deployed]
+    oof_folds = pl.DataFrame(
+        {
+            "run_id": np.tile(np.repeat(data.ids, len(data.targets)), len(folds)),
+            "repeat": np.repeat(np.arange(len(folds)), len(data.ids) * len(data.targets)),
+            "fold": np.repeat(folds, len(data.targets), axis=1).reshape(-1),
+            "target": np.tile(data.targets, len(folds) * len(data.ids)),
+            "predicted": runs.reshape(-1),
+        }
+    )
     return FitResult(
+        oof_folds=oof_folds,
         cv=cv.table,
         choice=choice,
         oof=oof,
@@ -265,20 +284,48 @@ class SolveResult:
     """The front over the objective's targets (None with fewer than two weighted targets)."""
 
 
+def conformal_from(
+    oof: pl.DataFrame,
+    oof_folds: pl.DataFrame | None,
+    Y: np.ndarray,
+    ids: list[str],
+    targets: list[str],
+) -> Conformal:
+    """A `Conformal` from the out-of-fold tables `fit` writes (long: run_id, target, predicted;
+    with `oof_folds` also each repeat's predictions and folds, for the optimism of picking)."""
+    wide = oof.pivot(on="target", index="run_id", values="predicted")
+    order = {r: i for i, r in enumerate(wide["run_id"])}
+    rows = [order[r] for r in ids]
+    P = wide.select(targets).to_numpy()[rows]
+    if oof_folds is None or not oof_folds.height:
+        return Conformal(Y, P)
+    runs, folds = [], []
+    for r in sorted(set(oof_folds["repeat"].to_list())):
+        part = oof_folds.filter(pl.col("repeat") == r)
+        w = part.pivot(on="target", index=["run_id", "fold"], values="predicted")
+        at = {x: i for i, x in enumerate(w["run_id"])}
+        idx = [at[x] for x in ids]
+        runs.append(w.select(targets).to_numpy()[idx])
+        folds.append(w["fold"].to_numpy()[idx])
+    return Conformal(Y, P, np.stack(runs), np.stack(folds))
+
+
 def conformal(data: FitInputs) -> Conformal:
     """Interval calibration from the deployed surrogate's out-of-fold predictions: those `fit`
-    saved (surrogates/oof.parquet) when they cover these runs and targets, else measured now."""
-    path = data.rd.file("surrogates") / "oof.parquet"
+    saved (surrogates/oof.parquet, oof_folds.parquet) when they cover these runs and targets,
+    else measured now."""
+    folder = data.rd.file("surrogates")
+    path = folder / "oof.parquet"
     if path.is_file():
         oof = pl.read_parquet(path)
-        wide = oof.pivot(on="target", index="run_id", values="predicted")
-        if set(wide["run_id"]) == set(data.ids) and set(data.targets) <= set(wide.columns):
-            order = {r: i for i, r in enumerate(wide["run_id"])}
-            P = wide.select(data.targets).to_numpy()[[order[r] for r in data.ids]]
-            return Conformal(data.Y, P)
-    fit = fit_surrogates(data)
-    fresh = fit.oof.pivot(on="target", index="run_id", values="predicted")
-    return Conformal(data.Y, fresh.select(data.targets).to_numpy())
+        covered = set(oof["run_id"]) == set(data.ids) and set(data.targets) <= set(oof["target"])
+        if covered:
+            folds_path = folder / "oof_folds.parquet"
+            folds = pl.read_parquet(folds_path) if folds_path.is_file() else None
+            if folds is not None and set(folds["run_id"]) != set(data.ids):
+                folds = None
+            return conformal_from(oof, folds, data.Y, data.ids, data.targets)
+    return fit_surrogates(data).conformal(data.Y, data.ids, data.targets)
 
 
 def lcb_k(k: float | None, level: float) -> float:

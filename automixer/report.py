@@ -130,12 +130,15 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     best = sol["best_run"]
     near = sol["nearest_run"]
     summary = [
-        f"<li>predicted objective at the optimum: <b>{obj['predicted']:+.3f}</b>{iv} "
+        f"<li>predicted objective at the optimum: <b>{obj['predicted']:+.3f}</b>; a new run "
+        f"there is expected at <b>{obj.get('expected', obj['predicted']):+.3f}</b>{iv} "
         "(standardised, higher is better)</li>",
+        f"<li>the interval covers {html.escape(str(sol.get('interval_covers')))}</li>",
         f"<li>best trained run: {html.escape(str(sol.get('best_run_id')))}, measured "
         f"{best['measured_objective']:+.3f}; optimism gap <b>{sol['optimism_gap']:+.3f}</b></li>",
         f"<li>nearest trained run at total-variation distance {near['distance']:.3f} "
-        f"(trained runs' nearest neighbours: up to {near['typical_distance']:.3f})</li>",
+        f"(the runs' typical spacing {near['typical_distance']:.3f}; cross-validation "
+        f"measured accuracy up to {near.get('held_out_reach') or float('nan'):.3f})</li>",
         f"<li>runs: {int((runs['status'] == 'done').sum())} done, "
         f"{int((runs['status'] == 'failed').sum())} failed</li>",
         f"<li>config hash {rd.config_hash}, commit {html.escape(str(sol.get('commit')))}</li>",

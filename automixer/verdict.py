@@ -7,7 +7,7 @@ figure behind it:
 |------------------------|----------------------------------------|-------------------------------|
 | signal over seed noise | every objective target's spread >= 2x  | a target's spread < 1x noise  |
 | out-of-fold accuracy   | objective's OOF Spearman >= 0.7        | < 0.4                         |
-| distance from the runs | optimum within the runs' own spread    | farther (extrapolating)       |
+| distance from the runs | optimum within the held-out reach      | > 1.5x that (extrapolating)   |
 | transfer ladder        | objective's rank correlation >= 0.6    | < 0.3, or the margin flips    |
 | validation             | ahead of both baselines by > 2 s.e.    | behind either by > 2 s.e.     |
 
@@ -120,16 +120,22 @@ def accuracy_check(rd: RunDir, targets: list[str], all_targets: list[str]) -> Ch
 
 
 def distance_check(solution: dict[str, Any]) -> Check:
+    """The optimum against how far from their training runs the cross-validation measured
+    the surrogates' accuracy: not the solver's trust radius (the optimum is walled inside that,
+    so comparing with it passes by construction)."""
     near = solution.get("nearest_run") or {}
-    d, spread = near.get("distance"), near.get("typical_distance")
-    if d is None or spread is None:
-        return Check("distance from the runs", "caution", "unknown (too few runs)")
-    status = "pass" if d <= spread + 1e-6 else "fail"
+    d, reach = near.get("distance"), near.get("held_out_reach")
+    if d is None or reach is None:
+        return Check(
+            "distance from the runs", "caution", "unknown (too few runs, or no folds saved)"
+        )
+    status = "pass" if d <= reach + 1e-6 else ("caution" if d <= 1.5 * reach else "fail")
     return Check(
         "distance from the runs",
         status,
-        f"the optimum is {d:.3f} (total variation) from its nearest trained run; the runs "
-        f"themselves are up to {spread:.3f} apart"
+        f"the optimum is {d:.3f} (total variation) from its nearest trained run; "
+        f"cross-validation measured the surrogates' accuracy up to {reach:.3f} from the runs "
+        "they were fitted to (90% of held-out runs)"
         + ("" if status == "pass" else ": the surrogate is extrapolating"),
     )
 

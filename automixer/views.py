@@ -176,7 +176,17 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
         from automixer.surrogates.intervals import min_runs
 
         iv = f" (no {sol.level:.0%} interval: it needs at least {min_runs(sol.level)} runs)"
-    console.print(f"predicted objective {sol.objective:+.3f}{iv} (standardised; higher is better)")
+    if sol.optimism is not None:
+        console.print(
+            f"predicted objective {sol.objective:+.3f}; a new run here is expected at "
+            f"{sol.expected:+.3f}{iv} (standardised; higher is better): the optimism of "
+            f"picking the best prediction, {sol.optimism:+.3f}, measured by cross-validation "
+            f"({sol.optimism_picks} fold picks), is taken out"
+        )
+    else:
+        console.print(
+            f"predicted objective {sol.objective:+.3f}{iv} (standardised; higher is better)"
+        )
     if sol.objective_lcb is not None:
         console.print(
             f"solved for its lower confidence bound {sol.objective_lcb:+.3f} (mean - "
@@ -190,11 +200,17 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
             f"{sol.optimism_gap:+.3f}"
         )
     if sol.nearest_distance is not None:
+        reach = (
+            f"; accuracy measured up to {sol.held_out_reach:.3f}"
+            if sol.held_out_reach is not None
+            else ""
+        )
         console.print(
             f"nearest trained run at total-variation distance "
-            f"{sol.nearest_distance:.3f} (runs' own nearest neighbours: up to "
-            f"{sol.typical_distance:.3f}"
-            + (f"; trust region {sol.trust_radius:.3f})" if sol.trust_radius is not None else ")")
+            f"{sol.nearest_distance:.3f} (the runs' typical spacing {sol.typical_distance:.3f}"
+            + (f", the trust region {sol.trust_radius:.3f}" if sol.trust_radius is not None else "")
+            + reach
+            + ")"
         )
     for note in sol.warnings:
         console.print(f"[yellow]warning:[/] {note}")

@@ -48,7 +48,6 @@ import automixer.surrogates.gp as gp_module
 from automixer.pipeline.replay import ReplayOptions, cross_validated, run_replay
 from automixer.replay import load_runs
 from automixer.solve import Constraints, Objective, solve_mixture
-from automixer.surrogates.intervals import Conformal
 from automixer.surrogates.selection import SELECTED
 
 DATA = Path(__file__).parent / "data" / "regmix" / "data"
@@ -147,7 +146,7 @@ def phases(spec: dict[str, Any]) -> dict[str, Any]:
     model = cv.deploy(runs.X, runs.Y, opts.transform, opts.seed)
     t["deployed_fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    intervals = Conformal(runs.Y, cv.oof[cv.deployed])
+    intervals = cv.conformal(runs.Y)
     t["conformal"] = time.perf_counter() - t0
     if spec["predict"] is not None:
         from automixer.replay import load_mixtures
@@ -186,9 +185,7 @@ def reference_learn(problems: Any, bounds: np.ndarray, noise: float | None, **_:
     out = []
     for p in problems:
         lengths = len(p.theta) - 1 - (noise is None)
-        white = (
-            WhiteKernel(noise, "fixed") if noise is not None else WhiteKernel(1.0, (1e-6, 1.0))
-        )
+        white = WhiteKernel(noise, "fixed") if noise is not None else WhiteKernel(1.0, (1e-6, 1.0))
         kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(lengths), (1e-2, 1e3)) + white
         gp = GaussianProcessRegressor(kernel, optimizer=None).fit(p.Z, p.Y)
 

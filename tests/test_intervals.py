@@ -58,3 +58,23 @@ def test_objective_interval_sees_correlated_errors():
     value = obj.value(pred)
     independent = ((truth >= value - half) & (truth <= value + half)).mean()
     assert independent < joint - 0.03
+
+
+def test_the_optimism_of_picking_is_the_error_at_each_fold_s_best_ranked_run():
+    from automixer.solve import Objective
+
+    Y = np.array([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]])
+    P = np.array([[1.0], [2.5], [3.5], [1.2], [2.9], [2.0]])  # one repeat's out-of-fold
+    folds = np.array([[0, 0, 0, 1, 1, 1]])
+    objective = Objective.build(["t_acc"], {"t_acc": 1.0}, Y)  # higher is better
+    conformal = Conformal(Y, P, P[None], folds)
+    sel = conformal.selection(objective)
+    # fold 0 ranks run 2 best (3.5, measured 3), fold 1 run 4 (2.9, measured 2)
+    assert sel is not None and sel.picks == 2
+    assert sel.targets[0] == pytest.approx(((3 - 3.5) + (2 - 2.9)) / 2)
+    assert sel.objective == pytest.approx(sel.targets[0] / objective.scale[0])
+    at = conformal.selected(objective, np.array([[3.0]]), 0.8)
+    lo, hi = conformal.intervals(np.array([[3.0]]), 0.8)
+    assert at.targets[0, 0] == pytest.approx(3.0 + sel.targets[0])
+    assert at.targets_lo[0, 0] == pytest.approx(lo[0, 0] + sel.targets[0])
+    assert Conformal(Y, P).selection(objective) is None  # no folds, no optimism measured

@@ -40,6 +40,9 @@ def run_fit(
     )
     with atomic_path(folder / "oof.parquet") as tmp:
         result.oof.write_parquet(tmp)
+    if result.oof_folds is not None:
+        with atomic_path(folder / "oof_folds.parquet") as tmp:
+            result.oof_folds.write_parquet(tmp)
     with atomic_path(folder / "signal.csv") as tmp:
         result.signal.write_csv(tmp)
     if warning := sweep_size_warning(result.mixtures, len(rd.config.domains)):

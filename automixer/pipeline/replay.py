@@ -158,7 +158,7 @@ def run_replay(
     with fit_progress("cross-validation", progress):
         cv = cross_validated(runs, opts)
     table = cv.table
-    intervals = Conformal(runs.Y, cv.oof[cv.deployed])
+    intervals = cv.conformal(runs.Y)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "cv.csv") as tmp:
         table.write_csv(tmp)

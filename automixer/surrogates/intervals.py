@@ -6,6 +6,14 @@ folds, see `cross_validate`), so an interval covers what a new proxy run at that
 measure, seed noise included, whichever surrogate was chosen. The objective's interval is
 conformalised on the objective's own out-of-fold residuals, so the correlation between its
 targets' errors is in it (adding per-target intervals as if independent under-covers).
+
+At the mixture the solver picks, or any mixture chosen because it predicts best, those
+intervals are optimistic: the best-predicted point is where the surrogate's error is most
+likely positive. `Selection` measures that optimism by cross-validation: in every fold of every
+repeat, the held-out run the fold's model ranks best on the objective, and its signed errors
+(measured - predicted) on the objective and on each target. Their mean is the optimism of
+picking the best; `Conformal.selected` shifts a prediction and its interval by it, so the
+interval covers what a new run at a *picked* mixture would measure.
 """
 
 from __future__ import annotations
@@ -35,11 +43,69 @@ def _interval(residuals: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndar
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The optimism of picking the best-predicted mixture, measured by cross-validation."""
+
+    objective: float
+    """Mean signed error (measured - predicted) of the objective at the fold models' picks."""
+    targets: np.ndarray
+    """The same per target (n_targets,), at the same picks."""
+    picks: int
+    """How many picks (folds x repeats) the means are over."""
+
+
+@dataclass(frozen=True)
+class Picked:
+    """Predictions at picked mixtures with the optimism of picking taken out."""
+
+    targets: np.ndarray
+    targets_lo: np.ndarray
+    targets_hi: np.ndarray
+    objective: np.ndarray
+    objective_lo: np.ndarray
+    objective_hi: np.ndarray
+    selection: Selection | None
+
+
+@dataclass(frozen=True)
 class Conformal:
-    """Intervals from out-of-fold predictions `oof` (n_runs, n_targets) of measured `Y`."""
+    """Intervals from out-of-fold predictions `oof` (n_runs, n_targets) of measured `Y`; with
+    the per-repeat predictions `oof_runs` (repeats, n_runs, n_targets) and their `folds`
+    (repeats, n_runs), also the optimism of picking the best (`selection`)."""
 
     Y: np.ndarray
     oof: np.ndarray
+    oof_runs: np.ndarray | None = None
+    folds: np.ndarray | None = None
+
+    def selection(self, objective: Objective) -> Selection | None:
+        """The optimism of the best-predicted pick under `objective` (None without folds)."""
+        if self.oof_runs is None or self.folds is None:
+            return None
+        measured = objective.value(self.Y)
+        obj_errors, target_errors = [], []
+        for P, fold in zip(self.oof_runs, self.folds, strict=True):
+            predicted = objective.value(P)
+            for k in np.unique(fold):
+                held = np.flatnonzero(fold == k)
+                pick = held[int(np.argmax(predicted[held]))]
+                obj_errors.append(measured[pick] - predicted[pick])
+                target_errors.append(self.Y[pick] - P[pick])
+        return Selection(
+            float(np.mean(obj_errors)), np.mean(target_errors, axis=0), len(obj_errors)
+        )
+
+    def selected(self, objective: Objective, pred: np.ndarray, level: float = 0.95) -> Picked:
+        """Predictions and intervals at picked mixtures (`pred`: (m, n_targets) as the surrogate
+        predicts them), shifted by the optimism of picking the best (unshifted without folds)."""
+        pred = np.asarray(pred, dtype=np.float64).reshape(-1, self.Y.shape[1])
+        lo, hi = self.intervals(pred, level)
+        olo, ohi = self.objective_interval(objective, pred, level)
+        value = objective.value(pred)
+        sel = self.selection(objective)
+        t = sel.targets[None, :] if sel is not None else 0.0
+        o = sel.objective if sel is not None else 0.0
+        return Picked(pred + t, lo + t, hi + t, value + o, olo + o, ohi + o, sel)
 
     @property
     def residuals(self) -> np.ndarray:

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from automixer.registry import SURROGATES, load, unknown
 from automixer.surrogates import progress
 from automixer.surrogates.ensemble import BootstrapEnsemble
+from automixer.surrogates.intervals import Conformal
 
 
 def make_surrogate(name: str, transform: str | None = None, **params: Any) -> Any:
@@ -75,9 +76,24 @@ class CVResult:
     than one model also model 'auto', the per-target choice scored honestly."""
     oof: dict[str, np.ndarray]
     """model -> out-of-fold predictions (n_runs, n_targets), averaged over repeats."""
+    oof_runs: dict[str, np.ndarray] = field(default_factory=dict)
+    """model -> out-of-fold predictions of each repeat (repeats, n_runs, n_targets)."""
+    folds: np.ndarray | None = None
+    """The fold of every run in each repeat (repeats, n_runs)."""
     templates: dict[str, Any] = field(default_factory=dict)
     """model -> what each fold refitted (see `fold_template`); for a GP, the kernels learned on
     all runs, so that refitting the choice on all runs learns nothing again."""
+
+    def conformal(self, Y: np.ndarray) -> Conformal:
+        """Interval calibration from the deployed model's out-of-fold predictions, with the
+        folds that measure the optimism of picking the best."""
+        m = self.deployed
+        return Conformal(
+            np.asarray(Y).reshape(len(self.oof[m]), -1),
+            self.oof[m],
+            self.oof_runs.get(m),
+            self.folds,
+        )
 
     @property
     def deployed(self) -> str:
@@ -211,7 +227,13 @@ def cross_validate(
         for model_name, stack in stacks.items()
         for j, target in enumerate(names)
     ]
-    return CVResult(pl.DataFrame(rows), {m: st.mean(axis=0) for m, st in stacks.items()}, templates)
+    return CVResult(
+        pl.DataFrame(rows),
+        {m: st.mean(axis=0) for m, st in stacks.items()},
+        oof_runs=stacks,
+        folds=np.stack(fold_ids),
+        templates=templates,
+    )
 
 
 class AutoSurrogate(RegressorMixin, BaseEstimator):
