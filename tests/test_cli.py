@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -186,15 +187,24 @@ def test_target_tokenizer_counts_the_supply_in_its_tokens(tmp_path: Path):
         )
 
 
-def test_validate_verdict_needs_two_standard_errors():
+def test_validate_verdict_holds_its_false_alarm_rate_under_a_null():
+    """Two equal mixtures, 3 seeds: the margin is noise. Two standard errors with 2 degrees of
+    freedom called it ahead or behind 16% of the time; the t interval must keep it near 5%."""
     from automixer.pipeline.validate import paired_margin
 
+    rng = np.random.default_rng(0)
+    calls = [
+        paired_margin(list(rng.normal(size=3)), [0.0, 0.0, 0.0]).verdict != "not distinguishable"
+        for _ in range(4000)
+    ]
+    assert 0.035 < np.mean(calls) < 0.065
     assert paired_margin([1.0], [0.5]).verdict == "not distinguishable"  # one seed
     assert paired_margin([1.0, 1.1, 0.9], [0.5, 0.6, 0.4]).verdict == "ahead"
+    assert paired_margin([0.1, 0.2, 0.15], [0.5, 0.7, 0.6]).verdict == "behind"
     noisy = paired_margin([1.0, 0.2, 0.9], [0.5, 0.7, 0.6])  # +0.5, -0.5, +0.3
     assert noisy.verdict == "not distinguishable"
-    assert paired_margin([0.1, 0.2], [0.5, 0.7]).verdict == "behind"
-    assert "s.e." in noisy.describe() and "one seed" in paired_margin([1.0], [0.0]).describe()
+    assert "95% t interval" in noisy.describe()
+    assert "one seed" in paired_margin([1.0], [0.0]).describe()
 
 
 def test_ladder_rungs_are_checked():
@@ -212,19 +222,25 @@ def test_ladder_rungs_are_checked():
             parse_rungs(bad)
 
 
-def test_ladder_summary_margin_and_flips():
+def test_ladder_summary_pairs_margins_by_seed_and_flips_only_beyond_noise():
     from automixer.pipeline.ladder import summarise
 
-    values = {
-        "1x1": {"solved": 1.0, "natural": 0.5, "uniform": 0.0, "r1": -1.0},
-        "2x2": {"solved": 0.2, "natural": 0.9, "uniform": 0.1, "r1": -0.5},
-    }
+    values = {  # per mixture, the values of two seeds
+        "1x1": {"solved": [1.0, 1.1], "natural": [0.5, 0.6], "uniform": [0, 0.1], "r1": [-1, -1]},
+        "2x2": {"solved": [0.2, 0.3], "natural": [0.9, 1.0], "uniform": [0.1, 0.1], "r1": [-1, 0]},
+    }  # fmt: skip
     rho, margin, flips = summarise(values, higher_is_better=True)
-    assert margin == pytest.approx({"1x1": 0.5, "2x2": -0.7})
-    assert flips and list(rho) == ["1x1->2x2"] and rho["1x1->2x2"] == pytest.approx(0.8)
+    assert {k: m.mean for k, m in margin.items()} == pytest.approx({"1x1": 0.5, "2x2": -0.7})
+    assert margin["1x1"].verdict == "ahead" and margin["2x2"].verdict == "behind" and flips
+    assert list(rho) == ["1x1->2x2"] and rho["1x1->2x2"] == pytest.approx(0.8)
+    # a negative margin within the seeds' noise flips nothing
+    values["2x2"]["solved"] = [0.0, 1.0]
+    _, margin, flips = summarise(values, higher_is_better=True)
+    assert margin["2x2"].mean < 0 and margin["2x2"].verdict == "not distinguishable"
+    assert not flips
     # Lower is better (a loss): the solved mixture's margin is the better baseline minus it.
-    _, margin, flips = summarise(values, higher_is_better=False)
-    assert margin == pytest.approx({"1x1": -1.0, "2x2": -0.1}) and not flips
+    _, margin, _ = summarise(values, higher_is_better=False)
+    assert margin["1x1"].mean == pytest.approx(-1.0)
 
 
 def test_a_sweep_too_small_for_its_width_is_told_before_it_trains(tmp_path: Path):

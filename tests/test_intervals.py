@@ -74,7 +74,7 @@ def test_the_optimism_of_picking_is_the_error_at_each_fold_s_best_ranked_run():
     assert sel.targets[0] == pytest.approx(((3 - 3.5) + (2 - 2.9)) / 2)
     assert sel.objective == pytest.approx(sel.targets[0] / objective.scale[0])
     at = conformal.selected(objective, np.array([[3.0]]), 0.8)
-    lo, hi = conformal.intervals(np.array([[3.0]]), 0.8)
+    lo, _ = conformal.intervals(np.array([[3.0]]), 0.8)
     assert at.targets[0, 0] == pytest.approx(3.0 + sel.targets[0])
     assert at.targets_lo[0, 0] == pytest.approx(lo[0, 0] + sel.targets[0])
     assert Conformal(Y, P).selection(objective) is None  # no folds, no optimism measured

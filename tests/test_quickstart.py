@@ -1,5 +1,7 @@
-"""The quickstart's own config: its budget is one its corpora can serve, and the recipe that
-`make quickstart` exported keeps every domain within its repetition cap."""
+"""The quickstart's own config: its budget is one its corpora can serve. (That an exported
+recipe keeps every domain within its repetition cap is checked on a run the tests make
+themselves, `test_run.py`; a check of whatever `runs/` a checkout happens to hold skipped
+everywhere else, CI included.)"""
 
 from __future__ import annotations
 
@@ -28,15 +30,3 @@ def test_quickstart_budget_is_one_its_corpora_can_serve(tmp_path: Path):
     path.write_text(yaml.safe_dump(cfg))
     result = CliRunner().invoke(app, ["data", str(path), "-q"])
     assert result.exit_code == 2 and "largest feasible budget" in result.output
-
-
-def test_the_exported_quickstart_recipe_respects_its_caps():
-    recipes = sorted(ROOT.glob("runs/quickstart-*/recipes/recipe.yaml"))
-    if not recipes:
-        pytest.skip("no quickstart run here yet (make quickstart)")
-    for path in recipes:
-        recipe = yaml.safe_load(path.read_text())
-        if recipe.get("automixer_recipe") != 2:
-            continue  # from an older automixer
-        for d, v in recipe["mixture"].items():
-            assert v["epochs"] <= recipe["max_epochs"] * (1 + 1e-6), (path, d)

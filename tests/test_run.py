@@ -11,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from automixer.cli import app
+from automixer.evals.suites import config_tasks, item_key
 from automixer.recipes import load_recipe
+from automixer.rundir import RunDir
 from tests.conftest import small_config, write_config
 
 
@@ -119,27 +121,37 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 
 
 def _validate(run_dir: Path) -> None:
-    """`automixer validate`: a wider model on the solved, natural and uniform mixtures."""
+    """`automixer validate`: a wider model on the solved, natural and uniform mixtures and the
+    sweep's best measured run."""
     args = ["--width", "1.5", "--tokens-factor", "2", "--n-per-suite", "3", "--seeds", "2", "-q"]
     recipe = run_dir / "recipes" / "recipe.yaml"
     result = CliRunner().invoke(app, ["validate", str(recipe), *args])
     assert result.exit_code == 0, result.output
     out = json.loads((run_dir / "validation.json").read_text())
-    assert set(out["objective"]["values"]) == {"solved", "natural", "uniform"}
+    mixtures = {"solved", "natural", "uniform", "best run"}
+    assert set(out["objective"]["values"]) == mixtures
     weights = {d: v["weight"] for d, v in load_recipe(recipe)["mixture"].items()}
     assert out["mixtures"]["solved"] == pytest.approx(weights)
     assert out["settings"]["tokens"] == 2 * 4096
     assert out["settings"]["params"]["active"] > out["settings"]["proxy_params"]["active"]
-    for m in ("solved", "natural", "uniform"):
+    for m in mixtures:
         assert f"{out['objective']['values'][m]:+.3f}" in result.output
         assert (run_dir / "validate" / f"{m}-seed0.pt").is_file()
-    for b in ("natural", "uniform"):  # paired by seed, with a standard error and a verdict
+    for b in ("natural", "uniform", "best run"):  # paired by seed, with a t interval
         margin = out["margins"][b]
-        assert len(margin["per_seed"]) == 2 and margin["se"] is not None
-        assert f"solved - {b}: {margin['mean']:+.3f} (s.e. {margin['se']:.3f}" in result.output
+        assert len(margin["per_seed"]) == 2 and margin["half_width"] is not None
+        assert f"solved - {b}: {margin['mean']:+.3f} (95% t interval" in result.output
     assert "objective" in result.output and "ability:math:bpb" in result.output
-    # Held-out items: none of those the sweep scored.
+    # Held-out items: 3 per suite, none of those the sweep scored or training holds.
     assert all(n == 3 for n in out["settings"]["items"].values())
+    config = RunDir.open(run_dir).config
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    scored = {
+        item_key(t) for t in config_tasks(config, exclude=set(manifest["contaminated_items"]))
+    }
+    held = set(out["settings"]["item_keys"])
+    assert len(held) == sum(out["settings"]["items"].values())
+    assert not held & scored and not held & left_out
     again = CliRunner().invoke(
         app, ["eval", str(run_dir / "validate" / "solved-seed0.pt"), "--no-domains", "-q"]
     )

@@ -250,8 +250,8 @@ def test_gp_folds_fitted_together_equal_folds_fitted_one_by_one():
     for t, fit in zip(trains, together, strict=True):
         alone = clone(template).fit(X[t], Y[t])
         np.testing.assert_allclose(fit.predict(X), alone.predict(X), rtol=1e-5, atol=1e-6)
-        m1, s1 = fit.predict(X[:4], return_std=True)
-        m2, s2 = alone.predict(X[:4], return_std=True)
+        _, s1 = fit.predict(X[:4], return_std=True)
+        _, s2 = alone.predict(X[:4], return_std=True)
         np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pytest
 
 from automixer.verdict import (
     Check,
@@ -61,24 +63,58 @@ def test_ladder_and_validation_checks(tmp_path: Path):
     rd = _Dir(tmp_path)
     assert "automixer ladder" in ladder_check(rd).detail
     assert "automixer validate" in validation_check(rd).detail
+    ahead = {"mean": 0.3, "half_width": 0.1, "verdict": "ahead"}
     ladder = {
         "objective": {
             "rank_correlation": {"1x1->2x2": 0.8},
-            "solved_margin": {"1x1": 0.3, "2x2": 0.2},
+            "solved_margin": {"1x1": 0.3, "2x2": -0.1},
+            "margins": {
+                "1x1": ahead,
+                "2x2": {"mean": -0.1, "half_width": 0.4, "verdict": "not distinguishable"},
+            },
         }
     }
     (tmp_path / "ladder.json").write_text(json.dumps(ladder))
-    assert ladder_check(rd).status == "pass"
-    ladder["objective"]["solved_margin"]["2x2"] = -0.1  # the solved mixture falls behind
+    assert ladder_check(rd).status == "pass"  # a negative margin within noise: no evidence
+    ladder["objective"]["margins"]["2x2"] = {"mean": -0.1, "half_width": 0.05, "verdict": "behind"}
     (tmp_path / "ladder.json").write_text(json.dumps(ladder))
-    assert ladder_check(rd).status == "fail"
+    assert ladder_check(rd).status == "fail"  # behind beyond its interval
     margins = {
-        "natural": {"mean": 0.5, "se": 0.1, "verdict": "ahead"},
-        "uniform": {"mean": 0.1, "se": 0.1, "verdict": "not distinguishable"},
+        "natural": {"mean": 0.5, "half_width": 0.2, "verdict": "ahead"},
+        "uniform": {"mean": 0.1, "half_width": 0.2, "verdict": "not distinguishable"},
+        "best run": {"mean": 0.0, "half_width": 0.2, "verdict": "not distinguishable"},
     }
     val = {"settings": {"token_factor": 4}, "margins": margins}
     (tmp_path / "validation.json").write_text(json.dumps(val))
     assert validation_check(rd).status == "caution"
-    margins["uniform"] = {"mean": 0.5, "se": 0.1, "verdict": "ahead"}
+    margins["uniform"] = {"mean": 0.5, "half_width": 0.2, "verdict": "ahead"}
     (tmp_path / "validation.json").write_text(json.dumps(val))
-    assert validation_check(rd).status == "pass"
+    assert validation_check(rd).status == "pass"  # not behind the best run is enough there
+    margins["best run"] = {"mean": -0.5, "half_width": 0.2, "verdict": "behind"}
+    (tmp_path / "validation.json").write_text(json.dumps(val))
+    assert validation_check(rd).status == "fail"
+    assert "vs best run: -0.500" in validation_check(rd).detail
+
+
+def test_seed_noise_is_pooled_over_replicate_groups_with_its_interval():
+    from automixer.noise import signal_table
+
+    runs = pl.DataFrame(
+        {
+            "run_id": ["a", "a1", "a2", "b", "b1", *[f"m{i}" for i in range(55)]],
+            "replicate_of": [None, "a", "a", None, "b", *[None] * 55],
+            "status": ["done"] * 60,
+            "t": [1.0, 1.2, 0.8, 2.0, 2.4, *np.linspace(0, 4, 55).tolist()],
+        }
+    )
+    row = signal_table(runs, ["t"]).row(0, named=True)
+    # pooled: (0.04 + 0.04 + 0) + (0.04 + 0.04) over 2 + 1 degrees of freedom
+    assert row["noise_dof"] == 3 and row["seed_noise_sd"] == pytest.approx(np.sqrt(0.16 / 3))
+    # the issue's own figures: a ratio of 3.38 from 57 mixtures and 3 noise degrees of
+    # freedom has a 90% interval of about [1.16, 5.46]
+    from scipy.stats import f
+
+    assert 3.38 / np.sqrt(f.ppf(0.95, 56, 3)) == pytest.approx(1.16, abs=0.02)
+    lo, hi = row["signal_to_noise_lo"], row["signal_to_noise_hi"]
+    ratio = row["signal_to_noise"]
+    assert lo < ratio < hi and hi / lo > 4  # 3 degrees of freedom: wide

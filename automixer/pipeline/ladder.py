@@ -30,7 +30,8 @@ from automixer.errors import AutomixerError
 from automixer.io import atomic_write_json
 from automixer.modeling import FitInputs
 from automixer.pipeline.validate import (
-    BASELINES,
+    PRIMARY,
+    Margin,
     compared_mixtures,
     objective_value,
     scaled_model,
@@ -65,15 +66,14 @@ def parse_rungs(text: str) -> list[tuple[float, float]]:
     return rungs
 
 
-def spanning_runs(data: FitInputs, k: int) -> list[int]:
-    """k runs (no replicates) at evenly spaced quantiles of the measured objective."""
+def sampled_runs(data: FitInputs, k: int, seed: int) -> list[int]:
+    """k runs (no replicates) drawn at random (seeded): runs chosen to span the objective from
+    worst to best would inflate the rank correlation the ladder reports."""
     done = data.runs.filter(data.runs["run_id"].is_in(data.ids))
     replicate = dict(zip(done["run_id"], done["replicate_of"], strict=True))
     index = [i for i, r in enumerate(data.ids) if replicate.get(r) is None]
-    values = data.objective().value(data.Y[index])
-    order = [index[i] for i in np.argsort(values)]
-    picks = np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(int))
-    return [order[p] for p in picks]
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(index, min(k, len(index)), replace=False))
 
 
 def _rho(a: list[float], b: list[float]) -> float | None:
@@ -83,26 +83,31 @@ def _rho(a: list[float], b: list[float]) -> float | None:
 
 
 def summarise(
-    values: dict[str, dict[str, float]], higher_is_better: bool
-) -> tuple[dict[str, float | None], dict[str, float | None], bool]:
-    """From one target's mean per (rung, mixture): the rank correlation between the first rung
-    and each later one, the solved mixture's margin over the better baseline per rung (positive:
-    solved is better), and whether that margin changes sign across the rungs."""
+    values: dict[str, dict[str, list[float]]], higher_is_better: bool
+) -> tuple[dict[str, float | None], dict[str, Margin | None], bool]:
+    """From one target's values per (rung, mixture, seed): the rank correlation of the mixtures'
+    means between the first rung and each later one; the solved mixture's margin over the
+    better of natural and uniform per rung (positive: solved is better), paired by seed; and
+    whether it flips: ahead at one rung and behind at another, each beyond its 95% t
+    interval (a margin within noise flips nothing)."""
     rungs = list(values)
     mixtures = list(values[rungs[0]])
-    first = [values[rungs[0]][m] for m in mixtures]
-    rho = {f"{rungs[0]}->{r}": _rho(first, [values[r][m] for m in mixtures]) for r in rungs[1:]}
-    margin: dict[str, float | None] = {}
+    means = {r: {m: float(np.mean(values[r][m])) for m in mixtures} for r in rungs}
+    first = [means[rungs[0]][m] for m in mixtures]
+    rho = {f"{rungs[0]}->{r}": _rho(first, [means[r][m] for m in mixtures]) for r in rungs[1:]}
+    margin: dict[str, Margin | None] = {}
+    sign = 1.0 if higher_is_better else -1.0
     for r in rungs:
-        v = values[r]
-        if any(not math.isfinite(v[m]) for m in ("solved", *BASELINES)):
+        v = means[r]
+        if any(not math.isfinite(v[m]) for m in ("solved", *PRIMARY)):
             margin[r] = None
-        elif higher_is_better:
-            margin[r] = v["solved"] - max(v[b] for b in BASELINES)
-        else:
-            margin[r] = min(v[b] for b in BASELINES) - v["solved"]
-    signs = {np.sign(m) for m in margin.values() if m is not None and m != 0}
-    return rho, margin, len(signs) > 1
+            continue
+        better = max(PRIMARY, key=lambda b: sign * means[r][b])
+        margin[r] = Margin(
+            [sign * (a - b) for a, b in zip(values[r]["solved"], values[r][better], strict=True)]
+        )
+    verdicts = {m.verdict for m in margin.values() if m is not None}
+    return rho, margin, {"ahead", "behind"} <= verdicts
 
 
 def run_ladder(
@@ -127,8 +132,8 @@ def run_ladder(
     objective = data.objective()
     bundle = data_bundle(config, progress=progress)
     names = bundle.names
-    mixtures = compared_mixtures(bundle, solution["weights"])
-    for i in spanning_runs(data, runs):
+    mixtures = compared_mixtures(bundle, solution["weights"], data)
+    for i in sampled_runs(data, runs, config.run.seed):
         mixtures[data.ids[i]] = dict(zip(names, map(float, data.X[i]), strict=True))
     tasks = validation_tasks(config, set(bundle.contaminated_items), n_per_suite)
     proxy_cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
@@ -183,20 +188,24 @@ def run_ladder(
         for r in rung_names
     }
     obj = {
-        r: {
-            m: float(np.mean([objective_value(objective, v) for v in vs]))
-            for m, vs in per_rung[r].items()
-        }
+        r: {m: [objective_value(objective, v) for v in vs] for m, vs in per_rung[r].items()}
         for r in rung_names
     }
     rho, margin, flips = summarise(obj, higher_is_better=True)
     per_target = {}
     for t in targets:
         t_rho, t_margin, t_flips = summarise(
-            {r: {m: mean[r][m][t] for m in mixtures} for r in rung_names},
+            {
+                r: {m: [v.get(t, math.nan) for v in per_rung[r][m]] for m in mixtures}
+                for r in rung_names
+            },
             higher_is_better=not lower_is_better(t),
         )
-        per_target[t] = {"rank_correlation": t_rho, "solved_margin": t_margin, "flips": t_flips}
+        per_target[t] = {
+            "rank_correlation": t_rho,
+            "solved_margin": {k: m.mean if m else None for k, m in t_margin.items()},
+            "flips": t_flips,
+        }
     out = {
         **rd.provenance(),
         "rungs": rung_info,
@@ -204,9 +213,11 @@ def run_ladder(
         "n_per_suite": n_per_suite,
         "mixtures": mixtures,
         "objective": {
-            "values": obj,
+            "values": {r: {m: float(np.mean(v)) for m, v in per.items()} for r, per in obj.items()},
+            "per_seed": obj,
             "rank_correlation": rho,
-            "solved_margin": margin,
+            "solved_margin": {k: m.mean if m else None for k, m in margin.items()},
+            "margins": {k: m.to_dict() if m else None for k, m in margin.items()},
             "flips": flips,
         },
         "targets": per_target,
