@@ -146,9 +146,8 @@ def _validate(run_dir: Path) -> None:
     assert all(n == 3 for n in out["settings"]["items"].values())
     config = RunDir.open(run_dir).config
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    scored = {
-        item_key(t) for t in config_tasks(config, exclude=set(manifest["contaminated_items"]))
-    }
+    left_out = set(manifest["contaminated_items"])
+    scored = {item_key(t) for t in config_tasks(config, exclude=left_out)}
     held = set(out["settings"]["item_keys"])
     assert len(held) == sum(out["settings"]["items"].values())
     assert not held & scored and not held & left_out
