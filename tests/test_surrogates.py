@@ -292,3 +292,17 @@ def test_a_linear_ensemble_predicts_what_its_members_predict():
         np.testing.assert_allclose(mean, members.mean(axis=0), atol=1e-12)
         np.testing.assert_allclose(sd, members.std(axis=0), atol=1e-12)
         assert mean.shape == (7, *Y.shape[1:])
+
+
+def test_the_refit_keeps_the_kernel_sharing_cross_validation_scored():
+    """20 targets on 200 runs share one GP kernel in cross-validation; refitting the GP for
+    the 3 columns it was chosen for must share one too, not learn 3 kernels CV never scored."""
+    from automixer.surrogates import AutoSurrogate
+
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), 200)
+    Y = np.sqrt(X) @ rng.normal(size=(3, 20)) + rng.normal(0, 0.01, (200, 20))
+    choice = ["gp"] * 3 + ["linear"] * 17
+    auto = AutoSurrogate(choice=choice).fit(X, Y)
+    gp = next(point for cols, point, _ in auto.models_ if cols == [0, 1, 2])
+    assert [cols for cols, _ in gp.models_] == [[0, 1, 2]]

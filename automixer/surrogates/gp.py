@@ -38,6 +38,16 @@ from automixer.surrogates.base import Surrogate, transform_weights
 from automixer.surrogates.gp_batch import Problem, learn, log_marginal_likelihood
 
 
+def per_target_kernels(runs: int, targets: int, per_target: bool | str = "auto") -> bool:
+    """Whether each target gets its own kernel: "auto" gives each its own up to 16 targets or
+    128 runs. Decided once for a sweep's whole target set: the refit of the columns the GP was
+    chosen for keeps the decision (a subset of 5 of 110 targets would otherwise get kernels of
+    their own, a model that cross-validation never scored)."""
+    if per_target == "auto":
+        return targets <= 16 or runs <= 128
+    return bool(per_target)
+
+
 def _fixed_noise(kernel: Kernel) -> float | None:
     """The white-noise level of a kernel made by `GPSurrogate._kernel` when it is fixed."""
     white = kernel.k2

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from automixer.registry import SURROGATES, load, unknown
 from automixer.surrogates import progress
 from automixer.surrogates.ensemble import BootstrapEnsemble
+from automixer.surrogates.gp import per_target_kernels
 from automixer.surrogates.intervals import Conformal
 
 
@@ -285,11 +286,13 @@ class AutoSurrogate(RegressorMixin, BaseEstimator):
         for name in dict.fromkeys(self.choice_):
             cols = [j for j, c in enumerate(self.choice_) if c == name]
             template: Any = templates.get(name)
-            point = (
-                template.frozen(cols)
-                if template is not None and hasattr(template, "frozen")
-                else make_surrogate(name, self.weight_transform)
-            ).fit(X, Y[:, cols])
+            if template is not None and hasattr(template, "frozen"):
+                point = template.frozen(cols)
+            else:
+                point = make_surrogate(name, self.weight_transform)
+                if "per_target" in point.get_params():  # the sharing CV scored, on all targets
+                    point.set_params(per_target=per_target_kernels(len(X), Y.shape[1]))
+            point.fit(X, Y[:, cols])
             spread = None
             if self.uncertainty and not getattr(point, "latent_std", False):
                 # enough members to span every direction of the weights
