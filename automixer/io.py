@@ -82,12 +82,23 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "credential")
+"""A URL query parameter whose name holds one of these is a secret (?password=, ?sslpassword=,
+?api_key=, ?access_token=, ...)."""
+
+
 def mask_url(url: str) -> str:
-    """A database URL with its password replaced by ***, for logs, messages and saved configs."""
+    """A database URL with every secret replaced by ***: the password, and query parameters
+    that carry one (`SECRET_KEYS`), for logs, messages and saved configs."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        u = make_url(url)
+        query = {
+            k: ("***" if any(s in k.lower() for s in SECRET_KEYS) else v)
+            for k, v in u.query.items()
+        }
+        return u.set(query=query).render_as_string(hide_password=True)
     except Exception:  # not a database URL; say nothing of it
         return "<storage>"
 

@@ -28,17 +28,23 @@ pytestmark = pytest.mark.slow
 def test_two_workers_share_one_postgresql_ledger(tmp_path: Path, postgres_url: str, capfd):
     from sqlalchemy.engine import make_url
 
-    password = make_url(postgres_url).password
+    base = make_url(postgres_url)
+    password = base.password
+    # the password as a query parameter: a form the mask must catch too
+    url = base.set(password=None, query={"password": password or ""}).render_as_string(
+        hide_password=False
+    )
     cfg = _sweep_config(
         tmp_path,
         proxy={"pack_size": 1},
-        sweep={"n_runs": 6, "replicates": 0, "workers": 2, "storage": postgres_url},
+        sweep={"n_runs": 6, "replicates": 0, "workers": 2, "storage": url},
     )
     run_dir = run_sweep(cfg, progress=False)
     config = load_config(cfg)
     with Ledger(postgres_url, study_name(config)) as ledger:
         assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
         assert set(ledger.completions().values()) == {1}  # no mixture claimed twice
+        assert not password or password not in ledger.meta("config")
     df = pl.read_parquet(run_dir / "runs.parquet")
     assert df.height == 6 and df["run_id"].is_unique().all()
     # The password is in no file of the run and in nothing printed.

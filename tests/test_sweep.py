@@ -197,6 +197,16 @@ def test_nan_runs_are_recorded_as_failed(tmp_path: Path):
 def test_storage_credentials_are_masked():
     assert "secret" not in mask_url("postgresql://me:secret@db.example:5432/sweeps")
     assert "me" in mask_url("postgresql://me:secret@db.example:5432/sweeps")
+    for url in (
+        "postgresql://me@db.example/sweeps?password=secret&sslmode=require",
+        "postgresql://me@db.example/sweeps?sslpassword=secret",
+        "postgresql://db.example/sweeps?user=me&api_key=secret",
+    ):
+        masked = mask_url(url)
+        assert "secret" not in masked and "db.example" in masked, masked
+    assert "sslmode=require" in mask_url(
+        "postgresql://me@db.example/sweeps?password=secret&sslmode=require"
+    )
 
 
 def _cli(*args: str) -> list[str]:
