@@ -7,6 +7,7 @@ exit status 2 and no traceback.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -78,9 +79,10 @@ def user_errors(fn: F) -> F:
                 "[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; finished work is kept, run the command again to resume")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            err_console.print(f"{what}; finished work is kept, run the command again to resume")
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -490,7 +492,17 @@ def ladder(
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and `kill` send), raised where the main thread is, so that it
+    unwinds as an interrupt does: temporary files removed, finished work kept."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="automixer")
 
 

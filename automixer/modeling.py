@@ -20,7 +20,7 @@ from automixer.budget import Supply, config_caps_supply
 from automixer.config import SolveSection
 from automixer.errors import AutomixerError
 from automixer.noise import signal_table
-from automixer.rundir import RunDir
+from automixer.rundir import OOF_COLUMNS, RunDir
 from automixer.runs_table import fit_arrays
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
 from automixer.solve.objective import resolve_keys
@@ -314,14 +314,15 @@ def conformal(data: FitInputs) -> Conformal:
     """Interval calibration from the deployed surrogate's out-of-fold predictions: those `fit`
     saved (surrogates/oof.parquet, oof_folds.parquet) when they cover these runs and targets,
     else measured now."""
-    folder = data.rd.file("surrogates")
-    path = folder / "oof.parquet"
-    if path.is_file():
-        oof = pl.read_parquet(path)
+    oof = data.rd.table("surrogates/oof.parquet", OOF_COLUMNS, "fit")
+    if oof is not None:
         covered = set(oof["run_id"]) == set(data.ids) and set(data.targets) <= set(oof["target"])
         if covered:
-            folds_path = folder / "oof_folds.parquet"
-            folds = pl.read_parquet(folds_path) if folds_path.is_file() else None
+            folds = data.rd.table(
+                "surrogates/oof_folds.parquet",
+                ("run_id", "repeat", "fold", "target", "predicted"),
+                "fit",
+            )
             if folds is not None and set(folds["run_id"]) != set(data.ids):
                 folds = None
             return conformal_from(oof, folds, data.Y, data.ids, data.targets)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from automixer import plots
 from automixer.modeling import FitInputs, chosen_model
-from automixer.rundir import RunDir
+from automixer.rundir import OOF_COLUMNS, SIGNAL_COLUMNS, RunDir
 from automixer.runs_table import weight_column
 from automixer.solve import Constraints
 from automixer.verdict import Verdict, verdict
@@ -168,9 +168,8 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     sections.append(
         f"<h2>Predicted scores at the optimum ({level:.0%} interval)</h2>" + _table(pred)
     )
-    folder = rd.file("surrogates")
-    if (folder / "oof.parquet").is_file():
-        oof = pl.read_parquet(folder / "oof.parquet")
+    oof = rd.table("surrogates/oof.parquet", OOF_COLUMNS, "fit")
+    if oof is not None:
         targets = [
             t
             for t in oof["target"].unique(maintain_order=True).to_list()
@@ -180,11 +179,11 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             "<h2>Surrogates: out-of-fold predictions</h2>"
             + _img(plots.predicted_vs_actual(oof, targets))
         )
-    if (folder / "cv.csv").is_file():
-        cv = pl.read_csv(folder / "cv.csv")
+    cv = rd.table("surrogates/cv.csv", ["target", "model", "spearman"], "fit")
+    if cv is not None:
         sections.append("<h2>Cross-validation</h2>" + _table(cv))
-    if (folder / "signal.csv").is_file():
-        signal = pl.read_csv(folder / "signal.csv")
+    signal = rd.table("surrogates/signal.csv", SIGNAL_COLUMNS, "fit")
+    if signal is not None:
         sections.append(
             "<h2>Seed noise against the spread between mixtures</h2>"
             + _img(plots.signal_vs_noise(signal))
@@ -204,8 +203,8 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     )
     if rd.file("ladder.json").is_file():
         sections.append(ladder_html(json.loads(rd.file("ladder.json").read_text())))
-    if rd.file("pareto.csv").is_file():
-        front = pl.read_csv(rd.file("pareto.csv"))
+    front = rd.pareto()
+    if front is not None:
         cols = [c for c in front.columns if c.startswith(("ability:", "suite:", "domain:"))]
         if len(cols) >= 2:
             sections.append("<h2>Pareto front</h2>" + _img(plots.pareto(front, cols[0], cols[1])))
@@ -229,11 +228,9 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             )
         )
     )
-    if rd.file("curves.parquet").is_file():
-        sections.append(
-            "<h2>Proxy loss curves</h2>"
-            + _img(plots.loss_curves(pl.read_parquet(rd.file("curves.parquet"))))
-        )
+    curves = rd.table("curves.parquet", ["run_id", "step", "loss"], "sweep")
+    if curves is not None:
+        sections.append("<h2>Proxy loss curves</h2>" + _img(plots.loss_curves(curves)))
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}"
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"

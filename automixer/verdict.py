@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 from scipy.stats import spearmanr
 
-from automixer.rundir import RunDir
+from automixer.rundir import OOF_COLUMNS, SIGNAL_COLUMNS, RunDir
 from automixer.solve.objective import Objective, resolve_keys
 
 ORDER = ("pass", "caution", "fail")
@@ -82,10 +82,10 @@ def _weighted_targets(rd: RunDir, targets: list[str]) -> list[str]:
 
 
 def signal_check(rd: RunDir, targets: list[str]) -> Check:
-    path = rd.file("surrogates") / "signal.csv"
-    if not path.is_file():
+    table = rd.table("surrogates/signal.csv", SIGNAL_COLUMNS, "fit")
+    if table is None:
         return Check("signal over seed noise", "caution", "not measured (run `automixer fit`)")
-    table = pl.read_csv(path).filter(pl.col("target").is_in(targets))
+    table = table.filter(pl.col("target").is_in(targets))
     rows = [
         r
         for r in table.iter_rows(named=True)
@@ -119,10 +119,10 @@ def signal_check(rd: RunDir, targets: list[str]) -> Check:
 def accuracy_check(rd: RunDir, targets: list[str], all_targets: list[str]) -> Check:
     """The objective's own out-of-fold Spearman: the deployed surrogates' out-of-fold
     predictions combined into the objective, against the measured objective."""
-    path = rd.file("surrogates") / "oof.parquet"
-    if not path.is_file():
+    oof = rd.table("surrogates/oof.parquet", OOF_COLUMNS, "fit")
+    if oof is None:
         return Check("out-of-fold accuracy", "caution", "not measured (run `automixer fit`)")
-    oof = pl.read_parquet(path).filter(pl.col("target").is_in(targets))
+    oof = oof.filter(pl.col("target").is_in(targets))
     actual = oof.pivot(on="target", index="run_id", values="actual")
     predicted = oof.pivot(on="target", index="run_id", values="predicted")
     Y, P = actual.select(targets).to_numpy(), predicted.select(targets).to_numpy()

@@ -120,3 +120,50 @@ def test_fit_without_runs_is_one_line(tmp_path: Path):
     rd.write_config()
     r = runner.invoke(app, ["fit", str(rd.path)])
     assert r.exit_code == 2 and "no runs.parquet" in r.output
+
+
+def _one_line(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_tampered_result_files_are_one_line_where_they_are_read(tmp_path: Path):
+    rd = _run_dir(tmp_path)
+    assert runner.invoke(app, ["fit", str(rd.path), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["solve", str(rd.path)]).exit_code == 0
+    path = str(rd.path)
+    solution = rd.file("solution.json").read_text()
+    good = json.loads(solution)
+    for bad, needle in [
+        ({}, "no 'weights' mixture"),
+        ({**good, "weights": {**good["weights"], "code": -0.8}}, "weights"),
+        ({**good, "weights": {**good["weights"], "code": float("nan")}}, "weights"),
+        ({**good, "weights": {**good["weights"], "nowhere": 0.1}}, "nowhere"),
+        ({**good, "objective": {}}, "no predicted objective"),
+    ]:
+        rd.file("solution.json").write_text(json.dumps(bad))
+        for verb in ("export", "report"):
+            _one_line(runner.invoke(app, [verb, path]), "solution.json", needle)
+    rd.file("solution.json").write_text(solution)
+    manifest = rd.file("manifest.json")
+    manifest.write_text("{}")
+    _one_line(runner.invoke(app, ["export", path]), "manifest.json", "no record of domain")
+    manifest.unlink()
+    for name in ("surrogates/oof.parquet", "surrogates/choice.json"):
+        saved = rd.file(name).read_bytes()
+        rd.file(name).write_bytes(b"\x00garbage" * 10)
+        _one_line(runner.invoke(app, ["solve", path]), name.split("/")[-1])
+        rd.file(name).write_bytes(saved)
+    from automixer.verdict import signal_check
+
+    rd.file("surrogates/signal.csv").write_text("target,nothing\nx,1\n")
+    with pytest.raises(AutomixerError, match="signal.csv: no column 'seed_noise_sd'"):
+        signal_check(rd, ["ability:code:bpb"])
+    # a front from another solve (killed between its two writes) is ignored, not shown
+    front = rd.file("pareto.csv")
+    front.write_text(front.read_text().replace("true", "false", 1))
+    assert rd.pareto() is None

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from automixer.rundir import RunDir
 from automixer.verdict import (
     Check,
     Verdict,
@@ -20,11 +21,15 @@ from automixer.verdict import (
 
 
 class _Dir:
+    """The part of a run directory the checks read."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    table = RunDir.table
 
 
 def test_overall_verdict_is_the_worst_check():
@@ -51,9 +56,14 @@ def test_signal_check_grades_the_worst_weighted_target(tmp_path: Path):
     rd = _Dir(tmp_path)
     assert signal_check(rd, ["t"]).status == "caution"  # not measured
     (tmp_path / "surrogates").mkdir()
-    pl.DataFrame({"target": ["a", "b", "c"], "signal_to_noise": [5.0, 1.5, 0.5]}).write_csv(
-        tmp_path / "surrogates" / "signal.csv"
-    )
+    pl.DataFrame(
+        {
+            "target": ["a", "b", "c"],
+            "seed_noise_sd": [0.1] * 3,
+            "mixture_spread_sd": [0.5, 0.15, 0.05],
+            "signal_to_noise": [5.0, 1.5, 0.5],
+        }
+    ).write_csv(tmp_path / "surrogates" / "signal.csv")
     assert signal_check(rd, ["a"]).status == "pass"
     assert signal_check(rd, ["a", "b"]).status == "caution"
     assert signal_check(rd, ["a", "c"]).status == "fail"

@@ -3,6 +3,7 @@ interval, the best run, the optimism gap and the distance to the nearest run."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from rich.console import Console
@@ -14,16 +15,29 @@ from automixer.views import print_solution
 
 
 def run_solve(run_dir: Path, console: Console) -> SolveResult:
+    """Solve; write pareto.csv, then solution.json naming the pareto.csv it goes with (its
+    hash), so that a solve killed between the two writes leaves no new solution beside an old
+    front: a reader that finds the hashes differ ignores the front (`pareto_front_of`)."""
     data = FitInputs.load(RunDir.open(run_dir))
     result = solve_runs(data)
     rd = data.rd
+    front_hash = None
+    if result.pareto is not None:
+        text = result.pareto.write_csv()
+        with atomic_path(rd.file("pareto.csv")) as tmp:
+            tmp.write_text(text)
+        front_hash = hashlib.sha256(text.encode()).hexdigest()
+    else:
+        rd.file("pareto.csv").unlink(missing_ok=True)
     atomic_write_json(
         rd.file("solution.json"),
-        {**rd.provenance(), **result.solution.to_dict(), "best_run_id": result.best_run_id},
+        {
+            **rd.provenance(),
+            **result.solution.to_dict(),
+            "best_run_id": result.best_run_id,
+            "pareto_sha256": front_hash,
+        },
     )
-    if result.pareto is not None:
-        with atomic_path(rd.file("pareto.csv")) as tmp:
-            result.pareto.write_csv(tmp)
     print_solution(result.solution, console, run_ids=data.ids)
     console.print(f"solution: {rd.file('solution.json')}")
     return result

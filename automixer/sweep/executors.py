@@ -117,6 +117,14 @@ def _local_worker(
     that started it, even when that is killed outright (on Linux: otherwise it would train on,
     unseen, beside a resumed sweep; its runs go back to the queue through the heartbeats)."""
     pin_to(gpu)
+    try:
+        _work(url, study, heartbeat_s, threads, parent)
+    except AutomixerError as e:  # one line, as the command itself says it, and status 2
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _work(url: str, study: str, heartbeat_s: float, threads: int, parent: int) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
         import signal

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -68,21 +71,81 @@ def _check_sqlite_file(url: str) -> None:
             )
 
 
+LOCK_WAIT_S = 120.0
+"""The longest a process waits for the ledger's lock (planning, claiming, finishing: each holds
+it for milliseconds). Past it the wait ends with one line naming the holder: a worker stopped
+while holding it (SIGSTOP, a debugger, a paused VM) no longer freezes every other process.
+`AUTOMIXER_LOCK_WAIT_S` overrides it."""
+
+
+def _lock_wait() -> float:
+    try:
+        return float(os.environ.get("AUTOMIXER_LOCK_WAIT_S", LOCK_WAIT_S))
+    except ValueError:
+        return LOCK_WAIT_S
+
+
+STATES = {"T": " (stopped)", "t": " (stopped by a debugger)", "D": " (waiting on I/O)"}
+"""Linux process states worth naming when a lock holder does not let go."""
+
+
+def _holder(lock: str) -> str:
+    """Who holds a ledger lock file, as its holder wrote it (pid and host), and whether that
+    process is stopped, when it runs on this machine."""
+    try:
+        pid, host = Path(lock).read_text().split()[:2]
+    except (OSError, ValueError):
+        return "another process"
+    state = ""
+    if host == socket.gethostname():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            state = {
+                "T": " (stopped)",
+                "t": " (stopped by a debugger)",
+                "D": " (waiting on I/O)",
+            }.get(stat.rsplit(")", 1)[1].split()[0], "")
+        except (OSError, IndexError):
+            pass
+    return f"process {pid} on {host}{state}"
+
+
+def _lock_timeout(what: str, waited: float) -> AutomixerError:
+    return AutomixerError(
+        f"the ledger's lock has been held for {waited:.0f} s by {what}; resume or stop it "
+        "(AUTOMIXER_LOCK_WAIT_S sets how long to wait)"
+    )
+
+
 @contextlib.contextmanager
 def _exclusive(url: str, key: str) -> Iterator[None]:
     """One process at a time for `key` on this ledger: a file lock beside a SQLite file, an
-    advisory lock in PostgreSQL (nothing for other databases)."""
+    advisory lock in PostgreSQL (nothing for other databases). The wait is bounded
+    (`LOCK_WAIT_S`)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
+    limit = _lock_wait()
     if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
         import fcntl
 
         lock = f"{u.database}.lock"
-        with open(lock, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with open(lock, "a+") as fh:
+            start = time.monotonic()
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - start > limit:
+                        raise _lock_timeout(_holder(lock), time.monotonic() - start) from None
+                    time.sleep(0.02)
             try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+                fh.flush()
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
@@ -91,7 +154,11 @@ def _exclusive(url: str, key: str) -> Iterator[None]:
         try:
             with engine.connect() as conn:
                 k = zlib.crc32(key.encode()) & 0x7FFFFFFF
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": k})
+                start = time.monotonic()
+                while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": k}).scalar():
+                    if time.monotonic() - start > limit:
+                        raise _lock_timeout("another process", time.monotonic() - start)
+                    time.sleep(0.05)
                 try:
                     yield
                 finally:
