@@ -46,6 +46,18 @@ def save_proxy(
     return path
 
 
+def looks_whole(path: str | Path) -> bool:
+    """Whether a proxy file is whole, without loading it: torch's zip archive has its central
+    directory at the end, which a truncated file lacks."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_proxy(path: str | Path) -> dict[str, Any]:
     """The payload of a proxy file, checked; a clear error for anything else."""
     p = Path(path)

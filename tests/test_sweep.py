@@ -123,8 +123,11 @@ def test_sweep_trains_and_writes_runs_table(tmp_path: Path):
 
     _hostile_embedded_config(files[0], tmp_path)
     files[1].unlink()  # a deleted proxy file is reported, not silently forgotten
+    files[2].write_bytes(files[2].read_bytes()[:-100])  # and a truncated one
     again = CliRunner().invoke(app, ["sweep", str(cfg), "-q"])
-    assert again.exit_code == 0 and "1 finished runs have no proxy file" in again.output
+    flat = " ".join(again.output.split())
+    assert again.exit_code == 0 and "2 finished runs have no whole proxy file" in flat
+    assert not list((run_dir / "proxies").glob(".*.pending"))  # nothing left half-kept
 
 
 def _hostile_embedded_config(proxy: Path, tmp_path: Path) -> None:
@@ -392,3 +395,29 @@ def test_an_adaptive_sweep_stops_when_its_optimum_is_tight(tmp_path: Path):
     run_sweep(cfg, progress=False)  # resumed: the same runs give the same decision
     assert ledger.counts()["done"] == 13 and set(ledger.completions().values()) == {1}
     assert json.loads(design_file.read_text())["stopped"] == stopped
+
+
+def test_a_run_given_to_another_worker_keeps_that_worker_s_weights(tmp_path: Path):
+    """A worker whose run was requeued (it went quiet) and finished elsewhere trains it anyway;
+    the ledger refuses its result, and it must not replace proxies/<run>.pt either."""
+    from optuna.trial import TrialState
+
+    from automixer.evals.suites import config_tasks
+    from automixer.sweep.training import data_bundle
+    from automixer.sweep.worker import run_pack
+
+    cfg = _sweep_config(tmp_path, sweep={"n_runs": 3, "replicates": 0})
+    run_sweep(cfg, progress=False, max_packs=0)  # planned, nothing trained
+    config = load_config(cfg)
+    folder = RunDir.for_config(config).file("proxies")
+    with _ledger(cfg) as ledger:
+        (claim,) = ledger.claim(1)
+        folder.mkdir(parents=True, exist_ok=True)
+        theirs = folder / f"{claim.run_id}.pt"
+        theirs.write_bytes(b"the other worker's weights")
+        ledger.storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)  # gone stale
+        bundle = data_bundle(config, progress=False)
+        tasks = config_tasks(config, exclude=bundle.contaminated_items)
+        assert run_pack(config, bundle, [claim], tasks, ledger, "abc") == (0, 0)
+    assert theirs.read_bytes() == b"the other worker's weights"
+    assert not list(folder.glob(".*.pending"))

@@ -28,6 +28,7 @@ from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
 from automixer.sweep.worker import export_runs, storage_url, study_name, work_on, worker_loop
 from automixer.views import progress_bar
+from proxies.checkpoint import looks_whole
 
 
 def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
@@ -251,11 +252,11 @@ def run_sweep(
         c = ledger.counts()
         if config.sweep.save_weights and df.height:
             done = df.filter(df["status"] == "done")["run_id"].to_list()
-            lost = [r for r in done if not rd.file("proxies").joinpath(f"{r}.pt").is_file()]
+            lost = [r for r in done if not looks_whole(rd.file("proxies") / f"{r}.pt")]
             if lost:
                 say(
-                    f"[yellow]warning:[/] {len(lost)} finished runs have no proxy file "
-                    f"(deleted?): {', '.join(lost[:5])}; their metrics stand, but "
+                    f"[yellow]warning:[/] {len(lost)} finished runs have no whole proxy file "
+                    f"(deleted or truncated?): {', '.join(lost[:5])}; their metrics stand, but "
                     "`automixer eval` cannot score them again"
                 )
         say(

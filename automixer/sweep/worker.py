@@ -117,6 +117,7 @@ def run_pack(
         if bad:
             ledger.fail(c, f"non-finite metrics: {', '.join(bad[:3])}", extra)
             continue
+        pending = None
         if config.sweep.save_weights:
             meta = {
                 **info,
@@ -126,10 +127,18 @@ def run_pack(
                 "weights": dict(c.weights),
                 "left_out": left_out,
             }
-            keep_proxy(folder / f"{c.run_id}.pt", s, cfg, bundle, config_yaml, meta)
+            # beside its place until the ledger takes the result: a worker whose run was
+            # given to another (it went quiet, the run was queued again) must not replace
+            # the weights behind the recorded metrics
+            pending = folder / f".{c.run_id}.{c.trial_id}.pt.pending"
+            keep_proxy(pending, s, cfg, bundle, config_yaml, meta)
         if ledger.complete(c, s.metrics, extra):
+            if pending is not None:
+                os.replace(pending, folder / f"{c.run_id}.pt")
             done += 1
             tokens += r.tokens
+        elif pending is not None:
+            pending.unlink(missing_ok=True)
     return tokens, done
 
 
