@@ -279,3 +279,22 @@ def test_dry_run_prints_training_flops_and_the_expected_time_once_a_speed_is_kno
     flat = " ".join(_run("data", str(p), "--dry-run").output.split())
     hours = runs * config.proxy.tokens / 1000.0 / 3600
     assert f"expected time: {hours:.1f} h of training on one TestGPU at 1,000 tok/s" in flat
+
+
+def test_worker_storage_urls_are_checked_and_nothing_is_created(tmp_path: Path):
+    import sqlite3
+
+    missing = tmp_path / "nowhere" / "ledger.db"
+    for url, needle in [
+        ("not a url", "not a database URL"),
+        ("http://example.org/x", "needs SQLite or PostgreSQL"),
+        (f"sqlite:///{missing}", "no ledger at"),
+    ]:
+        _assert_one_line_error(_run("worker", "--storage", url), "--storage", needle)
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.db"
+    with sqlite3.connect(empty) as db:  # a database, but no sweep was ever planned in it
+        db.execute("CREATE TABLE notes (x)")
+    _assert_one_line_error(_run("worker", "--storage", f"sqlite:///{empty}"), "holds no")
+    with sqlite3.connect(empty) as db:  # and joining made none of Optuna's tables in it
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]

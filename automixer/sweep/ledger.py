@@ -52,6 +52,52 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _cause(error: BaseException, url: str) -> str:
+    """The root cause of a database error in one line, with the URL's secrets taken out (a
+    driver's message may quote the connection string)."""
+    from sqlalchemy.engine import make_url
+
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = (str(root).strip().splitlines() or [""])[0][:200]
+    try:
+        secrets = [make_url(url).password, *make_url(url).query.values()]
+    except Exception:
+        secrets = []
+    for secret in secrets:
+        if isinstance(secret, str) and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return f"{type(root).__name__}: {text}" if text else type(root).__name__
+
+
+def check_url(url: str, *, create: bool) -> None:
+    """A ledger URL a user gave: a database URL SQLAlchemy can read, and, when joining (not
+    creating), a SQLite file that exists: joining creates nothing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        raise AutomixerError(
+            "not a database URL (e.g. sqlite:////path/ledger.db or postgresql://host/db)",
+            field="--storage",
+        ) from None
+    if u.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise AutomixerError(
+            f"the ledger needs SQLite or PostgreSQL, not '{u.get_backend_name()}'",
+            field="--storage",
+        )
+    missing = not u.database or u.database == ":memory:" or not Path(u.database).is_file()
+    if not create and u.get_backend_name() == "sqlite" and missing:
+        raise AutomixerError(
+            f"no ledger at {u.database or '(no path)'}: start the sweep with `automixer "
+            "sweep CONFIG` first, and give its ledger's path",
+            field="--storage",
+        )
+
+
 def _check_sqlite_file(url: str) -> None:
     """An existing SQLite ledger that is empty or not a database is an error, not a fresh
     start: retraining everything silently would lose the record of what was done."""
@@ -207,10 +253,12 @@ class Ledger:
         # Creating the tables and the study from several processes at once is serialised.
         lock = _exclusive(url, "automixer-create") if create else contextlib.nullcontext()
         with _quiet(), lock:
+            check_url(url, create=create)
             _check_sqlite_file(url)  # under the lock: a ledger being created is not empty
             try:
                 self.storage = RDBStorage(
                     url,
+                    skip_table_creation=not create,  # joining a sweep makes no tables
                     heartbeat_interval=beat,
                     grace_period=4 * beat,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
@@ -226,14 +274,23 @@ class Ledger:
                     "pip install 'automixer[distributed]' (psycopg for PostgreSQL)"
                 ) from None
             except Exception as e:  # sqlalchemy / driver errors; messages may quote the URL
+                if not create and url.startswith("sqlite"):  # a database, but no ledger
+                    raise AutomixerError(
+                        f"the ledger {mask_url(url)} holds no automixer sweep (no ledger tables)"
+                    ) from None
                 raise AutomixerError(
-                    f"cannot open the ledger {mask_url(url)}: {type(e).__name__}"
+                    f"cannot open the ledger {mask_url(url)}: {_cause(e, url)}"
                 ) from None
             try:
                 self.study = self._study(study_name, url, create)
-            except BaseException:
+            except AutomixerError:
                 self.storage.engine.dispose()  # release its connections before the error
                 raise
+            except Exception as e:  # no tables: a database no sweep was ever planned in
+                self.storage.engine.dispose()
+                raise AutomixerError(
+                    f"the ledger {mask_url(url)} holds no automixer sweep ({type(e).__name__})"
+                ) from None
         self.heartbeat_s = beat
 
     def _study(self, study_name: str | None, url: str, create: bool) -> optuna.Study:
