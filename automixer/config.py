@@ -343,6 +343,18 @@ class SolveSection(_Section):
         return v
 
 
+def data_path_problem(value: str) -> str | None:
+    """What is wrong with a data path for the framework recipes, or None: Megatron's blend file
+    separates its entries by whitespace (a space or a newline in a path would add entries and
+    shift the weights), and no format takes control characters or an empty path."""
+    if not value or any(c.isspace() or ord(c) < 32 for c in value):
+        return (
+            f"path {value!r} is empty or holds whitespace or a control character, which "
+            "Megatron's blend file cannot carry (rename the folder or link it)"
+        )
+    return None
+
+
 class ExportSection(_Section):
     formats: list[str] = Field(default_factory=lambda: list(EXPORT_FORMATS))
     """Recipe formats written by `automixer export` (see `automixer.registry.EXPORT_FORMATS`)."""
@@ -356,6 +368,15 @@ class ExportSection(_Section):
     """Global batch size in tokens, for OLMo-core's `SourceMixtureDatasetConfig`."""
     seed: int = 0
     """Sampling seed written into the framework configs."""
+
+    @field_validator("paths")
+    @classmethod
+    def _paths_fit_every_format(cls, v: dict[str, str]) -> dict[str, str]:
+        for domain, path in v.items():
+            problem = data_path_problem(path)
+            if problem:
+                raise FieldIssue(problem, (domain,))
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -298,3 +299,23 @@ def test_worker_storage_urls_are_checked_and_nothing_is_created(tmp_path: Path):
     _assert_one_line_error(_run("worker", "--storage", f"sqlite:///{empty}"), "holds no")
     with sqlite3.connect(empty) as db:  # and joining made none of Optuna's tables in it
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
+
+
+def test_data_paths_megatron_cannot_carry_are_refused(tmp_path: Path):
+    from automixer.config import load_config
+    from automixer.errors import AutomixerError
+    from automixer.pipeline.export import read_paths
+
+    cfg = small_config(tmp_path)
+    cfg["export"] = {"paths": {"code": "/data/my code"}}
+    _assert_one_line_error(
+        _run("data", str(write_config(tmp_path / "c.yaml", cfg)), "--dry-run"),
+        "export.paths.code",
+        "whitespace",
+    )
+    cfg["export"] = {"paths": {}}
+    config = load_config(write_config(tmp_path / "c.yaml", cfg))
+    for bad in ("/data/code\n0.5 /data/injected", "/data/a\tb", ""):
+        (tmp_path / "paths.yaml").write_text(yaml.safe_dump({"code": bad}))
+        with pytest.raises(AutomixerError, match="paths.yaml: code: path"):
+            read_paths(tmp_path / "paths.yaml", config)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 import automixer
 from automixer.budget import DomainSupply, Supply
-from automixer.config import Config, DomainSection
+from automixer.config import Config, DomainSection, data_path_problem
 from automixer.errors import AutomixerError
 from automixer.io import git_commit
 from automixer.recipes import NeedsBudget, build_recipe, export
@@ -40,7 +40,7 @@ def _per_document(row: dict[str, Any], supply: DomainSupply) -> dict[str, Any]:
 
 def read_paths(path: Path | None, config: Config) -> dict[str, str]:
     """The per-domain data paths: the config's `export.paths`, updated from a YAML/JSON file."""
-    paths = dict(config.export.paths)
+    paths = dict(config.export.paths)  # checked when the config was read
     if path is None:
         return paths
     try:
@@ -52,7 +52,15 @@ def read_paths(path: Path | None, config: Config) -> dict[str, str]:
     extra = [d for d in data if d not in config.domain_names]
     if extra:
         raise AutomixerError(f"unknown domain '{extra[0]}'", file=path)
+    for d, v in data.items():
+        check_path(v, file=path, field=str(d))
     return paths | {str(k): v for k, v in data.items()}
+
+
+def check_path(value: str, *, file: Path | str | None = None, field: str | None = None) -> None:
+    problem = data_path_problem(value)
+    if problem:
+        raise AutomixerError(problem, file=file, field=field)
 
 
 def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any]:
