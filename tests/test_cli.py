@@ -317,5 +317,5 @@ def test_data_paths_megatron_cannot_carry_are_refused(tmp_path: Path):
     config = load_config(write_config(tmp_path / "c.yaml", cfg))
     for bad in ("/data/code\n0.5 /data/injected", "/data/a\tb", ""):
         (tmp_path / "paths.yaml").write_text(yaml.safe_dump({"code": bad}))
-        with pytest.raises(AutomixerError, match="paths.yaml: code: path"):
+        with pytest.raises(AutomixerError, match=r"paths\.yaml: code: path"):
             read_paths(tmp_path / "paths.yaml", config)

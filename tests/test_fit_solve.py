@@ -161,7 +161,7 @@ def test_tampered_result_files_are_one_line_where_they_are_read(tmp_path: Path):
     from automixer.verdict import signal_check
 
     rd.file("surrogates/signal.csv").write_text("target,nothing\nx,1\n")
-    with pytest.raises(AutomixerError, match="signal.csv: no column 'seed_noise_sd'"):
+    with pytest.raises(AutomixerError, match=r"signal\.csv: no column 'seed_noise_sd'"):
         signal_check(rd, ["ability:code:bpb"])
     # a front from another solve (killed between its two writes) is ignored, not shown
     front = rd.file("pareto.csv")
