@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from automixer.cli import app
@@ -421,3 +422,26 @@ def test_a_run_given_to_another_worker_keeps_that_worker_s_weights(tmp_path: Pat
         assert run_pack(config, bundle, [claim], tasks, ledger, "abc") == (0, 0)
     assert theirs.read_bytes() == b"the other worker's weights"
     assert not list(folder.glob(".*.pending"))
+
+
+def test_a_resume_refuses_data_that_changed_since_the_sweep_started(tmp_path: Path):
+    """A data file edited between a partial sweep and its resume (the config, and so its
+    hash, unchanged): one line, nothing trained into the old sweep from the new corpus."""
+    from automixer.config import DomainSection
+    from automixer.data.sources import iter_raw_documents
+
+    notes = tmp_path / "notes.jsonl"
+    texts = list(iter_raw_documents(DomainSection(name="b", builtin="bible"), 0))[:60]
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = _sweep_config(tmp_path, sweep={"n_runs": 4, "replicates": 0})
+    data = yaml.safe_load(cfg.read_text())
+    data["domains"][1] = {"name": "notes", "files": [str(notes)]}
+    cfg.write_text(yaml.safe_dump(data))
+    run_sweep(cfg, progress=False, max_packs=1)
+    notes.write_text("".join(json.dumps({"text": t[::-1]}) + "\n" for t in texts))
+    result = CliRunner().invoke(app, ["sweep", str(cfg), "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    assert "the data changed since this sweep started (domain 'notes'" in flat
+    with _ledger(cfg) as ledger:
+        assert ledger.counts()["done"] == 3  # the first pack only

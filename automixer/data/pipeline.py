@@ -121,6 +121,11 @@ class DataBundle:
     eval_items_checked: int = 0
     unchecked_items: list[str] = field(default_factory=list)
     """Eval items too short to check for contamination (fewer than 6 words), by key."""
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What the training data and scoring were made from: each domain's source key (its
+    files' sizes and times, a built-in corpus's package versions, a dataset's revision), the
+    tokenizer's hash and the eval items' hash. A sweep's runs must all come from the same
+    (`check_inputs`)."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,6 +196,7 @@ class DataBundle:
                 "vocab_size": self.tokenizer.get_vocab_size(),
             },
             "eval_items_checked": self.eval_items_checked,
+            "inputs": self.inputs,
             "contaminated_items": self.contaminated_items,
             "unchecked_items": self.unchecked_items,
             "natural_weights": self.natural_weights(),
@@ -437,4 +443,5 @@ def prepare_data(
         tokenizer_hash=tok_hash,
         eval_items_checked=len(eval_texts),
         unchecked_items=[k for k, t in eval_texts.items() if too_short_to_check(t)],
+        inputs={"domains": dict(keys), "tokenizer": tok_hash, "eval_items": eval_key},
     )

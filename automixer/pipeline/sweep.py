@@ -26,7 +26,14 @@ from automixer.runs_table import fit_arrays
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
-from automixer.sweep.worker import export_runs, storage_url, study_name, work_on, worker_loop
+from automixer.sweep.worker import (
+    check_inputs,
+    export_runs,
+    storage_url,
+    study_name,
+    work_on,
+    worker_loop,
+)
 from automixer.views import progress_bar
 from proxies.checkpoint import looks_whole
 
@@ -167,6 +174,7 @@ def run_sweep(
         url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True
     ) as ledger:
         ledger.set_meta("config", dump_config(config))
+        check_inputs(ledger, bundle)
         retried = ledger.counts()["failed"] if retry_failed else 0
         added = ledger.plan(planned, retry_failed=retry_failed)
         say(
@@ -271,6 +279,7 @@ def join_sweep(url: str, study: str | None, console: Console) -> None:
     with work_on(url, study) as ledger:
         config = parse_config(ledger.meta("config"), source="<ledger>")
         bundle = data_bundle(config, progress=False)
+        check_inputs(ledger, bundle)
         console.print(f"joined sweep {ledger.study.study_name}: {ledger.counts()}")
         worker_loop(config, bundle, ledger)
         console.print(f"sweep finished: {ledger.counts()}")

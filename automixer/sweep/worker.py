@@ -180,6 +180,33 @@ def worker_loop(
             on_pack(tokens, time.perf_counter() - t0)
 
 
+INPUTS = "inputs"
+"""The ledger's record of what a sweep's data was made from (`DataBundle.inputs`)."""
+
+
+def check_inputs(ledger: Ledger, bundle: DataBundle) -> None:
+    """Refuse to train into a sweep whose data changed since it started (a data file edited,
+    another tokenizer, other eval items): its runs would come from two corpora under one config
+    hash. The first call records the inputs."""
+    known = ledger.meta(INPUTS)
+    if not known:
+        ledger.set_meta(INPUTS, bundle.inputs)
+        return
+    now = bundle.inputs
+    changed = [
+        f"domain '{d}'"
+        for d in sorted(set(known.get("domains", {})) | set(now.get("domains", {})))
+        if known.get("domains", {}).get(d) != now.get("domains", {}).get(d)
+    ]
+    changed += [what for what in ("tokenizer", "eval_items") if known.get(what) != now.get(what)]
+    if changed:
+        raise AutomixerError(
+            f"the data changed since this sweep started ({', '.join(changed).replace('_', ' ')}"
+            "): its runs would come from two corpora. Restore the data, or start a new sweep "
+            "(another run.name)"
+        )
+
+
 def work_on(url: str, study: str | None, heartbeat_s: float | None = None) -> Ledger:
     """Open a sweep's ledger as a worker: the config it was planned with must be in it."""
     ledger = Ledger(url, study, heartbeat_s=heartbeat_s) if heartbeat_s else Ledger(url, study)
@@ -200,7 +227,9 @@ def worker_process(
         torch.set_num_threads(threads)
     with work_on(url, study, heartbeat_s) as ledger:
         config = parse_config(ledger.meta("config"), source="<ledger>")
-        worker_loop(config, data_bundle(config, progress=False), ledger)
+        bundle = data_bundle(config, progress=False)
+        check_inputs(ledger, bundle)
+        worker_loop(config, bundle, ledger)
 
 
 def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
