@@ -77,6 +77,20 @@ def _run_data(
     return rd, bundle
 
 
+def unpinned(config: Config) -> list[str]:
+    """Hub datasets read without a pinned revision: a resumed sweep cannot tell whether their
+    data changed under it."""
+    return [
+        f"domains[{i}].hf.revision: '{d.name}' reads {d.hf.path} unpinned; a sweep resumed "
+        "later may train on other data without knowing (pin a revision)"
+        for i, d in enumerate(config.domains)
+        if d.hf is not None
+        and d.hf.revision is None
+        and not Path(d.hf.path).exists()
+        and not d.hf.data_files
+    ]
+
+
 def expected_time(config: Config, tokens: int) -> str:
     """The sweep's training time at the fastest speed measured for its proxy shape (cached by
     `sweep.workers: auto` on a CPU and by the GPU sizing), or how to get one."""
@@ -168,3 +182,5 @@ def _dry_run(config_path: Path, console: Console) -> None:
     warning = sweep_size_warning(config.sweep.n_runs, len(config.domains))
     if warning:
         console.print(f"[yellow]warning:[/] sweep.n_runs: {warning}")
+    for note in unpinned(config):
+        console.print(f"[yellow]warning:[/] {note}")
