@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,11 @@ def read_table(path: str | Path, option: str = "RUNS_TABLE") -> pl.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise AutomixerError("file not found", file=p, field=option)
+    parquet = p.suffix.lower() == ".parquet"
+    if not parquet:
+        _check_header(p, option)
     try:
-        if p.suffix.lower() == ".parquet":
+        if parquet:
             df = pl.read_parquet(p)
         else:
             df = pl.read_csv(p, infer_schema_length=None, null_values=MISSING)
@@ -56,6 +59,42 @@ def read_table(path: str | Path, option: str = "RUNS_TABLE") -> pl.DataFrame:
                 field=option,
             )
     return df
+
+
+def _check_header(path: Path, option: str) -> None:
+    """A CSV header automixer can read as written: comma-separated (a semicolon- or
+    tab-separated file would read as one column), every column named once (polars would rename
+    a repeated name to NAME_duplicated_0 and it would be fitted as a domain of its own)."""
+    import csv
+
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError):
+        return  # read_csv says what is wrong
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in header[0]:
+                raise AutomixerError(
+                    f"the columns are separated by {name}; automixer reads comma-separated "
+                    "tables (or parquet)",
+                    file=path,
+                    field=option,
+                )
+    names = [h.strip() for h in header]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise AutomixerError(f"column '{name}' appears twice in the header", file=path)
+        seen.add(name)
+
+
+def _duplicate_ids(df: pl.DataFrame, key: str, path: Path) -> None:
+    """Ids must name one run each, spaces around them aside."""
+    ids = _id_text(df[key]).str.strip_chars()
+    dup = ids.filter(ids.is_duplicated())
+    if dup.len():
+        raise AutomixerError(f"id '{dup[0]}' appears twice in column '{key}'", file=path)
 
 
 def _id_text(col: pl.Series) -> pl.Series:
@@ -93,6 +132,8 @@ class RunsTable:
     id_column: str | None
     dropped: int = 0
     """Rows dropped for a missing target value."""
+    constant: list[str] = field(default_factory=list)
+    """Targets equal in every run: nothing to rank, and an "optimum" of nothing."""
 
 
 def load_runs(
@@ -134,9 +175,7 @@ def load_runs(
         left = left.with_columns(_id_text(left[key]))
         right = right.select([key, *metric_pool]).with_columns(_id_text(right[key]))
         for df, path in ((left, runs_path), (right, metrics_path)):
-            dup = df[key].filter(df[key].is_duplicated())
-            if dup.len():
-                raise AutomixerError(f"id '{dup[0]}' appears twice in column '{key}'", file=path)
+            _duplicate_ids(df, key, path)
         for a, b, path in ((left, right, metrics_path), (right, left, runs_path)):
             unmatched = a[key].filter(~a[key].is_in(b[key].implode()))
             if unmatched.len():
@@ -155,6 +194,8 @@ def load_runs(
             if id_column in left.columns
             else next((c for c in ID_CANDIDATES if c in left.columns), None)
         )
+        if key is not None:
+            _duplicate_ids(left, key, runs_path)
         numeric = [c for c in _numeric(left) if c not in _NOT_DATA and c != key]
         if domains:
             weight_cols = _match(numeric, domains, "domain", runs_path)
@@ -218,6 +259,12 @@ def load_runs(
     dropped = int((~keep).sum())
     if keep.sum() < 3:
         raise AutomixerError("fewer than 3 runs have every target", file=metrics_path)
+    kept = Y[keep]
+    constant = [
+        n
+        for j, n in enumerate(names)
+        if np.ptp(kept[:, j]) <= 1e-12 * (1 + np.abs(kept[:, j]).max())
+    ]
     return RunsTable(
         weight_cols,
         X[keep],
@@ -226,6 +273,7 @@ def load_runs(
         [i for i, k in zip(ids, keep, strict=True) if k] if ids else None,
         key,
         dropped,
+        constant,
     )
 
 

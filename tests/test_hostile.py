@@ -219,6 +219,36 @@ def test_replay_refuses_duplicate_and_unmatched_ids(tmp_path: Path):
     assert mixed.exit_code == 0, mixed.output
 
 
+def test_one_replay_table_is_checked_as_two_are(tmp_path: Path):
+    """A single table: duplicate ids (also after stripping spaces), a repeated header, a
+    semicolon-separated file, targets the same in every run."""
+    rows = ["run,a,b,loss_x"] + [f"r{i},{0.1 * i},{1 - 0.1 * i},{1 + i}" for i in range(1, 9)]
+    base = ["--domains", "a|b", "--no-solve", "--model", "linear", "--repeats", "1"]
+    base += ["--out-dir", str(tmp_path / "o")]
+
+    def replay(lines: list[str]):
+        return runner.invoke(app, ["replay", str(_table(tmp_path / "t.csv", lines)), *base])
+
+    assert replay(rows).exit_code == 0
+    for bad, needle in [
+        ([*rows, "r3,0.5,0.5,2"], "id 'r3' appears twice"),
+        ([*rows, " r3 ,0.5,0.5,2"], "id 'r3' appears twice"),
+        (["run,a,b,a,loss_x", *(r + ",1" for r in rows[1:])], "column 'a' appears twice"),
+        ([r.replace(",", ";") for r in rows], "separated by semicolons"),
+    ]:
+        r = replay(bad)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert needle in " ".join(r.output.split()), r.output
+    flat = [*rows[:1], *(r.rsplit(",", 1)[0] + ",2.5" for r in rows[1:])]
+    r = replay(flat)
+    assert r.exit_code == 2 and "every target is the same in every run" in r.output
+    both = ["run,a,b,loss_x,loss_y", *(r + ",7" for r in rows[1:])]
+    r = runner.invoke(
+        app, ["replay", str(_table(tmp_path / "t.csv", both)), *base[:-2], "--out-dir", "o2"]
+    )
+    assert r.exit_code == 0 and "loss_y is the same in every run" in " ".join(r.output.split())
+
+
 def test_bad_numbers_and_places_are_one_line(tmp_path: Path):
     def one_line(r, *needles):
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output

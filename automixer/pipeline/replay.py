@@ -155,6 +155,14 @@ def run_replay(
     distinct = len(np.unique(mixture_groups(runs.X)))
     if warning := sweep_size_warning(distinct, len(runs.domains)):
         console.print(f"[yellow]warning:[/] {warning}")
+    if runs.constant:
+        console.print(
+            f"[yellow]warning:[/] {', '.join(runs.constant[:5])} "
+            f"{'is' if len(runs.constant) == 1 else 'are'} the same in every run: nothing to "
+            "rank or solve for (an objective of only these has no optimum)"
+        )
+        if set(runs.constant) >= set(runs.targets):
+            raise AutomixerError("every target is the same in every run", file=runs_table)
     with fit_progress("cross-validation", progress):
         cv = cross_validated(runs, opts)
     table = cv.table
