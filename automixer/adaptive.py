@@ -73,6 +73,11 @@ def joint_draws(mean: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Genera
     return mean[:, None] + (vectors * np.sqrt(np.clip(values, 0.0, None))) @ normal
 
 
+MAX_CANDIDATES = 4096
+"""Pool rows a simulated round draws from: a random subset of the rows not yet chosen beyond
+this (the joint posterior over m candidates is m x m: 4096 is 134 MB, a 100k-row pool would be
+80 GB)."""
+
 PICK_K = 1.96
 """The confidence bounds of the optimum's interval (`Optimum`) are the posterior mean plus or
 minus this many posterior sds: the solver's own default, the 95% level."""
@@ -189,11 +194,14 @@ def simulate(
         size = min(batch, budget - len(chosen))
         y = objective(np.asarray(chosen))
         if stop_width is not None:
-            found = optimum(X[chosen], y, X, seed)
+            pool = X if len(X) <= MAX_CANDIDATES else X[rng.choice(len(X), MAX_CANDIDATES)]
+            found = optimum(X[chosen], y, pool, seed)
             if tight(found, stop_width, len(chosen), X.shape[1]):
                 if on_stop is not None:
                     on_stop(r, found)
                 break
+        if len(rest) > MAX_CANDIDATES:  # a joint posterior over the whole of a large pool
+            rest = np.sort(rng.choice(rest, MAX_CANDIDATES, replace=False))
         new = thompson_batch(X[chosen], y, X[rest], size, rng)
         chosen += [int(rest[i]) for i in new]
         rounds += [r] * size

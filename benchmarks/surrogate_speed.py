@@ -17,6 +17,8 @@ written to a temporary folder) with its defaults: `auto` (ridge or GP per target
     regmix64  64 of RegMix's 512 training runs x 17 domains x Pile-CC, with --predict of the
               256 unseen test mixtures (real data, benchmarks/data/regmix)
     wide110   512 runs x 64 domains x 110 targets (benchmarks/replay.py's timing table)
+    rows10k   10,000 runs x 24 domains x 3 targets (synthetic): memory at scale; run it alone
+              (`--shapes rows10k`), the peak resident memory is the process's own
 
 The phases are then timed one by one with the same functions: the cross-validation of each
 candidate, the deployed fit, the conformal calibration, the predictions and the solve. With
@@ -32,6 +34,7 @@ import argparse
 import contextlib
 import io
 import json
+import resource
 import tempfile
 import time
 import warnings
@@ -83,6 +86,7 @@ def shapes(folder: Path) -> dict[str, dict[str, Any]]:
         "olmix64": (409, 1, 64, 3),
         "twophase": (192, 2, 39, 2),
         "wide110": (512, 1, 64, 110),
+        "rows10k": (10_000, 1, 24, 3),
     }.items():
         sub = folder / name
         sub.mkdir()
@@ -210,6 +214,7 @@ def learned_with(learn: Callable[..., Any]) -> Iterator[None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shapes", default="olmix64,twophase,regmix64,wide110")
+    ap.add_argument("--no-phases", action="store_true", help="time only the whole replay")
     ap.add_argument(
         "--reference", action="store_true", help="also the old per-fold learning (slow)"
     )
@@ -221,13 +226,17 @@ def main() -> None:
         for name in args.shapes.split(","):
             spec = specs[name]
             seconds = replay(spec, Path(tmp) / f"{name}-out")
-            row: dict[str, Any] = {"replay_seconds": seconds, **phases(spec)}
-            print(
-                f"{name}: replay {seconds:.1f} s; phases "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in row["seconds"].items())
-                + f"; out-of-fold Spearman (auto) {row['spearman']:.4f}",
-                flush=True,
-            )
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+            print(f"{name}: replay {seconds:.1f} s, peak memory so far {peak:.2f} GiB", flush=True)
+            row: dict[str, Any] = {"replay_seconds": seconds, "peak_rss_gib": peak}
+            if not args.no_phases:
+                row |= phases(spec)
+                print(
+                    f"{name}: phases "
+                    + ", ".join(f"{k} {v:.1f} s" for k, v in row["seconds"].items())
+                    + f"; out-of-fold Spearman (auto) {row['spearman']:.4f}",
+                    flush=True,
+                )
             if args.reference:
                 with learned_with(reference_learn):
                     ref = phases(spec)

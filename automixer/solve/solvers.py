@@ -203,18 +203,21 @@ def _predict_std(model: Any, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mean).reshape(len(W), -1), np.asarray(sd).reshape(len(W), -1)
 
 
+CHUNK = 1024
+"""Rows of a distance block: memory stays at CHUNK x runs, whatever the sweep's size."""
+
+
 def nearest_distance(W: np.ndarray, X_runs: np.ndarray) -> np.ndarray:
     """Total-variation distance from each mixture in W (..., D) to its nearest run."""
     from scipy.spatial.distance import cdist
 
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     X = np.asarray(X_runs, dtype=np.float64)
-    # cdist's L1 in C: no (points x runs x domains) temporary (8 ms a call at 65 x 512 x 64)
-    return np.asarray(0.5 * cdist(W, X, "cityblock").min(axis=1))
-
-
-CHUNK = 1024
-"""Rows of a distance block: memory stays at CHUNK x runs, whatever the sweep's size."""
+    # cdist's L1 in C: no (points x runs x domains) temporary (8 ms a call at 65 x 512 x 64),
+    # in blocks of CHUNK points (memory CHUNK x runs)
+    return np.concatenate(
+        [0.5 * cdist(W[i : i + CHUNK], X, "cityblock").min(axis=1) for i in range(0, len(W), CHUNK)]
+    )
 
 
 def neighbour_distances(X_runs: np.ndarray) -> np.ndarray:
@@ -246,7 +249,6 @@ def held_out_reach(X_runs: np.ndarray, folds: np.ndarray | None) -> float | None
     out-of-fold residual was measured (a check independent of the solver's trust radius)."""
     if folds is None or not len(folds):
         return None
-    from scipy.spatial.distance import cdist
 
     X = np.asarray(X_runs, dtype=np.float64)
     reach = []
@@ -254,7 +256,7 @@ def held_out_reach(X_runs: np.ndarray, folds: np.ndarray | None) -> float | None
         for k in np.unique(fold):
             held, rest = X[fold == k], X[fold != k]
             if len(held) and len(rest):
-                reach.append((0.5 * cdist(held, rest, "cityblock")).min(axis=1))
+                reach.append(nearest_distance(held, rest))
     return float(np.quantile(np.concatenate(reach), 0.9)) if reach else None
 
 

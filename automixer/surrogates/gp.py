@@ -24,8 +24,7 @@ intervals covered 74% of new mixtures (BENCHMARKS.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -36,6 +35,9 @@ from sklearn.utils.validation import check_is_fitted
 from automixer.surrogates import progress
 from automixer.surrogates.base import Surrogate, transform_weights
 from automixer.surrogates.gp_batch import Problem, learn, log_marginal_likelihood
+
+PREDICT_CHUNK = 4096
+"""Mixtures predicted in one block (the cross-covariance is block x conditioned runs)."""
 
 
 def per_target_kernels(runs: int, targets: int, per_target: bool | str = "auto") -> bool:
@@ -73,6 +75,7 @@ class GPSurrogate(Surrogate):
         random_state: int = 0,
         kernels: Sequence[tuple[Sequence[int], Kernel]] | None = None,
         learn: bool = True,
+        max_condition_runs: int = 2048,
     ) -> None:
         self.weight_transform = weight_transform
         self.kernel = kernel
@@ -86,6 +89,10 @@ class GPSurrogate(Surrogate):
         self.learn = learn
         """Whether fit learns hyperparameters (from `kernels` when given) or conditions on
         `kernels` as they are."""
+        self.max_condition_runs = max_condition_runs
+        """The most runs the posterior conditions on (a random subset, fixed by random_state,
+        above it): its Cholesky factor is n x n (2048 runs: 34 MB and a second to factor;
+        100,000: 80 GB)."""
 
     def _kernel(self, n: int, d: int) -> Kernel:
         kind = self.kernel
@@ -145,7 +152,16 @@ class GPSurrogate(Surrogate):
                 thetas = [max(thetas, key=lambda t: log_marginal_likelihood(t, Z, y, noise)[0])]
             gp = GaussianProcessRegressor(kernel.clone_with_theta(thetas[0]), optimizer=None)
             target = Yn[:, cols] if len(cols) > 1 else Yn[:, cols[0]]
-            self.models_.append((cols, gp.fit(Z, target)))
+            keep = self._conditioned(len(Z))
+            self.models_.append((cols, gp.fit(Z[keep], target[keep])))
+
+    def _conditioned(self, n: int) -> np.ndarray:
+        """The runs the posterior conditions on: all, or a seeded subset of
+        `max_condition_runs`."""
+        if n <= self.max_condition_runs:
+            return np.arange(n)
+        rng = np.random.default_rng([self.random_state, n])
+        return np.sort(rng.choice(n, self.max_condition_runs, replace=False))
 
     def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
         Yn = self._standardise(Y)
@@ -155,10 +171,14 @@ class GPSurrogate(Surrogate):
         kernel = self._starts(Z, Yn)[0][1]
         self._condition(Z, Yn, list(_learn(self._problems(Z, Yn), kernel)))
 
-    def fit_folds(self, X: np.ndarray, Y: np.ndarray, trains: Sequence[np.ndarray]) -> list[Any]:
+    def fit_folds(
+        self, X: np.ndarray, Y: np.ndarray, trains: Sequence[np.ndarray]
+    ) -> Iterator[GPSurrogate]:
         """This surrogate fitted on each training subset `X[t], Y[t]`: what
         `[clone(self).fit(X[t], Y[t]) for t in trains]` gives, with every subset's and every
-        kernel's hyperparameters learned in one batched optimisation (`gp_batch.learn`)."""
+        kernel's hyperparameters learned in one batched optimisation (`gp_batch.learn`).
+        Yielded one by one, each conditioned when asked for: a caller that predicts with each
+        and lets it go holds one posterior at a time."""
         Y2 = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         fits = [clone(self) for _ in trains]
         Zs = [transform_weights(np.asarray(X)[t], self.weight_transform) for t in trains]
@@ -183,7 +203,7 @@ class GPSurrogate(Surrogate):
             else:
                 fit._condition(Z, Yn, [kern.theta for _, kern in fit._starts(Z, Yn)])
             start += k
-        return fits
+            yield fit
 
     def fold_template(self, X: np.ndarray, Y: np.ndarray) -> GPSurrogate:
         """What CV refits on each fold: this surrogate fitted on all of X, Y, its kernels as the
@@ -227,6 +247,15 @@ class GPSurrogate(Surrogate):
         return mean * scale + float(self.y_mean_[0]), cov * scale**2
 
     def _predict(self, Z: np.ndarray, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if len(Z) > PREDICT_CHUNK:  # the cross-covariance is points x runs: in blocks
+            parts = [
+                self._predict(Z[i : i + PREDICT_CHUNK], return_std)
+                for i in range(0, len(Z), PREDICT_CHUNK)
+            ]
+            mean = np.concatenate([m for m, _ in parts])
+            return mean, (
+                np.concatenate([s for _, s in parts if s is not None]) if return_std else None
+            )
         mean = np.empty((len(Z), len(self.y_mean_)))
         std = np.empty_like(mean) if return_std else None
         for cols, gp in self.models_:
