@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from automixer.errors import AutomixerError
+from automixer.errors import AutomixerError, database_error_line, os_error_line
 
 app = typer.Typer(
     name="automixer",
@@ -73,11 +73,15 @@ def user_errors(fn: F) -> F:
             )
             raise typer.Exit(2) from None
         except OSError as e:  # permission denied, a full disk, a folder that is a file
-            where = f"{e.filename}: " if e.filename else ""
-            message = f"{where}{e.strerror or type(e).__name__}"
             err_console.print(
-                "[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True
+                "[bold red]error:[/] " + escape(os_error_line(e)), highlight=False, soft_wrap=True
             )
+            raise typer.Exit(2) from None
+        except Exception as e:  # the ledger's database gone (a restart past the retries)
+            line = database_error_line(e)
+            if line is None:
+                raise
+            err_console.print("[bold red]error:[/] " + escape(line), highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
             what = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -90,3 +90,54 @@ def test_ray_executor_runs_the_sweep_on_a_loopback_instance(tmp_path: Path):
     # The whole verb with the Ray executor: nothing left to train, the table is written.
     run_sweep(ray_cfg, progress=False)
     assert pl.read_parquet(rd.file("runs.parquet")).height == 4
+
+
+def test_a_postgresql_restart_mid_sweep_is_ridden_out(tmp_path: Path, postgres_url: str):
+    """The ledger's server restarts while a sweep trains: the sweep waits it out (retrying with
+    backoff) and finishes every run exactly once, exit 0, no traceback."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    if not shutil.which("pg_lsclusters"):
+        pytest.skip("needs Debian's PostgreSQL cluster tools (.ci/postgres.sh)")
+    port = str(make_url(postgres_url).port)
+    cluster = next(
+        line.split()[:2]
+        for line in subprocess.run(
+            ["pg_lsclusters", "-h"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if line.split()[2] == port
+    )
+    cfg = _sweep_config(
+        tmp_path,
+        proxy={"pack_size": 1},
+        sweep={"n_runs": 6, "replicates": 0, "workers": 1, "storage": postgres_url},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automixer.cli", "sweep", str(cfg), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    config = load_config(cfg)
+    deadline = time.monotonic() + 300
+    done = 0
+    while done < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            with Ledger(postgres_url, study_name(config)) as ledger:
+                done = ledger.counts()["done"]
+        except Exception:
+            continue  # not planned yet
+    assert done >= 1, "the sweep did not start"
+    subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True, capture_output=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    with Ledger(postgres_url, study_name(config)) as ledger:
+        assert ledger.counts() == {"done": 6, "failed": 0, "running": 0, "waiting": 0}
+        assert set(ledger.completions().values()) == {1}

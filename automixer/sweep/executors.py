@@ -16,7 +16,7 @@ from typing import Any
 
 from automixer.config import Config
 from automixer.data.pipeline import DataBundle
-from automixer.errors import AutomixerError
+from automixer.errors import AutomixerError, database_error_line, os_error_line
 from automixer.registry import EXECUTORS, load
 from automixer.sweep.devices import describe_sizes, pin_to, resolve_sizes
 from automixer.sweep.ledger import Ledger
@@ -121,6 +121,17 @@ def _local_worker(
         _work(url, study, heartbeat_s, threads, parent)
     except AutomixerError as e:  # one line, as the command itself says it, and status 2
         print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as e:  # a full disk while saving a proxy
+        print(f"error: {os_error_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:  # the sweep's interrupt reaches its workers too
+        sys.exit(130)
+    except Exception as e:
+        line = database_error_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

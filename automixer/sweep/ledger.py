@@ -15,6 +15,7 @@ The storage URL may hold credentials: it is never printed or written (see `mask_
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -22,17 +23,17 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from automixer.design import PlannedRun
-from automixer.errors import AutomixerError
+from automixer.errors import AutomixerError, database_error_line
 from automixer.io import mask_url, quiet_optuna
 
 
@@ -215,6 +216,45 @@ def _exclusive(url: str, key: str) -> Iterator[None]:
         yield
 
 
+RETRY_S = 180.0
+"""How long a ledger operation retries a database that does not answer (a PostgreSQL restart,
+a network blip) before it gives up with one line; `AUTOMIXER_DB_RETRY_S` overrides it."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retrying(fn: F) -> F:
+    """Retry a ledger operation on database errors, with backoff, for `RETRY_S` seconds; then
+    one line naming the cause. Exactly-once does not rest on it: a claim whose answer was lost
+    leaves its run RUNNING without heartbeats, and the stale check queues it again."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            limit = float(os.environ.get("AUTOMIXER_DB_RETRY_S", RETRY_S))
+        except ValueError:
+            limit = RETRY_S
+        start, pause = time.monotonic(), 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except AutomixerError:
+                raise
+            except Exception as e:
+                line = database_error_line(e)
+                if line is None:
+                    raise
+                if time.monotonic() - start + pause > limit:
+                    raise AutomixerError(
+                        f"{line} (retried for {time.monotonic() - start:.0f} s); the finished "
+                        "runs are kept: run the command again once the database is back"
+                    ) from None
+                time.sleep(pause)
+                pause = min(2 * pause, 10.0)
+
+    return wrapper  # type: ignore[return-value]
+
+
 RESULT_ATTR = "result"
 """The trial attribute holding a finished run's record (metrics, error, timings) as one JSON
 object; ledgers written before it held one attribute per field, and still read."""
@@ -323,12 +363,15 @@ class Ledger:
 
     # -- planning -----------------------------------------------------------------------------
 
+    @_retrying
     def set_meta(self, key: str, value: Any) -> None:
         self.study.set_user_attr(key, value)
 
+    @_retrying
     def meta(self, key: str) -> Any:
         return self.study.user_attrs.get(key)
 
+    @_retrying
     def plan(self, runs: Sequence[PlannedRun], *, retry_failed: bool = False) -> int:
         """Enqueue the planned runs not in the ledger yet (safe to call again after a crash, and
         from several processes at once: planning holds the ledger's lock, so each run id is
@@ -366,6 +409,7 @@ class Ledger:
             return _exclusive(self.url, "claim")
         return contextlib.nullcontext()
 
+    @_retrying
     def claim(self, n: int) -> list[Claim]:
         """Pop up to `n` waiting runs for this worker (stale runs are requeued first).
 
@@ -427,6 +471,7 @@ class Ledger:
     def fail(self, claim: Claim, error: str, info: dict[str, Any]) -> bool:
         return self._finish(claim, TrialState.FAIL, {"error": error[:2000], **info})
 
+    @_retrying
     def _finish(self, claim: Claim, state: TrialState, attrs: dict[str, Any]) -> bool:
         """Write the record and the final state, straight through the storage: each write is
         refused once the attempt is finished (failed as stale by another worker, or done)."""
@@ -468,10 +513,12 @@ class Ledger:
             out[run_id] = (status, t)
         return out
 
+    @_retrying
     def records(self) -> dict[str, dict[str, Any]]:
         """One record per planned run id: its status (see `_latest`) and its attributes."""
         return {r: {"status": status, **_attrs(t)} for r, (status, t) in self._latest().items()}
 
+    @_retrying
     def counts(self) -> dict[str, int]:
         c = {"done": 0, "failed": 0, "running": 0, "waiting": 0}
         for status, _ in self._latest().values():
@@ -482,6 +529,7 @@ class Ledger:
         c = self.counts()
         return c["running"] == 0 and c["waiting"] == 0
 
+    @_retrying
     def completions(self) -> dict[str, int]:
         """How many trials reached COMPLETE per run id (1 for every done run)."""
         out: dict[str, int] = {}
