@@ -146,7 +146,10 @@ class PlainProgress:
 
 def _plain_line(t: _Task, info: str) -> str:
     elapsed = time.monotonic() - t.started
-    done = f"{t.completed:,.0f}" + (f"/{t.total:,.0f}" if t.total is not None else "")
+    if t.total is not None:
+        done = f"{t.completed:,.0f}/{t.total:,.0f}"
+    else:
+        done = f"{t.completed:,.0f}" if t.completed else ""
     left = ""
     if t.total and 0 < t.completed < t.total:
         left = f", about {_clock(elapsed * (t.total - t.completed) / t.completed)} left"
@@ -155,7 +158,8 @@ def _plain_line(t: _Task, info: str) -> str:
     except (AttributeError, KeyError, IndexError, ValueError):
         text = ""
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp} {t.description}: {done} {text}".rstrip() + f" ({_clock(elapsed)}{left})"
+    body = " ".join(x for x in (done, text) if x)
+    return f"{stamp} {t.description}: {body} ({_clock(elapsed)}{left})"
 
 
 def _clock(seconds: float) -> str:

@@ -8,7 +8,7 @@ values are computed per repeat, and their mean and spread over repeats form the 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,16 +169,15 @@ def fold_template(model: Any, X: np.ndarray, Y: np.ndarray) -> Any:
 
 def fit_folds(
     model: Any, X: np.ndarray, y: np.ndarray, trains: Sequence[np.ndarray], name: str = ""
-) -> list[Any]:
-    """`model` fitted on every training subset: by the model's own `fit_folds` where it has
-    one (the GP learns all folds at once), else a clone per subset."""
+) -> Iterator[Any]:
+    """`model` fitted on every training subset, one at a time: by the model's own
+    `fit_folds` where it has one (the GP learns all folds at once), else a clone per subset."""
     if hasattr(model, "fit_folds"):
-        return list(model.fit_folds(X, y, trains))
-    out = []
+        yield from model.fit_folds(X, y, trains)
+        return
     for i, t in enumerate(trains):
-        out.append(clone(model).fit(X[t], y[t]))
+        yield clone(model).fit(X[t], y[t])
         progress.report(name or type(model).__name__, i + 1, len(trains))
-    return out
 
 
 def cross_validate(
