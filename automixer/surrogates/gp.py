@@ -24,6 +24,7 @@ intervals covered 74% of new mixtures (BENCHMARKS.md).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -197,13 +198,17 @@ class GPSurrogate(Surrogate):
         kernel = self._starts(Zs[0], Yns[0])[0][1]
         learned = _learn(problems, kernel) if problems else np.zeros((0, 0))
         start = 0
-        for fit, Z, Yn, k in zip(fits, Zs, Yns, counts, strict=True):
+        pending = deque(zip(fits, Zs, Yns, counts, strict=True))
+        del fits  # each fit is the caller's alone once yielded
+        while pending:
+            fit, Z, Yn, k = pending.popleft()
             if self.learn:
                 fit._condition(Z, Yn, list(learned[start : start + k]))
             else:
                 fit._condition(Z, Yn, [kern.theta for _, kern in fit._starts(Z, Yn)])
             start += k
             yield fit
+            del fit
 
     def fold_template(self, X: np.ndarray, Y: np.ndarray) -> GPSurrogate:
         """What CV refits on each fold: this surrogate fitted on all of X, Y, its kernels as the
