@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from automixer.config import load_config
+from automixer.errors import AutomixerError
 from automixer.data.pipeline import prepare_data
 from automixer.pipeline.sweep import run_sweep
 from automixer.rundir import RunDir
@@ -124,15 +125,17 @@ def test_a_postgresql_restart_mid_sweep_is_ridden_out(tmp_path: Path, postgres_u
         text=True,
     )
     config = load_config(cfg)
+    planned = RunDir.for_config(config).file("design.json")  # written once the sweep is planned
     deadline = time.monotonic() + 300
     done = 0
     while done < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        try:
-            with Ledger(postgres_url, study_name(config)) as ledger:
-                done = ledger.counts()["done"]
-        except Exception:
-            continue  # not planned yet
+        if planned.is_file():
+            try:
+                with Ledger(postgres_url, study_name(config)) as ledger:
+                    done = ledger.counts()["done"]
+            except AutomixerError:  # the design is written just before the ledger's study
+                continue
     assert done >= 1, "the sweep did not start"
     subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True, capture_output=True)
     out, _ = proc.communicate(timeout=600)
