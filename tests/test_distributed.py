@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from automixer.config import load_config
-from automixer.errors import AutomixerError
 from automixer.data.pipeline import prepare_data
+from automixer.errors import AutomixerError
 from automixer.pipeline.sweep import run_sweep
 from automixer.rundir import RunDir
 from automixer.sweep.executors import Job, run_ray
