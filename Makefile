@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (or the CUDA index of your choice).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
-# Extras: dev (tests, lint, notebooks), distributed (Ray, PostgreSQL driver) and frameworks
+# Extras: dev (tests, lint, notebooks), distributed (Ray, PostgreSQL driver), tracking (MLflow,
+# TensorBoard) and frameworks
 # (OLMo-core, whose parser the recipe tests use; megatron-core comes with --no-deps below).
-EXTRAS ?= dev,distributed,frameworks
+EXTRAS ?= dev,distributed,frameworks,tracking
 MEGATRON_CORE ?= megatron-core==0.16.1
 
 .PHONY: install quickstart test test-slow lint clean

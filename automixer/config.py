@@ -390,6 +390,16 @@ class ExportSection(_Section):
         return data
 
 
+class TrackingSection(_Section):
+    backends: list[Literal["mlflow", "tensorboard"]] = Field(default_factory=list)
+    """Where each proxy's loss curve, scores and mixture, and the sweep's fit and solve
+    summary, are logged as the sweep goes (none by default; nothing is imported then)."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI; default: a SQLite store in the run directory (mlflow.db)."""
+    tensorboard_dir: Path | None = None
+    """TensorBoard log folder; default: tensorboard/ in the run directory."""
+
+
 class Config(_Section):
     """A whole automixer experiment."""
 
@@ -413,6 +423,8 @@ class Config(_Section):
     """The objective, the constraints and the solver."""
     export: ExportSection = Field(default_factory=ExportSection)
     """The exported recipes."""
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    """Experiment tracking (MLflow, TensorBoard): off by default."""
 
     @property
     def domain_names(self) -> list[str]:
@@ -774,6 +786,9 @@ _NOT_HASHED = {
     ("sweep", "ray_address"),
     ("sweep", "save_weights"),
     ("proxy", "device"),
+    ("proxy", "pack_size"),
+    ("proxy", "micro_batch"),
+    ("proxy", "compile"),
 }
 
 
@@ -786,6 +801,7 @@ def config_hash(config: Config) -> str:
     data = config_to_dict(config)
     for section, key in _NOT_HASHED:
         data[section].pop(key, None)
+    data.pop("tracking", None)  # where results are reported, not what they are
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

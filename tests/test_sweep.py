@@ -445,3 +445,48 @@ def test_a_resume_refuses_data_that_changed_since_the_sweep_started(tmp_path: Pa
     assert "the data changed since this sweep started (domain 'notes'" in flat
     with _ledger(cfg) as ledger:
         assert ledger.counts()["done"] == 3  # the first pack only
+
+
+def test_a_tracked_sweep_is_read_back_by_mlflow_and_tensorboard(tmp_path: Path):
+    """Every finished proxy, with its mixture, scores and loss curve, and the fit and solve
+    summaries, read with MLflow's and TensorBoard's own readers."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from automixer.runs_table import weight_column
+
+    cfg = _sweep_config(
+        tmp_path,
+        sweep={"n_runs": 8, "replicates": 0},
+        proxy={"pack_size": 4},
+        surrogate={"cv_folds": 3, "cv_repeats": 1},
+        tracking={"backends": ["mlflow", "tensorboard"]},
+    )
+    run_dir = run_sweep(cfg, progress=False)
+    for verb in ("fit", "solve"):
+        result = CliRunner().invoke(app, [verb, str(run_dir)])
+        assert result.exit_code == 0, result.output
+    df = pl.read_parquet(run_dir / "runs.parquet").filter(pl.col("status") == "done")
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir.resolve() / 'mlflow.db'}")
+    config = load_config(cfg)
+    experiment = client.get_experiment_by_name(f"t-{RunDir.for_config(config).config_hash}")
+    runs = client.search_runs([experiment.experiment_id])
+    by_id = {r.data.tags.get("automixer_run_id"): r for r in runs}
+    assert set(df["run_id"]) <= set(by_id)
+    row = df.row(0, named=True)
+    logged = by_id[row["run_id"]]
+    assert float(logged.data.params["w.code"]) == pytest.approx(row[weight_column("code")])
+    assert logged.data.metrics["ability:math:bpb"] == pytest.approx(row["ability:math:bpb"])
+    curve = client.get_metric_history(logged.info.run_id, "train_loss")
+    assert len(curve) >= 2 and curve[0].value > curve[-1].value
+    summaries = {r.data.tags.get("automixer_summary") for r in runs}
+    assert {"fit", "solve"} <= summaries
+    events = EventAccumulator(str(run_dir / "tensorboard" / row["run_id"]))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train_loss")]
+    assert losses == pytest.approx([x.value for x in curve], rel=1e-5)
+    # a resumed sweep logs nothing twice
+    run_sweep(cfg, progress=False)
+    assert len(client.search_runs([experiment.experiment_id])) == len(runs)

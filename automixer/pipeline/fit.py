@@ -3,6 +3,7 @@ table and the seed-noise check."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from automixer.design import sweep_size_warning
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, FitResult, fit_surrogates
 from automixer.rundir import RunDir
+from automixer.tracking import Tracker
 from automixer.views import fit_progress, print_cv_table, print_fit_summary
 
 
@@ -45,6 +47,13 @@ def run_fit(
             result.oof_folds.write_parquet(tmp)
     with atomic_path(folder / "signal.csv") as tmp:
         result.signal.write_csv(tmp)
+    tracker = Tracker.for_run(rd)
+    if tracker is not None:
+        tracker.summary(
+            "fit",
+            {f"surrogate.{t}": m for t, m in result.choice.items()},
+            {f"oof_spearman.{t}": r for t, r in result.honest.items() if math.isfinite(r)},
+        )
     if warning := sweep_size_warning(result.mixtures, len(rd.config.domains)):
         console.print(f"[yellow]warning:[/] {warning}")
     title = (

@@ -11,6 +11,7 @@ from rich.console import Console
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, SolveResult, solve_runs
 from automixer.rundir import RunDir
+from automixer.tracking import Tracker
 from automixer.views import print_solution
 
 
@@ -38,6 +39,22 @@ def run_solve(run_dir: Path, console: Console) -> SolveResult:
             "pareto_sha256": front_hash,
         },
     )
+    tracker = Tracker.for_run(rd)
+    if tracker is not None:
+        sol = result.solution
+        tracker.summary(
+            "solve",
+            {f"w.{d}": round(w, 6) for d, w in sol.weights_dict().items()},
+            {
+                k: v
+                for k, v in {
+                    "objective_predicted": sol.objective,
+                    "objective_expected": sol.expected,
+                    "nearest_run_distance": sol.nearest_distance,
+                }.items()
+                if v is not None
+            },
+        )
     print_solution(result.solution, console, run_ids=data.ids)
     console.print(f"solution: {rd.file('solution.json')}")
     return result

@@ -34,6 +34,7 @@ from automixer.sweep.worker import (
     work_on,
     worker_loop,
 )
+from automixer.tracking import Tracker
 from automixer.views import progress_bar
 from proxies.checkpoint import looks_whole
 
@@ -183,6 +184,7 @@ def run_sweep(
             + "), "
             f"{ledger.counts()['done']} already done; ledger in {rd.path}"
         )
+        tracker = Tracker.for_run(rd)
         bar = progress_bar("{task.fields[info]}", progress)
         t_start = time.perf_counter()
         tokens_seen = [0]
@@ -200,6 +202,8 @@ def run_sweep(
                     info=f"done {c['done']} failed {c['failed']} running {c['running']} "
                     f"{rate:,.0f} tok/s",
                 )
+                if tracker is not None:
+                    tracker.sync(ledger.records())
 
             def train_queued() -> None:
                 tick(0)
@@ -257,6 +261,8 @@ def run_sweep(
                 bar.update(task, total=len(planned))
                 train_queued()
         df = export_runs(ledger, config, out)
+        if tracker is not None:
+            tracker.sync(ledger.records(), force=True)
         c = ledger.counts()
         if config.sweep.save_weights and df.height:
             done = df.filter(df["status"] == "done")["run_id"].to_list()
