@@ -490,3 +490,30 @@ def test_a_tracked_sweep_is_read_back_by_mlflow_and_tensorboard(tmp_path: Path):
     # a resumed sweep logs nothing twice
     run_sweep(cfg, progress=False)
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_sweep_like_an_interrupt(tmp_path: Path):
+    """What schedulers send: one line, exit 143, no hidden temporary file left, and the
+    sweep resumes to every run done once."""
+    cfg = _sweep_config(tmp_path, proxy={"pack_size": 1}, sweep={"n_runs": 6, "replicates": 0})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        _cli("sweep", str(cfg), "-q"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    run_dir = RunDir.for_config(load_config(cfg)).path
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run_dir / "proxies").is_dir():
+        time.sleep(0.2)  # the first proxy is being kept
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 143, out
+    assert "terminated; finished work is kept" in out and "Traceback" not in out
+    assert not [p for p in run_dir.rglob(".*") if p.name.endswith((".tmp", ".pending"))]
+    done = subprocess.run(
+        _cli("sweep", str(cfg), "-q"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with _ledger(cfg) as ledger:
+        assert ledger.counts()["done"] == 6 and set(ledger.completions().values()) == {1}
