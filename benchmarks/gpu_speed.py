@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import torch
+from proxy_speed import matmul_peak_gflops
 
 from automixer.sweep.devices import Trial, time_training
 from proxies.presets import get_preset
@@ -33,24 +34,6 @@ LAGUNA_TOKENS = 63 * 200_000_000
 QUICKSTART = {"preset": "quickstart", "vocab_size": 2048, "batch_size": 16, "seq_len": 256}
 """The shape of the one GPU figure on record (773,733 tok/s for a pack of 60)."""
 RECORDED_QUICKSTART = 773_733
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 20) -> float:
-    """FLOP/s of the best of `reps` n x n x n matmuls."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def fit(shape: dict[str, Any], device: str, pack: int, micro: int, steps: int) -> Trial:
@@ -103,7 +86,7 @@ def main() -> None:
         quick |= {"batch_size": 2, "seq_len": 64}
         pack_of_60 = 4
     n = 2048 if args.quick else 8192
-    peak = matmul_peak(device, torch.bfloat16, n)
+    peak = matmul_peak_gflops(device, n, reps=20, dtype=torch.bfloat16) * 1e9
     print(f"bf16 matmul peak ({n}^3, best of 20): {peak / 1e12:.1f} TFLOP/s", flush=True)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -29,9 +29,12 @@ from proxies.presets import ModelConfig, get_preset
 from proxies.train import TrainConfig, pick_device, train_pack
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_gflops(
+    device: torch.device, n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32
+) -> float:
+    """GFLOP/s of the best of `reps` n x n x n matmuls in `dtype`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     best = float("inf")

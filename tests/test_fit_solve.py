@@ -16,6 +16,7 @@ from automixer.errors import AutomixerError
 from automixer.rundir import RunDir
 from automixer.runs_table import read_runs, weight_column, write_runs
 from tests.conftest import small_config
+from tests.test_cli import _assert_one_line_error
 
 runner = CliRunner()
 
@@ -115,20 +116,11 @@ def test_runs_table_schema_is_enforced(tmp_path: Path):
         write_runs(pl.concat([df, df.head(1)]), tmp_path / "x.parquet", rd.config.domain_names)
 
 
-def test_fit_without_runs_is_one_line(tmp_path: Path):
+def test_fit_without_runs_is_assert_one_line_error(tmp_path: Path):
     rd = RunDir.for_config(Config.model_validate(small_config(tmp_path)))
     rd.write_config()
     r = runner.invoke(app, ["fit", str(rd.path)])
     assert r.exit_code == 2 and "no runs.parquet" in r.output
-
-
-def _one_line(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_tampered_result_files_are_one_line_where_they_are_read(tmp_path: Path):
@@ -147,16 +139,18 @@ def test_tampered_result_files_are_one_line_where_they_are_read(tmp_path: Path):
     ]:
         rd.file("solution.json").write_text(json.dumps(bad))
         for verb in ("export", "report"):
-            _one_line(runner.invoke(app, [verb, path]), "solution.json", needle)
+            _assert_one_line_error(runner.invoke(app, [verb, path]), "solution.json", needle)
     rd.file("solution.json").write_text(solution)
     manifest = rd.file("manifest.json")
     manifest.write_text("{}")
-    _one_line(runner.invoke(app, ["export", path]), "manifest.json", "no record of domain")
+    _assert_one_line_error(
+        runner.invoke(app, ["export", path]), "manifest.json", "no record of domain"
+    )
     manifest.unlink()
     for name in ("surrogates/oof.parquet", "surrogates/choice.json"):
         saved = rd.file(name).read_bytes()
         rd.file(name).write_bytes(b"\x00garbage" * 10)
-        _one_line(runner.invoke(app, ["solve", path]), name.split("/")[-1])
+        _assert_one_line_error(runner.invoke(app, ["solve", path]), name.split("/")[-1])
         rd.file(name).write_bytes(saved)
     from automixer.verdict import signal_check
 
