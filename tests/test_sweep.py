@@ -517,3 +517,46 @@ def test_sigterm_ends_a_sweep_like_an_interrupt(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-2000:]
     with _ledger(cfg) as ledger:
         assert ledger.counts()["done"] == 6 and set(ledger.completions().values()) == {1}
+
+
+def test_a_stopped_lock_holder_no_longer_freezes_the_sweep(tmp_path: Path):
+    """A process stopped (SIGSTOP, a debugger) while holding the SQLite ledger's lock: a
+    joining worker waits a bounded time, then says which process holds it, one line, exit 2."""
+    cfg = _sweep_config(tmp_path, sweep={"n_runs": 3, "replicates": 0})
+    run_sweep(cfg, progress=False, max_packs=0)  # planned, nothing trained
+    config = load_config(cfg)
+    ledger_db = RunDir.for_config(config).file("ledger.db")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, socket, sys, time\n"
+            f"fh = open({str(ledger_db) + '.lock'!r}, 'a+')\n"
+            "fcntl.flock(fh, fcntl.LOCK_EX)\n"
+            "fh.seek(0); fh.truncate(); fh.write(f'{os.getpid()} {socket.gethostname()}\\n')\n"
+            "fh.flush(); print('held', flush=True); time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)
+        env = {**os.environ, "AUTOMIXER_LOCK_WAIT_S": "2"}
+        started = time.monotonic()
+        worker = subprocess.run(
+            _cli("worker", "--storage", f"sqlite:///{ledger_db}"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert time.monotonic() - started < 60
+        assert worker.returncode == 2, worker.stderr
+        lines = [x for x in worker.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and "Traceback" not in worker.stderr, worker.stderr
+        assert f"process {holder.pid}" in lines[0] and "(stopped)" in lines[0]
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.communicate()
