@@ -116,6 +116,29 @@ def data(
 
 @app.command()
 @user_errors
+def audit(
+    config: ConfigArg,
+    quiet: QuietOpt = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.01,
+            max=1.0,
+            help="Jaccard of word 5-gram shingle sets at which documents are near-duplicates "
+            "(default: data.near_threshold, 0.8).",
+        ),
+    ] = None,
+) -> None:
+    """Near-duplicates (MinHash LSH) within and across domains and tiers, and what per-domain
+    and global deduplication would remove; written to the run directory."""
+    from automixer.curation.audit import run_audit
+
+    run_audit(config, console, threshold=threshold, progress=not quiet)
+
+
+@app.command()
+@user_errors
 def run(config: ConfigArg, quiet: QuietOpt = False) -> None:
     """The whole loop: data, sweep, fit, solve, export, report."""
     from automixer.pipeline.run import run_all

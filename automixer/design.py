@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from automixer.errors import AutomixerError
-from automixer.solve.constraints import Constraints
+from automixer.solve.constraints import Constraints, GroupSpec
 
 RUNS_PER_DOMAIN = 4
 """Distinct mixtures per domain below which a sweep is too small for its width. Measured on
@@ -54,14 +54,26 @@ def _tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(a - b).sum(-1)
 
 
-def _space(natural: Mapping[str, float], caps: Mapping[str, float] | None) -> Constraints:
-    """The mixtures a proxy can train: the simplex under each domain's repetition cap."""
+def _space(
+    natural: Mapping[str, float],
+    caps: Mapping[str, float] | None,
+    groups: Sequence[GroupSpec] = (),
+) -> Constraints:
+    """The mixtures a proxy can train: the simplex under each domain's repetition cap, within
+    the group bounds."""
     upper = {d: min(1.0, float(caps[d])) for d in natural} if caps else {}
     try:
         return Constraints.build(
-            list(natural), prior=dict(natural), bounds={d: (0.0, u) for d, u in upper.items()}
+            list(natural),
+            prior=dict(natural),
+            bounds={d: (0.0, u) for d, u in upper.items()},
+            groups=groups,
         )
     except AutomixerError as e:
+        if e.field == "solve.groups":
+            raise AutomixerError(
+                f"{e.message}, at the proxies' token budget", field="solve.groups"
+            ) from None
         raise AutomixerError(
             f"{e.message}: the proxies' token budget repeats the domains more "
             "than data.max_epochs allows; lower proxy.tokens",
@@ -75,10 +87,12 @@ def candidate_mixtures(
     n: int,
     rng: np.random.Generator,
     concentration: tuple[float, float] = (0.1, 5.0),
+    groups: Sequence[GroupSpec] = (),
 ) -> np.ndarray:
     """n feasible mixtures to choose an adaptive round from: Dirichlet draws around the
-    natural mixture at log-uniform concentrations (the design's own scheme), within the caps."""
-    space = _space(natural, caps)
+    natural mixture at log-uniform concentrations (the design's own scheme), within the caps
+    and group bounds."""
+    space = _space(natural, caps, groups)
     strength = np.exp(rng.uniform(np.log(concentration[0]), np.log(concentration[1]), n))
     alpha = np.clip(space.prior[None, :] * len(space.prior) * strength[:, None], 1e-3, None)
     return np.asarray(space.project(np.stack([rng.dirichlet(a) for a in alpha])))
@@ -96,10 +110,13 @@ def plan_mixtures(
     anchors: Mapping[str, Mapping[str, float]] | None = None,
     replicates: int = 3,
     max_tries: int = 200_000,
+    groups: Sequence[GroupSpec] = (),
 ) -> list[PlannedRun]:
-    """`n_runs` distinct mixtures (anchors included) plus `replicates` extra seeds of natural."""
+    """`n_runs` distinct mixtures (anchors included) plus `replicates` extra seeds of natural.
+    Every one lies within the caps and the group bounds (a mixture outside them, an anchor
+    or uniform included, is projected onto them)."""
     domains = list(natural)
-    space = _space(natural, caps)
+    space = _space(natural, caps, groups)
     prior = space.prior
     rng = np.random.default_rng([seed, 0x646573])
     chosen: list[tuple[str, np.ndarray]] = []

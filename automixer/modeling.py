@@ -10,6 +10,7 @@ functions without touching the run directory it analyses.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,13 @@ import polars as pl
 
 from automixer.budget import Supply, config_caps_supply
 from automixer.config import SolveSection
+from automixer.curation import group_specs
 from automixer.errors import AutomixerError
 from automixer.noise import signal_table
 from automixer.rundir import OOF_COLUMNS, RunDir
 from automixer.runs_table import fit_arrays
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
+from automixer.solve.constraints import GroupSpec
 from automixer.solve.objective import resolve_keys
 from automixer.surrogates import AutoSurrogate, cross_validate, make_surrogate
 from automixer.surrogates.intervals import Conformal
@@ -224,7 +227,11 @@ def constraints_for(data: FitInputs) -> Constraints:
         supply = Supply.from_manifest(manifest or data.rd.manifest(), cfg)
         tokens = config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
     return section_constraints(
-        cfg.solve, cfg.domain_names, natural_prior(data, manifest), token_counts=tokens
+        cfg.solve,
+        cfg.domain_names,
+        natural_prior(data, manifest),
+        token_counts=tokens,
+        groups=group_specs(cfg),
     )
 
 
@@ -233,13 +240,16 @@ def section_constraints(
     domains: list[str],
     prior: dict[str, float],
     token_counts: dict[str, float] | None = None,
+    groups: Sequence[GroupSpec] = (),
 ) -> Constraints:
-    """The constraints a solve section asks for (bounds, caps at its budget, floors, the
-    penalty toward `prior`): one place for `automixer solve` and `replay --solve`."""
+    """The constraints a solve section asks for (bounds, group bounds (resolved by
+    `group_specs`), caps at its budget, floors, the penalty toward `prior`): one place for
+    `automixer solve` and `replay --solve`."""
     return Constraints.build(
         domains,
         prior=prior,
         bounds=solve.bounds,
+        groups=groups,
         token_counts=token_counts,
         target_tokens=solve.target_tokens if token_counts is not None else None,
         max_epochs=solve.max_epochs,

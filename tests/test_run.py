@@ -89,7 +89,9 @@ def _ladder(run_dir: Path) -> None:
     out = json.loads((run_dir / "ladder.json").read_text())
     assert [r["name"] for r in out["rungs"]] == ["1x1", "1.5x2"]
     assert out["rungs"][1]["active_params"] > out["rungs"][0]["active_params"]
-    assert {"solved", "natural", "uniform"} <= set(out["mixtures"]) and len(out["mixtures"]) == 5
+    # the solved, natural and uniform mixtures, the sweep's best run, and --runs 2 sweep runs
+    assert {"solved", "natural", "uniform", "best run"} <= set(out["mixtures"])
+    assert len(out["mixtures"]) == 6
     assert set(out["objective"]["rank_correlation"]) == {"1x1->1.5x2"}
     assert set(out["objective"]["solved_margin"]) == {"1x1", "1.5x2"}
     assert "ability:math:bpb" in out["targets"]

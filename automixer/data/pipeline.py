@@ -3,6 +3,7 @@
 `prepare_data` builds what is missing and reuses every cached piece:
 
     cache_dir/docs/<domain>-<key>.parquet     documents with their hash and split
+    cache_dir/tiers/<source>-<key>.parquet    a tiered source's document scores
     cache_dir/tokenizers/<key>/tokenizer.json the trained BPE
     cache_dir/shards/<key>/{train,val}.bin    token arrays (+ .json metadata)
 """
@@ -25,11 +26,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenizers import Tokenizer
 
 from automixer.config import Config, DomainSection
+from automixer.curation.dedup import near_duplicate_pairs, removed
+from automixer.curation.tiers import cut_tiers, halves_of, reference_scores, reference_texts
 from automixer.data.loader import MixtureLoader, weight_caps
 from automixer.data.shards import Shard, build_shard
 from automixer.data.sources import (
     SourceTally,
     iter_raw_documents,
+    iter_scored_documents,
     limit_documents,
     source_description,
     source_fingerprint,
@@ -38,6 +42,7 @@ from automixer.data.sources import (
 from automixer.data.splits import (
     ContaminationIndex,
     SplitDocs,
+    doc_hash,
     split_documents,
     too_short_to_check,
 )
@@ -75,6 +80,8 @@ class DomainData:
     """Whether `source_bytes` covers the whole source (False: reading stopped at a limit)."""
     target_bytes_per_token: float | None = None
     """Bytes per token of the full run's tokenizer (`tokenizer.target`) on this domain."""
+    tier: dict[str, Any] | None = None
+    """For a quality tier of a source: its source, name, score, cuts and score range."""
 
     @property
     def contamination_rate(self) -> float:
@@ -107,6 +114,12 @@ class DomainData:
             "contaminated_removed": self.contaminated,
             "contamination_rate": self.contamination_rate if self.checked else None,
             "eval_items_overlapping": len(self.items) if self.checked else None,
+            "tier_of": self.tier["source"] if self.tier else None,
+            "tier_scores": (
+                [round(self.tier["score_min"], 6), round(self.tier["score_max"], 6)]
+                if self.tier
+                else None
+            ),
         }
 
 
@@ -204,6 +217,7 @@ class DataBundle:
                 d: {
                     **v.row(),
                     "fingerprint": v.fingerprint,
+                    **({"tier": v.tier} if v.tier else {}),
                     "shards": {"train": str(v.train.path), "val": str(v.val.path)},
                 }
                 for d, v in self.domains.items()
@@ -284,6 +298,173 @@ def _load_domain_docs(
     return frame, key
 
 
+@dataclass
+class _Tiered:
+    """A tiered source's documents with each one's score and tier."""
+
+    frame: pl.DataFrame
+    key: str
+    info: dict[str, Any]
+
+
+def _source_section(domain: DomainSection) -> DomainSection:
+    assert domain.tier is not None
+    return domain.model_copy(update={"name": domain.tier.source, "tier": None, "tiers": None})
+
+
+def _load_tiered(
+    domain: DomainSection, config: Config, cache: Path, progress: Any, minted: dict[str, _Tiered]
+) -> _Tiered:
+    """The source of a tier domain read once, scored and cut (cached per source and spec)."""
+    assert domain.tier is not None and domain.tiers is not None
+    src, spec, index = domain.tier.source, domain.tiers, domain.tier.index
+    if src in minted:
+        return minted[src]
+    section = _source_section(domain)
+    frame, key = _load_domain_docs(section, index, config, cache, progress)
+    spec_key = hash_json(
+        {"docs": key, "spec": spec.model_dump(mode="json"), "min_chars": config.data.min_chars}
+    )
+    path = cache / "tiers" / f"{src}-{spec_key}.parquet"
+    if path.is_file():
+        scores = pl.read_parquet(path)["score"].to_numpy()
+    else:
+        scores = _score_documents(section, spec, index, frame, config)
+        with atomic_path(path) as tmp:
+            pl.DataFrame({"hash": frame["hash"], "score": scores}).write_parquet(tmp)
+    cut = cut_tiers(scores, spec, source=src, index=index)
+    info = {
+        "source": src,
+        "score": f"field:{spec.field}" if spec.field else f"{spec.scorer}:{spec.reference}",
+        "basis": cut.basis,
+        "cuts": cut.cuts,
+        "names": list(spec.names),
+    }
+    frame = frame.with_columns(pl.Series("score", scores), pl.Series("rank", cut.ranks))
+    minted[src] = _Tiered(frame, spec_key, info)
+    return minted[src]
+
+
+def _score_documents(
+    section: DomainSection, spec: Any, index: int, frame: pl.DataFrame, config: Config
+) -> np.ndarray:
+    """A score per document of `frame`: the data field's value, or the reference classifier's."""
+    texts = frame["text"].to_list()
+    hashes = frame["hash"].to_list()
+    if spec.field is not None:
+        by_hash: dict[str, float] = {}
+        for text, value in iter_scored_documents(section, index, spec.field):
+            by_hash.setdefault(doc_hash(text), value)
+        missing = sum(h not in by_hash for h in hashes)
+        if missing:
+            raise DataError(
+                f"{missing} of '{section.name}''s documents have no '{spec.field}' value",
+                field=f"domains[{index}].tiers.field",
+            )
+        return np.array([by_hash[h] for h in hashes], dtype=np.float64)
+    reference = reference_texts(spec.reference, config.data.min_chars, index)
+    if section.builtin == spec.reference:
+        raise DataError(
+            f"'{section.name}' is itself the reference corpus '{spec.reference}'",
+            field=f"domains[{index}].tiers.reference",
+        )
+    return reference_scores(texts, halves_of(hashes), reference)
+
+
+def _tier_docs(domain: DomainSection, tiered: _Tiered) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The tier's documents and what the manifest records of it."""
+    assert domain.tier is not None
+    frame = tiered.frame
+    part = frame.filter(pl.col("rank") == domain.tier.rank)
+    share = part["text"].str.len_bytes().sum() / max(1, frame["text"].str.len_bytes().sum())
+    info = {
+        **tiered.info,
+        "name": domain.tier.name,
+        "rank": domain.tier.rank,
+        "score_min": float(part["score"].min()),  # type: ignore[arg-type]
+        "score_max": float(part["score"].max()),  # type: ignore[arg-type]
+        "share_of_source_bytes": float(share),
+    }
+    return part, info
+
+
+@dataclass
+class DomainDocs:
+    """A domain's documents as read (after its limits and exact deduplication within it)."""
+
+    frame: pl.DataFrame
+    """text, hash, split (and score, rank for a tier)."""
+    key: str
+    """What the documents were made from (the cache key; a tier's includes its cut)."""
+    sizes: tuple[int, int, bool] | None
+    """(documents, bytes, complete) of the whole source; a tier holds its share by bytes."""
+    within: int
+    """Exact duplicates dropped within the source (counted on a tiered source's first tier:
+    they were dropped before scoring)."""
+    tier: dict[str, Any] | None = None
+
+
+def domain_documents(config: Config, cache: Path, progress: Any) -> dict[str, DomainDocs]:
+    """Every domain's documents, in the config's order (cached; a tiered source is read and
+    scored once)."""
+    tiered: dict[str, _Tiered] = {}
+    out: dict[str, DomainDocs] = {}
+    for i, domain in enumerate(config.domains):
+        share, tier = 1.0, None
+        if domain.tier is not None:
+            source = _load_tiered(domain, config, cache, progress, tiered)
+            frame, tier = _tier_docs(domain, source)
+            share = tier["share_of_source_bytes"]
+            key = hash_json([source.key, domain.tier.name])
+        else:
+            frame, key = _load_domain_docs(domain, i, config, cache, progress)
+        within = int(frame["within_duplicates"][0]) if frame.height else 0
+        if domain.tier is not None and domain.tier.rank > 0:
+            within = 0
+        sizes = (
+            (
+                round(int(frame["source_documents"][0]) * share),
+                round(int(frame["source_bytes"][0]) * share),
+                bool(frame["source_complete"][0]),
+            )
+            if frame.height
+            else None
+        )
+        out[domain.name] = DomainDocs(frame, key, sizes, within, tier)
+    return out
+
+
+def near_dedup(docs: dict[str, DomainDocs], config: Config, cache: Path) -> dict[str, int]:
+    """`data.dedup: near`: drop near-duplicates (MinHash LSH, `automixer.curation.dedup`)
+    within each domain or across all of them (`data.near_scope`), keeping the first of each
+    cluster; `docs` is filtered in place. Returns how many each domain lost (cached)."""
+    names = list(docs)
+    key = hash_json(
+        [[docs[n].key for n in names], config.data.near_scope, config.data.near_threshold]
+    )
+    path = cache / "near" / f"{key}.parquet"
+    if path.is_file():
+        drop = pl.read_parquet(path)["removed"].to_numpy()
+    else:
+        texts = [t for n in names for t in docs[n].frame["text"].to_list()]
+        labels = [k for k, n in enumerate(names) for _ in range(docs[n].frame.height)]
+        found = near_duplicate_pairs(texts, threshold=config.data.near_threshold)
+        groups = labels if config.data.near_scope == "domain" else None
+        drop = removed(len(texts), found.pairs, groups)
+        with atomic_path(path) as tmp:
+            pl.DataFrame({"removed": drop}).write_parquet(tmp)
+    counts: dict[str, int] = {}
+    start = 0
+    for n in names:
+        size = docs[n].frame.height
+        keep = ~drop[start : start + size]
+        start += size
+        counts[n] = int((~keep).sum())
+        docs[n].frame = docs[n].frame.filter(pl.Series(keep))
+        docs[n].key = hash_json([docs[n].key, key])
+    return counts
+
+
 def _check(
     index: Callable[[], ContaminationIndex], texts: Sequence[str], cache: Path, key: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -350,18 +531,18 @@ def prepare_data(
     texts = list(eval_texts.values())
     index = functools.cache(lambda: ContaminationIndex(texts, config.data.contamination_ngram))
     eval_key = hash_json([[k, hashlib.sha1(t.encode()).hexdigest()] for k, t in eval_texts.items()])
+    tiers: dict[str, dict[str, Any]] = {}
     with _progress(progress) as bar:
+        docs = domain_documents(config, cache, bar)
+        near = near_dedup(docs, config, cache) if config.data.dedup == "near" else {}
         for i, domain in enumerate(config.domains):
-            frame, key = _load_domain_docs(domain, i, config, cache, bar)
-            keys[domain.name] = key
-            within = int(frame["within_duplicates"][0]) if frame.height else 0
-            if frame.height:
-                sizes[domain.name] = (
-                    int(frame["source_documents"][0]),
-                    int(frame["source_bytes"][0]),
-                    bool(frame["source_complete"][0]),
-                )
-            out = SplitDocs(duplicates=within)
+            got = docs[domain.name]
+            frame, keys[domain.name] = got.frame, got.key
+            if got.tier is not None:
+                tiers[domain.name] = got.tier
+            if got.sizes is not None:
+                sizes[domain.name] = got.sizes
+            out = SplitDocs(duplicates=got.within + near.get(domain.name, 0))
             for text, digest, split in zip(
                 frame["text"], frame["hash"], frame["split"], strict=True
             ):
@@ -375,7 +556,7 @@ def prepare_data(
                     index,
                     out.train,
                     cache,
-                    f"{domain.name}-{key}-{eval_key}-{config.data.contamination_ngram}-v2",
+                    f"{domain.name}-{keys[domain.name]}-{eval_key}-{config.data.contamination_ngram}-v2",
                 )
                 found[domain.name] = [item_keys[i] for i in hits]
                 if config.data.decontaminate and flags.any():
@@ -424,7 +605,8 @@ def prepare_data(
                 name=domain.name,
                 source=source_description(domain),
                 licence=source_licence(domain),
-                fingerprint=source_fingerprint(domain, i),
+                fingerprint=source_fingerprint(domain, i)
+                | ({"tier": tiers[domain.name]} if domain.name in tiers else {}),
                 train=train,
                 val=val,
                 duplicates=s.duplicates,
@@ -435,6 +617,7 @@ def prepare_data(
                 source_bytes=n_bytes,
                 source_complete=complete,
                 target_bytes_per_token=target_bpt.get(domain.name),
+                tier=tiers.get(domain.name),
             )
     return DataBundle(
         domains=domains,

@@ -58,8 +58,31 @@ def _open_text(path: Path) -> Any:
     return path.open(encoding="utf-8")
 
 
-def _read_file(path: Path, fmt: str, text_field: str, index: int) -> Iterator[str]:
+def _score(value: Any, field: str, index: int, **where: Any) -> float:
+    """A tier field's value as a number, or one line naming the file, row and field."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        got = "missing" if value is None else f"not numeric ({type(value).__name__})"
+        raise DataError(
+            f"the tier field '{field}' is {got}", field=_field(index, "tiers.field"), **where
+        )
+    if value != value:  # NaN
+        raise DataError(
+            f"the tier field '{field}' is NaN", field=_field(index, "tiers.field"), **where
+        )
+    return float(value)
+
+
+def _read_file(
+    path: Path, fmt: str, text_field: str, index: int, score_field: str | None = None
+) -> Iterator[Any]:
+    """A file's documents; with `score_field`, (text, score) pairs."""
     if fmt == "text":
+        if score_field is not None:
+            raise DataError(
+                f"plain text carries no field '{score_field}' to tier by",
+                file=path,
+                field=_field(index, "tiers.field"),
+            )
         try:
             with _open_text(path) as fh:
                 yield fh.read()
@@ -87,8 +110,13 @@ def _read_file(path: Path, fmt: str, text_field: str, index: int) -> Iterator[st
                             field=_field(index, "text_field"),
                         )
                     value = row[text_field]
-                    if isinstance(value, str):
+                    if not isinstance(value, str):
+                        continue
+                    if score_field is None:
                         yield value
+                    else:
+                        got = row.get(score_field)
+                        yield value, _score(got, score_field, index, file=path, line=lineno)
         except (UnicodeDecodeError, OSError, EOFError) as e:
             raise DataError(f"cannot read: {e}", file=path) from None
     elif fmt == "parquet":
@@ -99,24 +127,35 @@ def _read_file(path: Path, fmt: str, text_field: str, index: int) -> Iterator[st
             names = table.schema_arrow.names
         except Exception as e:  # pyarrow raises several types for damaged files
             raise DataError(f"unreadable parquet file: {e}", file=path) from None
-        if text_field not in names:
-            raise DataError(
-                f"no column '{text_field}' (columns: {', '.join(names)})",
-                file=path,
-                field=_field(index, "text_field"),
-            )
+        for col, key in ((text_field, "text_field"), (score_field, "tiers.field")):
+            if col is not None and col not in names:
+                raise DataError(
+                    f"no column '{col}' (columns: {', '.join(names)})",
+                    file=path,
+                    field=_field(index, key),
+                )
+        cols = [text_field] + ([score_field] if score_field is not None else [])
         try:
-            for batch in table.iter_batches(columns=[text_field], batch_size=4096):
-                for value in batch.column(0).to_pylist():
-                    if isinstance(value, str):
-                        yield value
+            batches = list(table.iter_batches(columns=cols, batch_size=4096))
         except Exception as e:
             raise DataError(f"unreadable parquet file: {e}", file=path) from None
+        row = 0
+        for batch in batches:
+            texts = batch.column(0).to_pylist()
+            scores = batch.column(1).to_pylist() if score_field is not None else texts
+            for value, got in zip(texts, scores, strict=True):
+                row += 1
+                if not isinstance(value, str):
+                    continue
+                if score_field is None:
+                    yield value
+                else:
+                    yield value, _score(got, score_field, index, file=path, line=row)
     else:  # pragma: no cover - the config's Literal rules this out
         raise DataError(f"unknown format {fmt}", field=_field(index, "format"))
 
 
-def _read_hf(domain: DomainSection, index: int) -> Iterator[str]:
+def _read_hf(domain: DomainSection, index: int, score_field: str | None = None) -> Iterator[Any]:
     assert domain.hf is not None
     hf = domain.hf
     import datasets
@@ -157,14 +196,42 @@ def _read_hf(domain: DomainSection, index: int) -> Iterator[str]:
             f"no column '{domain.text_field}' (columns: {', '.join(features)})",
             field=_field(index, "text_field"),
         )
-    for row in ds:
+    field = score_field
+    if field is not None and features is not None and field not in features:
+        raise DataError(
+            f"no column '{field}' (columns: {', '.join(features)})",
+            field=_field(index, "tiers.field"),
+        )
+    for n, row in enumerate(ds, 1):
         value = row.get(domain.text_field)
-        if isinstance(value, str):
+        if not isinstance(value, str):
+            continue
+        if field is None:
             yield value
+        else:
+            yield value, _score(row.get(field), field, index, line=n)
 
 
 def iter_raw_documents(domain: DomainSection, index: int) -> Iterator[str]:
     """A domain's documents as its source gives them (before filtering and limits)."""
+    return _iter_source(domain, index, None)
+
+
+def iter_scored_documents(
+    domain: DomainSection, index: int, field: str
+) -> Iterator[tuple[str, float]]:
+    """(text, score) of each document, the score from the numeric data field `field` (a tier
+    field): missing or not numeric is one line naming the file and row."""
+    if domain.builtin is not None:
+        raise DataError(
+            f"the built-in corpus '{domain.builtin}' carries no field '{field}'; tier it with "
+            "scorer: reference",
+            field=_field(index, "tiers.field"),
+        )
+    return _iter_source(domain, index, field)
+
+
+def _iter_source(domain: DomainSection, index: int, field: str | None) -> Iterator[Any]:
     if domain.builtin is not None:
         corpus = BUILTINS.get(domain.builtin)
         if corpus is None:
@@ -179,9 +246,10 @@ def iter_raw_documents(domain: DomainSection, index: int) -> Iterator[str]:
         yield from corpus.read()
     elif domain.files is not None:
         for path in resolve_files(domain, index):
-            yield from _read_file(path, _format_of(path, domain.format), domain.text_field, index)
+            fmt = _format_of(path, domain.format)
+            yield from _read_file(path, fmt, domain.text_field, index, field)
     else:
-        yield from _read_hf(domain, index)
+        yield from _read_hf(domain, index, field)
 
 
 @dataclass

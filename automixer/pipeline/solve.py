@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from automixer.curation import group_totals
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, SolveResult, solve_runs
 from automixer.rundir import RunDir
@@ -37,6 +38,11 @@ def run_solve(run_dir: Path, console: Console) -> SolveResult:
             **result.solution.to_dict(),
             "best_run_id": result.best_run_id,
             "pareto_sha256": front_hash,
+            **(
+                {"groups": group_totals(rd.config, result.solution.weights_dict())}
+                if rd.config.solve.groups
+                else {}
+            ),
         },
     )
     tracker = Tracker.for_run(rd)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from automixer.adaptive import Optimum
 
 from automixer.config import Config, dump_config, parse_config
+from automixer.curation import group_specs
 from automixer.data.pipeline import DataBundle
 from automixer.design import PlannedRun, candidate_mixtures, plan_mixtures, sweep_size_warning
 from automixer.errors import AutomixerError
@@ -54,6 +55,7 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
         design=config.sweep.design,
         anchors=config.sweep.anchors,
         replicates=config.sweep.replicates,
+        groups=group_specs(config),
     )
     write_design(rd, planned)
     return planned
@@ -109,7 +111,12 @@ def adaptive_round(
     rng = np.random.default_rng([config.run.seed, 0x61646170, r])
     natural = bundle.natural_weights()
     cands = candidate_mixtures(
-        natural, bundle.loader_caps(config), 4096, rng, config.sweep.concentration
+        natural,
+        bundle.loader_caps(config),
+        4096,
+        rng,
+        config.sweep.concentration,
+        groups=group_specs(config),
     )
     if config.sweep.stop_width is not None:
         found = optimum(X, y, np.vstack([X, cands]), config.run.seed + r)

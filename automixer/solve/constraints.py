@@ -4,6 +4,10 @@ plus an optional penalty toward the natural mixture.
 Repetition cap: the full run may repeat domain d at most `max_epochs` times, so
 w_d <= max_epochs * tokens_d / target_tokens.
 
+Groups: lo_g <= sum of w_d over a set of domains <= hi_g (every tier of a source, every synthetic
+domain). With groups, projection is Dykstra's alternating projection between the capped simplex
+and each group's slab (it converges to the Euclidean projection onto their intersection).
+
 Floor: w_d >= natural_floor * natural_d (below its cap). A proxy sweep barely punishes dropping
 a domain that a larger model needs (a 49k-token proxy learns little code either way), so by
 default no domain goes below a quarter of its natural share unless its bounds say so.
@@ -27,6 +31,22 @@ PENALTIES = ("reverse_kl", "kl", "l1")
 
 
 @dataclass(frozen=True)
+class Group:
+    name: str
+    members: tuple[int, ...]
+    """Indices of the group's domains."""
+    lower: float
+    upper: float
+
+    def total(self, w: np.ndarray) -> np.ndarray:
+        return np.asarray(w)[..., list(self.members)].sum(-1)
+
+
+GroupSpec = tuple[str, Sequence[str], float, float]
+"""(name, member domains, lowest total, highest total)."""
+
+
+@dataclass(frozen=True)
 class Constraints:
     domains: list[str]
     lower: np.ndarray
@@ -35,6 +55,7 @@ class Constraints:
     """The natural mixture (token shares), for the penalty and as a starting point."""
     penalty: str = "reverse_kl"
     strength: float = 0.0
+    groups: tuple[Group, ...] = ()
 
     @classmethod
     def build(
@@ -49,6 +70,7 @@ class Constraints:
         penalty: str = "reverse_kl",
         strength: float = 0.0,
         natural_floor: float = 0.0,
+        groups: Sequence[GroupSpec] = (),
     ) -> Constraints:
         """Bounds, caps and floors as arrays; an empty feasible set is an `AutomixerError`.
         A domain with its own bounds gets no floor (its bounds say what the user wants)."""
@@ -95,13 +117,15 @@ class Constraints:
             raise AutomixerError(
                 f"unknown penalty '{penalty}' ({', '.join(PENALTIES)})", field="solve.penalty"
             )
-        return cls(names, lower, upper, p, penalty, float(strength))
+        built = tuple(
+            Group(name, tuple(names.index(m) for m in members), float(lo), float(hi))
+            for name, members, lo, hi in groups
+        )
+        if built:
+            _check_feasible(built, lower, upper)
+        return cls(names, lower, upper, p, penalty, float(strength), built)
 
-    def project(self, v: np.ndarray) -> np.ndarray:
-        """Euclidean projection of v (D,) or (N, D) onto {w : lower <= w <= upper, sum w = 1}:
-        bisection on the shift tau of w = clip(v - tau, lower, upper), all rows at once."""
-        v = np.asarray(v, dtype=np.float64)
-        V = v.reshape(-1, v.shape[-1])
+    def _project_box(self, V: np.ndarray) -> np.ndarray:
         lo_t = np.min(V - self.upper, axis=1) - 1.0
         hi_t = np.max(V - self.lower, axis=1) + 1.0
         for _ in range(60):
@@ -109,8 +133,57 @@ class Constraints:
             s = np.clip(V - tau[:, None], self.lower, self.upper).sum(axis=1)
             lo_t = np.where(s > 1, tau, lo_t)
             hi_t = np.where(s > 1, hi_t, tau)
-        W = np.clip(V - 0.5 * (lo_t + hi_t)[:, None], self.lower, self.upper)
+        return np.clip(V - 0.5 * (lo_t + hi_t)[:, None], self.lower, self.upper)
+
+    def _group_violation(self, W: np.ndarray) -> np.ndarray:
+        worst = np.zeros(len(W))
+        for g in self.groups:
+            t = g.total(W)
+            worst = np.maximum(worst, np.maximum(t - g.upper, g.lower - t))
+        return worst
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """Euclidean projection of v (D,) or (N, D) onto {w : lower <= w <= upper, sum w = 1}:
+        bisection on the shift tau of w = clip(v - tau, lower, upper), all rows at once."""
+        v = np.asarray(v, dtype=np.float64)
+        V = v.reshape(-1, v.shape[-1])
+        W = self._project_box(V)
+        if self.groups:
+            W = self._dykstra(V, W)
         return W.reshape(v.shape)
+
+    def _dykstra(self, V: np.ndarray, W: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+        """Dykstra's projection of V onto the capped simplex and every group's slab; rows
+        already within the bounds (`W`, their projection onto the capped simplex, meets the
+        groups) are done, and rows leave the iteration as they converge."""
+        out = W.copy()
+        todo = np.flatnonzero(self._group_violation(W) > tol)
+        X = V[todo].copy()
+        increments = [np.zeros_like(X) for _ in range(len(self.groups) + 1)]
+        for _ in range(5000):
+            if not len(todo):
+                break
+            Y = self._project_box(X + increments[0])
+            increments[0] = X + increments[0] - Y
+            X = Y
+            for k, g in enumerate(self.groups, start=1):
+                Z = X + increments[k]
+                idx = list(g.members)
+                t = Z[:, idx].sum(1)
+                Z2 = Z.copy()
+                Z2[:, idx] += ((np.clip(t, g.lower, g.upper) - t) / len(idx))[:, None]
+                increments[k] = Z - Z2
+                X = Z2
+            box = np.maximum(
+                np.abs(X.sum(1) - 1), np.max(np.maximum(self.lower - X, X - self.upper), axis=1)
+            )
+            done = np.maximum(box, self._group_violation(X)) < tol
+            out[todo[done]] = X[done]
+            keep = ~done
+            todo, X = todo[keep], X[keep]
+            increments = [inc[keep] for inc in increments]
+        out[todo] = X  # not converged in the iterations allowed: the nearest found
+        return np.clip(out, self.lower, self.upper)
 
     def contains(self, w: np.ndarray, tol: float = 1e-6) -> bool:
         w = np.asarray(w)
@@ -118,7 +191,12 @@ class Constraints:
             abs(w.sum() - 1) <= tol
             and np.all(w >= self.lower - tol)
             and np.all(w <= self.upper + tol)
+            and (not self.groups or self._group_violation(w[None, :]).max() <= tol)
         )
+
+    def group_totals(self, w: np.ndarray) -> dict[str, float]:
+        """Each group's total weight at w."""
+        return {g.name: float(g.total(w)) for g in self.groups}
 
     def penalty_value(self, w: np.ndarray) -> np.ndarray:
         """Penalty of mixtures w (..., D) toward the prior, times its strength."""
@@ -138,3 +216,33 @@ class Constraints:
         """n feasible mixtures: Dirichlet draws around the prior, projected onto the set."""
         alpha = np.clip(self.prior * len(self.prior) * concentration, 1e-3, None)
         return self.project(rng.dirichlet(alpha, size=n))
+
+
+def _check_feasible(groups: Sequence[Group], lower: np.ndarray, upper: np.ndarray) -> None:
+    """Some mixture meets the bounds, caps and group bounds at once (a linear program), or one
+    line naming the groups."""
+    from scipy.optimize import linprog
+
+    D = len(lower)
+    rows, rhs = [], []
+    for g in groups:
+        a = np.zeros(D)
+        a[list(g.members)] = 1.0
+        rows += [a, -a]
+        rhs += [g.upper, -g.lower]
+    res = linprog(
+        np.zeros(D),
+        A_ub=np.array(rows),
+        b_ub=np.array(rhs),
+        A_eq=np.ones((1, D)),
+        b_eq=[1.0],
+        bounds=list(zip(lower, upper, strict=True)),
+        method="highs",
+    )
+    if res.status == 2:
+        names = ", ".join(f"'{g.name}' [{g.lower:g}, {g.upper:g}]" for g in groups)
+        raise AutomixerError(
+            f"no mixture meets the group bounds {names} together with the per-domain bounds, "
+            "floors and repetition caps",
+            field="solve.groups",
+        )

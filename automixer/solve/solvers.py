@@ -299,6 +299,15 @@ def _exact(
     best_w, best_v = None, -np.inf
     bounds = list(zip(c.lower, c.upper, strict=True))
     cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
+    for g in c.groups:  # lower <= sum of the members <= upper
+        a = np.zeros(D)
+        a[list(g.members)] = 1.0
+        cons.append(
+            {"type": "ineq", "fun": lambda w, a=a, hi=g.upper: hi - a @ w, "jac": lambda w, a=a: -a}
+        )
+        cons.append(
+            {"type": "ineq", "fun": lambda w, a=a, lo=g.lower: a @ w - lo, "jac": lambda w, a=a: a}
+        )
     for w0 in starts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -118,6 +118,28 @@ def _check_sqlite_file(url: str) -> None:
             )
 
 
+def _check_tables(url: str) -> None:
+    """A ledger being joined holds optuna's tables. Checked on an engine of our own, disposed
+    here: optuna's storage, failing inside its constructor, would leave its connections to the
+    garbage collector (a ResourceWarning from the driver, and a connection slot held)."""
+    from sqlalchemy import create_engine, inspect
+
+    try:
+        engine = create_engine(url)
+    except ImportError:
+        return  # the storage's constructor names the missing driver
+    try:
+        found = inspect(engine).has_table("studies") and inspect(engine).has_table("version_info")
+    except Exception as e:  # sqlalchemy / driver errors; messages may quote the URL
+        raise AutomixerError(f"cannot open the ledger {mask_url(url)}: {_cause(e, url)}") from None
+    finally:
+        engine.dispose()
+    if not found:
+        raise AutomixerError(
+            f"the ledger {mask_url(url)} holds no automixer sweep (no ledger tables)"
+        )
+
+
 LOCK_WAIT_S = 120.0
 """The longest a process waits for the ledger's lock (planning, claiming, finishing: each holds
 it for milliseconds). Past it the wait ends with one line naming the holder: a worker stopped
@@ -295,6 +317,8 @@ class Ledger:
         with _quiet(), lock:
             check_url(url, create=create)
             _check_sqlite_file(url)  # under the lock: a ledger being created is not empty
+            if not create:
+                _check_tables(url)
             try:
                 self.storage = RDBStorage(
                     url,

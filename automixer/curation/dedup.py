@@ -1,0 +1,123 @@
+"""Near-duplicate documents: MinHash signatures and LSH (datasketch), confirmed by exact Jaccard.
+
+A document's shingles are its word n-grams (`SHINGLE` words, lower-cased `\\w+` tokens; a
+document shorter than that is one shingle, itself). Two documents are near-duplicates when the
+Jaccard similarity of their shingle sets is at least `threshold`. MinHash LSH (num_perm
+permutations, bands chosen by datasketch for the threshold) proposes candidate pairs; each
+candidate is confirmed by the exact Jaccard of the two shingle sets, so every reported pair is a
+true near-duplicate at the threshold and the LSH's misses are the only error (recall, measured
+in tests/test_curation.py against exact all-pairs Jaccard).
+
+Shingles are hashed to 32 bits with blake2b (stable across processes, unlike Python's `hash`),
+and those values are what datasketch permutes.
+
+Removal keeps the first document of each cluster (connected near-duplicates), in the order the
+documents are given (the config's domain order, then the source's order): per-domain
+deduplication clusters within each domain only; global deduplication across all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SHINGLE = 5
+"""Words per shingle."""
+THRESHOLD = 0.8
+"""Jaccard similarity of shingle sets at which two documents are near-duplicates."""
+NUM_PERM = 128
+"""MinHash permutations."""
+
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, n: int = SHINGLE) -> np.ndarray:
+    """The distinct 32-bit hashes of a text's word n-grams, sorted."""
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        grams = [" ".join(words)]
+    else:
+        grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    hashes = {
+        int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") for g in grams
+    }
+    return np.fromiter(sorted(hashes), dtype=np.uint64, count=len(hashes))
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted shingle-hash arrays."""
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+@dataclass
+class NearDuplicates:
+    pairs: list[tuple[int, int, float]]
+    """Confirmed pairs (i < j) with their exact Jaccard."""
+    candidates: int
+    """Pairs the LSH proposed (confirmed or not)."""
+    threshold: float
+    shingle: int
+    num_perm: int
+
+
+def near_duplicate_pairs(
+    texts: Sequence[str],
+    *,
+    threshold: float = THRESHOLD,
+    shingle: int = SHINGLE,
+    num_perm: int = NUM_PERM,
+    seed: int = 1,
+) -> NearDuplicates:
+    """Every pair of texts whose shingle sets have Jaccard >= threshold that MinHash LSH finds."""
+    from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+    sets = [shingles(t, shingle) for t in texts]
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    sketches = []
+    for i, s in enumerate(sets):
+        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+        m.update_batch(s.tolist())
+        lean = LeanMinHash(m)
+        sketches.append(lean)
+        lsh.insert(i, lean, check_duplication=False)
+    seen: set[tuple[int, int]] = set()
+    pairs: list[tuple[int, int, float]] = []
+    for i, m in enumerate(sketches):
+        for j in lsh.query(m):
+            if j <= i or (i, j) in seen:
+                continue
+            seen.add((i, j))
+            sim = jaccard(sets[i], sets[j])
+            if sim >= threshold:
+                pairs.append((i, j, sim))
+    return NearDuplicates(sorted(pairs), len(seen), threshold, shingle, num_perm)
+
+
+def removed(
+    n: int, pairs: Sequence[tuple[int, int, float]], groups: Sequence[int] | None = None
+) -> np.ndarray:
+    """A mask of the documents deduplication removes: all but the first of each cluster of
+    near-duplicates. With `groups` (one label per document), only pairs within a group link
+    (per-domain deduplication)."""
+    parent = np.arange(n)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    for i, j, _ in pairs:
+        if groups is not None and groups[i] != groups[j]:
+            continue
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)  # the earliest document is the cluster's root
+    return np.array([root(i) != i for i in range(n)], dtype=bool)
