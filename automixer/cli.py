@@ -407,6 +407,20 @@ def validate(
     n_per_suite: Annotated[
         int, typer.Option(help="Held-out items per suite (ones the sweep never scored).")
     ] = 100,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=FILE: also train an alternative (a recipe, or a YAML/JSON mapping of "
+            "domain -> weight) and give the solved mixture's paired margin over it. Repeatable."
+        ),
+    ] = None,
+    tier_only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SOURCE.TIER: also train the solved mixture with that source restricted to "
+            "that tier (its other tiers' weight moved onto it). Repeatable."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a larger model on the recipe and on the natural and uniform mixtures, compare."""
@@ -419,6 +433,8 @@ def validate(
         token_factor=tokens_factor,
         seeds=seeds,
         n_per_suite=n_per_suite,
+        against=against,
+        tiers_only=tier_only,
         console=console,
         progress=not quiet,
     )

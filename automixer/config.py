@@ -154,6 +154,29 @@ class TierOf(_Section):
     """The source's position in the config's `domains` list (for error messages)."""
 
 
+class TokenFiles(_Section):
+    """A domain held as the full run's own token files (no re-tokenisation): Megatron-LM's
+    indexed datasets or OLMo-core's numpy token files, made with `tokenizer.path`."""
+
+    format: Literal["megatron", "numpy"]
+    """`megatron`: `.bin` + `.idx` pairs (read with megatron-core's `IndexedDataset`);
+    `numpy`: flat token arrays, documents ended by `eos_token_id` (read with OLMo-core's
+    document indexing over a numpy memmap)."""
+    paths: list[str] = Field(min_length=1)
+    """Glob patterns: of path prefixes or `.bin`/`.idx` files (megatron), or of `.npy` files."""
+    dtype: Literal["uint8", "uint16", "uint32", "uint64"] | None = None
+    """The token dtype: numpy token files carry no header, so it is required there; for
+    Megatron files it is checked against the one the `.idx` header declares."""
+    eos_token_id: int | None = Field(default=None, ge=0)
+    """numpy: the token that ends each document (default: the tokenizer's end-of-text)."""
+
+    @model_validator(mode="after")
+    def _numpy_dtype(self) -> TokenFiles:
+        if self.format == "numpy" and self.dtype is None:
+            raise FieldIssue("numpy token files carry no header: give their dtype", ("dtype",))
+        return self
+
+
 class DomainSection(_Section):
     name: DomainName
     """Domain name: the weight column and metric suffix everywhere downstream."""
@@ -163,6 +186,9 @@ class DomainSection(_Section):
     """Glob patterns of local jsonl / parquet / plain-text files."""
     hf: HFSource | None = None
     """A Hugging Face dataset."""
+    tokens: TokenFiles | None = None
+    """Token files of the full run (Megatron indexed datasets, OLMo-core numpy files); needs
+    `tokenizer.path`, the tokenizer that made them."""
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     """File format for `files`; `auto` goes by the file extension."""
     text_field: str = "text"
@@ -187,14 +213,16 @@ class DomainSection(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DomainSection:
-        given = [k for k in ("builtin", "files", "hf") if getattr(self, k) is not None]
+        given = [k for k in ("builtin", "files", "hf", "tokens") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one source among 'builtin', 'files' and 'hf'"
+                "give exactly one source among 'builtin', 'files', 'hf' and 'tokens'"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.files is not None and not self.files:
             raise FieldIssue("needs at least one glob pattern", ("files",))
+        if self.tokens is not None and self.tiers is not None:
+            raise FieldIssue("token files carry no text to score: tier a text source", ("tiers",))
         return self
 
 
@@ -577,6 +605,13 @@ class Config(_Section):
                     f"no mixture fits: lower bounds sum to {lo:.4g}, upper bounds to {hi:.4g}",
                     ("solve", "bounds"),
                 )
+        token_domains = [i for i, d in enumerate(self.domains) if d.tokens is not None]
+        if token_domains and self.tokenizer.path is None:
+            raise FieldIssue(
+                f"domain '{self.domains[token_domains[0]].name}' is token files: give the "
+                "tokenizer that made them",
+                ("tokenizer", "path"),
+            )
         for i, group in enumerate(self.solve.groups):
             try:
                 group_members(self, group)
@@ -955,7 +990,7 @@ _NOT_HASHED = {
 
 
 _LATER_KEYS: dict[str, dict[str, Any]] = {
-    "domains": {"synthetic": False, "tiers": None, "tier": None},
+    "domains": {"synthetic": False, "tiers": None, "tier": None, "tokens": None},
     "solve": {"groups": []},
     "data": {"near_scope": "global", "near_threshold": 0.8},
 }

@@ -38,7 +38,23 @@ TEXT_COLUMN = "text"
 
 
 class NeedsBudget(AutomixerError):
-    """A format that cannot be written without the run's token budget."""
+    """A format that cannot be written for this recipe (without the run's token budget, or
+    for a domain held in another framework's token files): skipped unless asked for by name."""
+
+
+def _token_files(
+    recipe: Mapping[str, Any], domain: str, fmt: str, reader: str
+) -> list[dict] | None:
+    """A token-file domain's files (path, tokens) when they are in `fmt`; None for a text
+    domain; `NeedsBudget` when they are in another framework's format."""
+    tokens = recipe["mixture"][domain].get("source", {}).get("tokens")
+    if tokens is None:
+        return None
+    if tokens["format"] != fmt:
+        raise NeedsBudget(
+            f"{reader} does not read {tokens['format']} token files (domain '{domain}')"
+        )
+    return list(tokens["files"])
 
 
 def build_recipe(
@@ -138,10 +154,16 @@ def megatron_prefix(recipe: Mapping[str, Any], domain: str) -> str:
 def to_megatron(recipe: Mapping[str, Any]) -> str:
     """A file for Megatron-LM's `--data-args-path`: `weight prefix` pairs, one per line (the
     file is split on whitespace, so it holds nothing else)."""
-    return "".join(
-        f"{recipe['mixture'][d]['weight']:.8f} {megatron_prefix(recipe, d)}\n"
-        for d in _used(recipe)
-    )
+    lines = []
+    for d in _used(recipe):
+        weight = recipe["mixture"][d]["weight"]
+        files = _token_files(recipe, d, "megatron", "Megatron-LM")
+        if files is None:
+            lines.append(f"{weight:.8f} {megatron_prefix(recipe, d)}\n")
+            continue
+        total = sum(f["tokens"] for f in files)  # the domain's weight, split by tokens
+        lines += [f"{weight * f['tokens'] / total:.8f} {f['path']}\n" for f in files]
+    return "".join(lines)
 
 
 def _olmo_sources(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -152,7 +174,9 @@ def _olmo_sources(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
         {
             "source_name": d,
             "target_ratio": recipe["mixture"][d]["weight"] / total,
-            "paths": [f"{recipe['mixture'][d]['path']}/*.npy"],
+            "paths": [f["path"] for f in files]
+            if (files := _token_files(recipe, d, "numpy", "OLMo-core"))
+            else [f"{recipe['mixture'][d]['path']}/*.npy"],
             # OLMo-core allows needed <= available * max_source_fraction * max_repetition_ratio.
             "max_repetition_ratio": max(1.0, max_epochs),
             "max_source_fraction": min(1.0, max_epochs),
@@ -193,6 +217,8 @@ def document_probabilities(
 
 def _hf_source(entry: Mapping[str, Any]) -> dict[str, Any]:
     src = entry["source"]
+    if "tokens" in src:
+        raise NeedsBudget("datasets reads text, not token files")
     if "hf" in src:
         hf = src["hf"]
         return {

@@ -13,6 +13,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from automixer import plots
+from automixer.curation.report import curation_sections
 from automixer.modeling import FitInputs, chosen_model
 from automixer.rundir import OOF_COLUMNS, SIGNAL_COLUMNS, RunDir
 from automixer.runs_table import weight_column
@@ -163,6 +164,7 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             )
         )
     )
+    sections.extend(curation_sections(rd, mixes, _table))
     pred = pl.DataFrame([{"target": t, **v} for t, v in sol["predicted"].items()])
     level = sol.get("interval_level") or 0.95
     sections.append(

@@ -29,7 +29,7 @@ from automixer.config import Config, DomainSection
 from automixer.curation.dedup import near_duplicate_pairs, removed
 from automixer.curation.tiers import cut_tiers, halves_of, reference_scores, reference_texts
 from automixer.data.loader import MixtureLoader, weight_caps
-from automixer.data.shards import Shard, build_shard
+from automixer.data.shards import Shard, build_shard, token_dtype, write_token_shard
 from automixer.data.sources import (
     SourceTally,
     iter_raw_documents,
@@ -44,9 +44,12 @@ from automixer.data.splits import (
     SplitDocs,
     doc_hash,
     split_documents,
+    split_of,
     too_short_to_check,
 )
+from automixer.data.tokenfiles import iter_token_documents
 from automixer.data.tokenizer import (
+    EOS,
     bytes_per_token,
     get_tokenizer,
     load_target_tokenizer,
@@ -298,6 +301,63 @@ def _load_domain_docs(
     return frame, key
 
 
+def _load_token_docs(
+    domain: DomainSection, index: int, config: Config, cache: Path, tokenizer: Tokenizer
+) -> tuple[pl.DataFrame, str]:
+    """A token-file domain's documents: their tokens (`ids`, as the files hold them), their
+    decoded text (for the checks and byte counts), hash (of the tokens) and split; after the
+    domain's limits and exact deduplication. Cached like text documents."""
+    key = hash_json({**_doc_key(domain, index, config), "tokenizer": hash_json(tokenizer.to_str())})
+    path = cache / "docs" / f"{domain.name}-{key}.parquet"
+    if path.is_file():
+        return pl.read_parquet(path), key
+    eos = tokenizer.token_to_id(EOS)
+    vocab = tokenizer.get_vocab_size()
+    texts: list[str] = []
+    ids: list[bytes] = []
+    hashes: list[str] = []
+    splits: list[str] = []
+    seen: set[str] = set()
+    duplicates = n_docs = n_bytes = kept_bytes = 0
+    stopped = False
+    for doc in iter_token_documents(domain, index, eos if eos is not None else -1, vocab):
+        text = tokenizer.decode(doc.tolist(), skip_special_tokens=True).strip()
+        if len(text) < config.data.min_chars:
+            continue
+        size = len(text.encode("utf-8"))
+        n_docs += 1  # the whole source is counted: every file is read to its end
+        n_bytes += size
+        stopped = stopped or (
+            (domain.max_bytes is not None and kept_bytes + size > domain.max_bytes)
+            or (domain.max_documents is not None and len(texts) >= domain.max_documents)
+        )
+        if stopped:
+            continue
+        blob = np.ascontiguousarray(doc, dtype=np.uint32).tobytes()
+        digest = hashlib.blake2b(blob, digest_size=12).hexdigest()
+        if config.data.dedup and digest in seen:
+            duplicates += 1
+            continue
+        seen.add(digest)
+        kept_bytes += size
+        texts.append(text)
+        ids.append(blob)
+        hashes.append(digest)
+        splits.append(split_of(digest, config.run.seed, config.data.val_fraction))
+    frame = pl.DataFrame(
+        {"text": texts, "hash": hashes, "split": splits, "ids": ids},
+        schema={"text": pl.String, "hash": pl.String, "split": pl.String, "ids": pl.Binary},
+    ).with_columns(
+        pl.lit(duplicates).alias("within_duplicates").cast(pl.Int64),
+        pl.lit(n_docs).alias("source_documents").cast(pl.Int64),
+        pl.lit(n_bytes).alias("source_bytes").cast(pl.Int64),
+        pl.lit(True).alias("source_complete"),
+    )
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+    return frame, key
+
+
 @dataclass
 class _Tiered:
     """A tiered source's documents with each one's score and tier."""
@@ -404,14 +464,19 @@ class DomainDocs:
     tier: dict[str, Any] | None = None
 
 
-def domain_documents(config: Config, cache: Path, progress: Any) -> dict[str, DomainDocs]:
+def domain_documents(
+    config: Config, cache: Path, progress: Any, tokenizer: Tokenizer | None = None
+) -> dict[str, DomainDocs]:
     """Every domain's documents, in the config's order (cached; a tiered source is read and
-    scored once)."""
+    scored once; token files need the `tokenizer` that made them)."""
     tiered: dict[str, _Tiered] = {}
     out: dict[str, DomainDocs] = {}
     for i, domain in enumerate(config.domains):
         share, tier = 1.0, None
-        if domain.tier is not None:
+        if domain.tokens is not None:
+            assert tokenizer is not None, "token files need their tokenizer"
+            frame, key = _load_token_docs(domain, i, config, cache, tokenizer)
+        elif domain.tier is not None:
             source = _load_tiered(domain, config, cache, progress, tiered)
             frame, tier = _tier_docs(domain, source)
             share = tier["share_of_source_bytes"]
@@ -532,8 +597,16 @@ def prepare_data(
     index = functools.cache(lambda: ContaminationIndex(texts, config.data.contamination_ngram))
     eval_key = hash_json([[k, hashlib.sha1(t.encode()).hexdigest()] for k, t in eval_texts.items()])
     tiers: dict[str, dict[str, Any]] = {}
+    first_tokenizer = None
+    if any(d.tokens is not None for d in config.domains):  # the files' tokenizer reads them
+        first_tokenizer = get_tokenizer(config.tokenizer, {}, cache, config.run.seed)
     with _progress(progress) as bar:
-        docs = domain_documents(config, cache, bar)
+        docs = domain_documents(config, cache, bar, first_tokenizer[0] if first_tokenizer else None)
+        token_ids = {
+            n: dict(zip(d.frame["hash"], d.frame["ids"], strict=True))
+            for n, d in docs.items()
+            if "ids" in d.frame.columns
+        }
         near = near_dedup(docs, config, cache) if config.data.dedup == "near" else {}
         for i, domain in enumerate(config.domains):
             got = docs[domain.name]
@@ -580,7 +653,7 @@ def prepare_data(
                     )
             splits[domain.name] = out
 
-        tokenizer, tok_path, tok_hash = get_tokenizer(
+        tokenizer, tok_path, tok_hash = first_tokenizer or get_tokenizer(
             config.tokenizer, {d: s.train for d, s in splits.items()}, cache, config.run.seed
         )
 
@@ -599,8 +672,25 @@ def prepare_data(
             )
             folder = cache / "shards" / f"{domain.name}-{shard_key}"
             advance = functools.partial(bar.advance, task)
-            train = build_shard(folder / "train.bin", s.train, tokenizer, advance)
-            val = build_shard(folder / "val.bin", s.val, tokenizer, advance)
+            if domain.name in token_ids:  # the files' tokens, as they are
+                held = token_ids[domain.name]
+                dtype = token_dtype(tokenizer.get_vocab_size())
+                train, val = (
+                    write_token_shard(
+                        folder / f"{part}.bin",
+                        [np.frombuffer(held[h], dtype=np.uint32) for h in hashes],
+                        sum(len(t.encode("utf-8")) for t in texts),
+                        dtype,
+                    )
+                    for part, hashes, texts in (
+                        ("train", s.train_hashes, s.train),
+                        ("val", s.val_hashes, s.val),
+                    )
+                )
+                advance(len(s.train) + len(s.val))
+            else:
+                train = build_shard(folder / "train.bin", s.train, tokenizer, advance)
+                val = build_shard(folder / "val.bin", s.val, tokenizer, advance)
             domains[domain.name] = DomainData(
                 name=domain.name,
                 source=source_description(domain),

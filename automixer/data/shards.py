@@ -85,3 +85,24 @@ def build_shard(
         meta_path, {"dtype": dtype, "tokens": n_tokens, "bytes": n_bytes, "documents": len(docs)}
     )
     return shard
+
+
+def write_token_shard(path: Path, docs: Sequence[np.ndarray], n_bytes: int, dtype: str) -> Shard:
+    """A shard of documents already tokenized (a token-file source): their tokens as they are,
+    in order (no end-of-text added: the files' own separators, if any, are in the tokens)."""
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if path.stat().st_size == meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
+            return Shard(path, meta["dtype"], meta["tokens"], meta["bytes"], meta["documents"])
+    n_tokens = 0
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        for doc in docs:
+            arr = np.asarray(doc).astype(dtype, copy=False)
+            arr.tofile(fh)
+            n_tokens += arr.size
+        fh.flush()
+    atomic_write_json(
+        meta_path, {"dtype": dtype, "tokens": n_tokens, "bytes": n_bytes, "documents": len(docs)}
+    )
+    return Shard(path, dtype, n_tokens, n_bytes, len(docs))

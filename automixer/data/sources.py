@@ -305,6 +305,10 @@ def limit_documents(
 def source_fingerprint(domain: DomainSection, index: int) -> dict[str, Any]:
     """Everything about the source that changes its documents (for cache keys and manifests)."""
     base: dict[str, Any] = {"max_documents": domain.max_documents, "max_bytes": domain.max_bytes}
+    if domain.tokens is not None:
+        from automixer.data.tokenfiles import tokens_fingerprint
+
+        return tokens_fingerprint(domain, index)
     if domain.builtin is not None:
         corpus = BUILTINS.get(domain.builtin)
         versions = corpus.versions() if corpus else {}
@@ -361,6 +365,8 @@ def source_description(domain: DomainSection) -> str:
         return f"builtin:{domain.builtin} ({versions})"
     if domain.files is not None:
         return "files:" + ",".join(domain.files)
+    if domain.tokens is not None:
+        return f"tokens:{domain.tokens.format}:" + ",".join(domain.tokens.paths)
     assert domain.hf is not None
     return (
         f"hf:{domain.hf.path}"

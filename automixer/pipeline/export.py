@@ -11,6 +11,7 @@ from rich.console import Console
 import automixer
 from automixer.budget import DomainSupply, Supply
 from automixer.config import Config, DomainSection, data_path_problem
+from automixer.data.tokenfiles import token_file_sizes
 from automixer.errors import AutomixerError
 from automixer.io import git_commit
 from automixer.recipes import NeedsBudget, build_recipe, export
@@ -18,8 +19,10 @@ from automixer.registry import EXPORT_FORMATS, unknown
 from automixer.rundir import RunDir
 
 
-def _source(d: DomainSection) -> dict[str, Any]:
-    """How to read a domain's source, as plain data."""
+def _source(d: DomainSection, index: int) -> dict[str, Any]:
+    """How to read a domain's source, as plain data (token files: each file with its tokens)."""
+    if d.tokens is not None:
+        return {"tokens": {**d.tokens.model_dump(mode="json"), "files": token_file_sizes(d, index)}}
     if d.hf is not None:
         return {"hf": d.hf.model_dump(mode="json"), "text_field": d.text_field}
     if d.files is not None:
@@ -83,11 +86,13 @@ def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any
         tokens_in=supply.tokenizer,
         sources={
             d.name: {
-                "source": _source(d),
+                "source": _source(d, i),
                 "licence": rows[d.name].get("licence"),
                 "path": paths.get(d.name, d.name),
+                # a quality tier: how its documents were picked from the source
+                **({"tier": rows[d.name]["tier"]} if rows[d.name].get("tier") else {}),
             }
-            for d in cfg.domains
+            for i, d in enumerate(cfg.domains)
         },
         solution=solution,
         constraints={
@@ -138,7 +143,7 @@ def run_export(
             console.print(f"[yellow]skipped[/] {f}: {e.message}")
     for p in written:
         console.print(f"recipe: {p}")
-    missing = [d for d in rd.config.domain_names if d not in paths]
+    missing = [d.name for d in rd.config.domains if d.name not in paths and d.tokens is None]
     if missing and {"megatron", "olmo-core", "olmo-core-dataset"} & set(wanted):
         console.print(
             f"note: no data path for {', '.join(missing)}; the framework recipes name them "

@@ -148,6 +148,57 @@ def compared_mixtures(
     }
 
 
+def tier_only(solved: dict[str, float], config: Config, tier: str) -> dict[str, float]:
+    """The solved mixture with a tiered source restricted to one tier: the weight of the
+    source's other tiers moves onto `tier` (`science.high`), the rest unchanged."""
+    section = next((d for d in config.domains if d.name == tier), None)
+    if section is None or section.tier is None:
+        tiers = [d.name for d in config.domains if d.tier is not None]
+        raise AutomixerError(
+            f"'{tier}' is not a tier of a source (tiers: {', '.join(tiers) or 'none'})",
+            field="--tier-only",
+        )
+    siblings = [d.name for d in config.domains if d.tier and d.tier.source == section.tier.source]
+    out = dict(solved)
+    out[tier] = sum(solved.get(d, 0.0) for d in siblings)
+    for d in siblings:
+        if d != tier:
+            out[d] = 0.0
+    return out
+
+
+def alternative_mixture(spec: str, names: list[str]) -> tuple[str, dict[str, float]]:
+    """`NAME=FILE`: a recipe written by `automixer export`, or a YAML/JSON mapping of domain
+    to weight, compared with the solved mixture under that name."""
+    import yaml
+
+    from automixer.mixture import WeightIssue, check_weights
+
+    name, sep, path = spec.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise AutomixerError(f"expected NAME=FILE, got '{spec}'", field="--against")
+    file = Path(path.strip())
+    if not file.is_file():
+        raise AutomixerError("file not found", file=file, field="--against")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise AutomixerError(f"cannot read: {e}", file=file, field="--against") from None
+    if isinstance(data, dict) and "automixer_recipe" in data:
+        weights = recipe_weights(load_recipe(file))
+    elif isinstance(data, dict):
+        weights = data
+    else:
+        raise AutomixerError(
+            "expected a recipe or a mapping of domain -> weight", file=file, field="--against"
+        )
+    try:
+        check_weights(weights, names)
+    except WeightIssue as e:
+        raise AutomixerError(str(e), file=file, field="--against") from None
+    return name.strip(), {d: float(weights.get(d, 0.0)) for d in names}
+
+
 def objective_value(objective: Objective, values: dict[str, float]) -> float:
     """The objective (standardised as the solver standardised it) of one model's metrics."""
     y = np.array([values.get(t, math.nan) for t in objective.targets])
@@ -226,9 +277,13 @@ def run_validate(
     token_factor: float = 4.0,
     seeds: int = 3,
     n_per_suite: int = 100,
+    against: list[str] | None = None,
+    tiers_only: list[str] | None = None,
     console: Console,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Train the recipe's mixture, the baselines (`compared_mixtures`) and any alternatives
+    (`--against NAME=FILE`, `--tier-only SOURCE.TIER`) at a larger scale, paired by seed."""
     from proxies.presets import get_preset
 
     recipe = load_recipe(recipe_path)
@@ -252,6 +307,17 @@ def run_validate(
             f"domain '{unknown[0]}' is not in the sweep's config", file=recipe_path, field="mixture"
         )
     mixtures = compared_mixtures(bundle, recipe_weights(recipe), data)
+    alternatives: list[str] = []
+    for tier in tiers_only or []:
+        name = f"{tier} only"
+        mixtures[name] = tier_only(mixtures["solved"], config, tier)
+        alternatives.append(name)
+    for spec in against or []:
+        name, weights = alternative_mixture(spec, bundle.names)
+        if name in mixtures:
+            raise AutomixerError(f"the name '{name}' is taken", field="--against")
+        mixtures[name] = weights
+        alternatives.append(name)
     tokens = int(config.proxy.tokens * token_factor)
     seed_list = [config.run.seed + k for k in range(seeds)]
     left_out = set(bundle.contaminated_items)
@@ -299,10 +365,11 @@ def run_validate(
     console.print(
         metrics_table(columns, title="validation (held-out items)", best=best, counts=counts)
     )
-    comparisons = {b: paired_margin(obj_runs["solved"], obj_runs[b]) for b in BASELINES}
+    compared = [*BASELINES, *alternatives]
+    comparisons = {b: paired_margin(obj_runs["solved"], obj_runs[b]) for b in compared}
     console.print(
         "objective (higher is better, in the sweep's standard units): "
-        f"solved {scores['solved']:+.3f}" + "".join(f", {b} {scores[b]:+.3f}" for b in BASELINES)
+        f"solved {scores['solved']:+.3f}" + "".join(f", {b} {scores[b]:+.3f}" for b in compared)
     )
     for b, c in comparisons.items():
         console.print(f"solved - {b}: {c.describe()}")
@@ -313,7 +380,7 @@ def run_validate(
         "behind the sweep's best run"
         if wins
         else "the solved mixture is NOT shown ahead: "
-        + ", ".join(f"{c.verdict} vs {b}" for b, c in comparisons.items())
+        + ", ".join(f"{comparisons[b].verdict} vs {b}" for b in BASELINES)
     )
     out = {
         **rd.provenance(),
@@ -338,6 +405,7 @@ def run_validate(
         },
         "metrics": mean,
         "solved_wins": wins,
+        "alternatives": alternatives,
         "margins": {b: c.to_dict() for b, c in comparisons.items()},
     }
     path = rd.file("validation.json")
