@@ -279,7 +279,7 @@ def _load_domain_docs(
         counted(raw),
         seed=config.run.seed,
         val_fraction=config.data.val_fraction,
-        dedup=config.data.dedup,
+        dedup=bool(config.data.dedup),
     )
     progress.update(task, total=progress.tasks[task].completed)
     frame = pl.DataFrame(
@@ -436,7 +436,9 @@ def _tier_docs(domain: DomainSection, tiered: _Tiered) -> tuple[pl.DataFrame, di
     assert domain.tier is not None
     frame = tiered.frame
     part = frame.filter(pl.col("rank") == domain.tier.rank)
-    share = part["text"].str.len_bytes().sum() / max(1, frame["text"].str.len_bytes().sum())
+    share = int(part["text"].str.len_bytes().sum()) / max(
+        1, int(frame["text"].str.len_bytes().sum())
+    )
     info = {
         **tiered.info,
         "name": domain.tier.name,
