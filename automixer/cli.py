@@ -350,6 +350,15 @@ def replay(
     out_dir: Annotated[
         Path, typer.Option(help="Where the CV table, predictions and solution go.")
     ] = Path("replay-out"),
+    phases: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--phases",
+            help="NAME=SHARE per phase, in order, for a schedule table (weight columns "
+            "<domain>@<phase> or phase_<k>_<domain>) holding each phase's own mixture; a table "
+            "of shares of the whole run gives its own. Also cross-validates the collapsed totals.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit, cross-validate, predict and solve on runs another system produced."""
@@ -365,6 +374,7 @@ def replay(
         method=method,
         directions=parse_pairs(direction or [], "--direction", False),
         level=level,
+        phases=parse_pairs(phases or [], "--phases", True) or None,
     )
     run_replay(
         runs_table,

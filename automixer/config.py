@@ -438,7 +438,8 @@ class SolveSection(_Section):
     method: str = "exact"
     """Solver: gradient-based on the surrogate, RegMix's simulate-and-average-top-k, or Optuna."""
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    """Per-domain [low, high] bounds on the weight."""
+    """Per-domain [low, high] bounds on the weight. With `phases`, `domain` bounds the domain's
+    weight within every phase's own mixture and `domain@phase` within that phase's."""
     groups: list[GroupBound] = Field(default_factory=list)
     """Bounds on the total weight of sets of domains (every tier of a source, every synthetic
     domain, ...); the sweep's design keeps them too."""
@@ -546,6 +547,14 @@ class TrackingSection(_Section):
     """TensorBoard log folder; default: tensorboard/ in the run directory."""
 
 
+class PhaseSpec(_Section):
+    """A training phase of the full run: its name and its share of the run's tokens."""
+
+    name: TierName
+    share: float = Field(gt=0.0, le=1.0)
+    """Share of the run's tokens (the phases' shares sum to 1)."""
+
+
 class Config(_Section):
     """A whole automixer experiment."""
 
@@ -571,10 +580,23 @@ class Config(_Section):
     """The exported recipes."""
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     """Experiment tracking (MLflow, TensorBoard): off by default."""
+    phases: list[PhaseSpec] = Field(default_factory=list)
+    """Training phases of the full run, in order (e.g. main 0.8, anneal 0.2): the sweep, the
+    surrogates and the solver then work on one mixture per phase, and the recipes hold one per
+    phase. With `proxy.schedule: wsd` the learning rate decays over the last phase. Empty (the
+    default): one mixture for the whole run."""
 
     @property
     def domain_names(self) -> list[str]:
         return [d.name for d in self.domains]
+
+    @property
+    def weight_names(self) -> list[str]:
+        """The names of a mixture's weights: the domains, or with phases `domain@phase` for
+        each phase and domain (phase by phase), each weight a share of the whole run."""
+        if not self.phases:
+            return self.domain_names
+        return [f"{d}@{p.name}" for p in self.phases for d in self.domain_names]
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -594,10 +616,12 @@ class Config(_Section):
             except WeightIssue as e:
                 path: tuple[str | int, ...] = ("sweep", "anchors", anchor)
                 raise FieldIssue(str(e), path + ((e.key,) if e.key else ())) from None
+        phase_names = {p.name for p in self.phases}
         for name in self.solve.bounds:
-            if name not in seen:
+            d, sep, p = name.partition("@")
+            if d not in seen or (sep and p not in phase_names):
                 raise FieldIssue(_unknown_domain(name, names), ("solve", "bounds", name))
-        if self.solve.bounds:
+        if self.solve.bounds and not self.phases:
             lo = sum(self.solve.bounds.get(n, (0.0, 1.0))[0] for n in names)
             hi = sum(self.solve.bounds.get(n, (0.0, 1.0))[1] for n in names)
             if lo > 1.0 + 1e-9 or hi < 1.0 - 1e-9:
@@ -605,6 +629,8 @@ class Config(_Section):
                     f"no mixture fits: lower bounds sum to {lo:.4g}, upper bounds to {hi:.4g}",
                     ("solve", "bounds"),
                 )
+        if self.phases:
+            _check_phases(self)
         token_domains = [i for i, d in enumerate(self.domains) if d.tokens is not None]
         if token_domains and self.tokenizer.path is None:
             raise FieldIssue(
@@ -721,6 +747,43 @@ def _metric_names(config: Config, builtin: dict[str, str]) -> list[str]:
         + [f"suite:{s}:{m}" for s in suites for m in ("bpb", "acc", "acc_norm")]
         + [f"ability:{a}:{m}" for a in sorted(abilities) for m in ("bpb", "acc")]
     )
+
+
+def _check_phases(config: Config) -> None:
+    phases = config.phases
+    if len(phases) < 2:
+        raise FieldIssue("give two or more phases, or none (one mixture for the run)", ("phases",))
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise FieldIssue("phase names must be distinct", ("phases",))
+    total = sum(p.share for p in phases)
+    if abs(total - 1.0) > 1e-6:
+        raise FieldIssue(f"phase shares sum to {total:.6g}, not 1", ("phases",))
+    if config.sweep.rounds > 1:
+        raise FieldIssue(
+            "adaptive rounds do not plan schedules yet; use sweep.rounds: 1 with phases",
+            ("sweep", "rounds"),
+        )
+    for p in phases:  # each phase's own mixture within its bounds (`d` or `d@phase`)
+        lo = hi = 0.0
+        for d in config.domain_names:
+            b = config.solve.bounds.get(f"{d}@{p.name}", config.solve.bounds.get(d, (0.0, 1.0)))
+            lo, hi = lo + b[0], hi + b[1]
+        if lo > 1.0 + 1e-9 or hi < 1.0 - 1e-9:
+            raise FieldIssue(
+                f"no mixture of phase '{p.name}' fits: its lower bounds sum to {lo:.4g}, its "
+                f"upper bounds to {hi:.4g}",
+                ("solve", "bounds"),
+            )
+    batch = config.proxy.seq_len * config.proxy.batch_size
+    steps = config.proxy.tokens // batch
+    for i, p in enumerate(phases):
+        if round(p.share * steps) < 1:
+            raise FieldIssue(
+                f"phase '{p.name}' gets no whole batch of the proxies' {steps} steps "
+                f"(share {p.share:g}); raise its share or proxy.tokens",
+                ("phases", i, "share"),
+            )
 
 
 def _expand_tiers(domains: list[DomainSection]) -> list[DomainSection]:
@@ -1016,6 +1079,8 @@ def config_hash(config: Config) -> str:
         for key, unset in _LATER_KEYS[section].items():
             if data[section].get(key, unset) == unset:
                 data[section].pop(key, None)
+    if not data.get("phases"):
+        data.pop("phases", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,7 @@ def _tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(a - b).sum(-1)
 
 
-def _space(
+def mixture_space(
     natural: Mapping[str, float],
     caps: Mapping[str, float] | None,
     groups: Sequence[GroupSpec] = (),
@@ -92,7 +92,7 @@ def candidate_mixtures(
     """n feasible mixtures to choose an adaptive round from: Dirichlet draws around the
     natural mixture at log-uniform concentrations (the design's own scheme), within the caps
     and group bounds."""
-    space = _space(natural, caps, groups)
+    space = mixture_space(natural, caps, groups)
     strength = np.exp(rng.uniform(np.log(concentration[0]), np.log(concentration[1]), n))
     alpha = np.clip(space.prior[None, :] * len(space.prior) * strength[:, None], 1e-3, None)
     return np.asarray(space.project(np.stack([rng.dirichlet(a) for a in alpha])))
@@ -111,12 +111,15 @@ def plan_mixtures(
     replicates: int = 3,
     max_tries: int = 200_000,
     groups: Sequence[GroupSpec] = (),
+    draw: Callable[[np.random.Generator], tuple[str, np.ndarray]] | None = None,
+    uniform: Mapping[str, float] | None = None,
 ) -> list[PlannedRun]:
     """`n_runs` distinct mixtures (anchors included) plus `replicates` extra seeds of natural.
     Every one lies within the caps and the group bounds (a mixture outside them, an anchor
-    or uniform included, is projected onto them)."""
+    or uniform included, is projected onto them). `draw` replaces the design's draws and
+    `uniform` the even mixture (schedules: see `automixer.schedule.design`)."""
     domains = list(natural)
-    space = _space(natural, caps, groups)
+    space = mixture_space(natural, caps, groups)
     prior = space.prior
     rng = np.random.default_rng([seed, 0x646573])
     chosen: list[tuple[str, np.ndarray]] = []
@@ -129,7 +132,8 @@ def plan_mixtures(
         return True
 
     add("natural", prior, force=True)
-    add("uniform", np.full(len(domains), 1 / len(domains)), force=True)
+    even = np.full(len(domains), 1 / len(domains))
+    add("uniform", np.array([uniform[d] for d in domains]) if uniform else even, force=True)
     for name, weights in (anchors or {}).items():
         add(name, np.array([weights.get(d, 0.0) for d in domains], dtype=np.float64), force=True)
     lo, hi = np.log(concentration[0]), np.log(concentration[1])
@@ -146,7 +150,10 @@ def plan_mixtures(
                 "within the caps; lower sweep.min_distance or sweep.n_runs",
                 field="sweep.min_distance",
             )
-        if design == "sobol":
+        kind = design
+        if draw is not None:  # e.g. schedules: one mixture per phase, or one for all
+            kind, w = draw(rng)
+        elif design == "sobol":
             u = np.clip(sobol.random(1)[0], 1e-12, 1 - 1e-12)
             w = -np.log(u)  # exponential spacings: uniform on the simplex
             w = w / w.sum()
@@ -154,7 +161,7 @@ def plan_mixtures(
             strength = np.exp(rng.uniform(lo, hi))
             alpha = np.clip(prior * len(domains) * strength, 1e-3, None)
             w = rng.dirichlet(alpha)
-        add(f"{design}-{len(chosen)}", w)
+        add(f"{kind}-{len(chosen)}", w)
     runs = [
         PlannedRun(f"m{i:03d}", name, dict(zip(domains, w.tolist(), strict=True)), seed + i)
         for i, (name, w) in enumerate(chosen)

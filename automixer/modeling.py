@@ -24,6 +24,13 @@ from automixer.errors import AutomixerError
 from automixer.noise import signal_table
 from automixer.rundir import OOF_COLUMNS, RunDir
 from automixer.runs_table import fit_arrays
+from automixer.schedule import Phases
+from automixer.schedule.solve import (
+    ConstantSchedule,
+    Phasing,
+    constant_bounds,
+    schedule_constraints,
+)
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
 from automixer.solve.constraints import GroupSpec
 from automixer.solve.objective import resolve_keys
@@ -48,7 +55,7 @@ class FitInputs:
     def load(cls, rd: RunDir) -> FitInputs:
         """Too few runs or no metrics is an error."""
         df = rd.runs()
-        X, Y, targets, ids = fit_arrays(df, rd.config.domain_names)
+        X, Y, targets, ids = fit_arrays(df, rd.config.weight_names)
         need = rd.config.surrogate.cv_folds + 1
         if len(X) < need:
             raise AutomixerError(
@@ -211,9 +218,21 @@ def _manifest(data: FitInputs) -> dict[str, Any]:
 def natural_prior(data: FitInputs, manifest: dict[str, Any] | None = None) -> dict[str, float]:
     """The natural mixture from the manifest (the runs' mean weights when there is none)."""
     manifest = _manifest(data) if manifest is None else manifest
-    return manifest.get("natural_weights") or dict(
-        zip(data.rd.config.domain_names, data.X.mean(0), strict=True)
-    )
+    if manifest.get("natural_weights"):
+        return dict(manifest["natural_weights"])
+    cfg = data.rd.config
+    totals = Phases.of(cfg).totals(data.X).mean(0)
+    return dict(zip(cfg.domain_names, map(float, totals), strict=True))
+
+
+def _cap_tokens(data: FitInputs, manifest: dict[str, Any]) -> dict[str, float] | None:
+    """What each domain can serve toward the repetition caps (None without a budget); an
+    infeasible budget is one line naming the binding domains."""
+    cfg = data.rd.config
+    if cfg.solve.target_tokens is None:
+        return None
+    supply = Supply.from_manifest(manifest or data.rd.manifest(), cfg)
+    return config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
 
 
 def constraints_for(data: FitInputs) -> Constraints:
@@ -222,10 +241,15 @@ def constraints_for(data: FitInputs) -> Constraints:
     binding domains and the largest budget the data can serve."""
     cfg = data.rd.config
     manifest = _manifest(data)
-    tokens = None
-    if cfg.solve.target_tokens is not None:
-        supply = Supply.from_manifest(manifest or data.rd.manifest(), cfg)
-        tokens = config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
+    tokens = _cap_tokens(data, manifest)
+    if cfg.phases:
+        return schedule_constraints(
+            cfg.solve,
+            Phases.of(cfg),
+            natural_prior(data, manifest),
+            token_counts=tokens,
+            groups=group_specs(cfg),
+        )
     return section_constraints(
         cfg.solve,
         cfg.domain_names,
@@ -292,6 +316,8 @@ class SolveResult:
     best_run_id: str | None
     pareto: pl.DataFrame | None
     """The front over the objective's targets (None with fewer than two weighted targets)."""
+    phasing: Phasing | None = None
+    """With phases: the best constant mix beside the schedule, and the gain of phasing."""
 
 
 def conformal_from(
@@ -364,4 +390,38 @@ def solve_runs(
     if int((objective.weights > 0).sum()) >= 2:
         front = pareto_front(model, objective, constraints, seed=cfg.run.seed, chosen=sol.weights)
     best = data.ids[sol.best_run] if sol.best_run is not None else None
-    return SolveResult(sol, best, front)
+    phasing = None
+    if cfg.phases:
+        phasing = constant_against(data, model, objective, intervals, sol)
+    return SolveResult(sol, best, front, phasing)
+
+
+def constant_against(
+    data: FitInputs, model: Any, objective: Objective, intervals: Conformal, sol: Solution
+) -> Phasing:
+    """The best constant mix (one mixture in every phase) by the same surrogate, objective,
+    interval level and constraints (whole-run caps, the bounds of every phase at once), and
+    the predicted gain of the schedule `sol` over it, with its interval. The constant mix's
+    trust region is measured against the runs' token-weighted totals, which is no tighter
+    than against the schedules themselves: if anything, the gain is understated."""
+    cfg = data.rd.config
+    phases = Phases.of(cfg)
+    manifest = _manifest(data)
+    tokens = _cap_tokens(data, manifest)
+    solve = cfg.solve.model_copy(update={"bounds": constant_bounds(cfg.solve, phases)})
+    constraints = section_constraints(
+        solve, cfg.domain_names, natural_prior(data, manifest), tokens, group_specs(cfg)
+    )
+    constant = solve_section(
+        solve,
+        ConstantSchedule(model, phases),
+        objective,
+        constraints,
+        phases.totals(data.X),
+        data.Y,
+        intervals,
+        cfg.run.seed,
+    )
+    gain = sol.objective - constant.objective
+    lo, hi = intervals.difference_interval(objective, gain, cfg.solve.interval_level)
+    return Phasing(phases, sol, constant, gain, lo, hi, cfg.solve.interval_level)

@@ -71,6 +71,24 @@ def weights_comparison(mixes: Mapping[str, Mapping[str, float]]) -> Figure:
     return fig
 
 
+def schedule_bars(columns: Mapping[str, Mapping[str, float]]) -> Figure:
+    """One stacked bar per column (each phase's own mixture, the best constant mix), a segment
+    per domain."""
+    names = list(columns)
+    domains = list(next(iter(columns.values())))
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 3.4))
+    bottom = np.zeros(len(names))
+    for d in domains:
+        h = np.array([columns[n].get(d, 0.0) for n in names])
+        ax.bar(names, h, 0.6, bottom=bottom, label=d)
+        bottom += h
+    ax.set_ylabel("weight within the phase")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 def response_curves(
     score: Callable[[np.ndarray], np.ndarray],
     optimum: np.ndarray,

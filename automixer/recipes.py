@@ -72,12 +72,15 @@ def build_recipe(
     sweep: Mapping[str, Any],
     exported_by: Mapping[str, Any],
     export: Mapping[str, Any],
+    phases: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The canonical recipe. `supply` maps each domain to what its source holds
-    (`automixer.budget.DomainSupply.to_dict()` plus `documents` or, better,
-    `mean_tokens_per_document` measured on what was read); `sources` to how to read it
-    (source, licence, path). A domain above its repetition cap at the budget is an error: the
-    solution was solved for another budget or other data."""
+    """The canonical recipe. With `phases` (each `name`, `share` of the run's tokens and its
+    own mixture `weights`, in order), `weights` is the whole run's (the phases summed) and the
+    recipe lists the phases with where each starts (`phase_recipe` gives one phase's recipe).
+    `supply` maps each domain to what its source holds (`automixer.budget.DomainSupply.to_dict()`
+    plus `documents` or, better, `mean_tokens_per_document` measured on what was read);
+    `sources` to how to read it (source, licence, path). A domain above its repetition cap at
+    the budget is an error: the solution was solved for another budget or other data."""
     w = check_weights(weights, list(weights))
     mix: dict[str, Any] = {}
     over = []
@@ -107,6 +110,7 @@ def build_recipe(
         )
     return {
         "automixer_recipe": RECIPE_VERSION,
+        **({"phases": _phase_list(phases, target_tokens, export)} if phases else {}),
         "target_tokens": int(target_tokens) if target_tokens is not None else None,
         "max_epochs": max_epochs,
         "tokens_in": tokens_in,
@@ -124,6 +128,46 @@ def build_recipe(
         "exported_by": dict(exported_by),
         "export": dict(export),
     }
+
+
+def _phase_list(
+    phases: Sequence[Mapping[str, Any]], target_tokens: float | None, export: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Each phase with its share, its mixture and (with a budget) the token and the optimizer
+    step, at `export.global_batch_size` tokens a step, at which it starts."""
+    out, start = [], 0.0
+    batch = int(export.get("global_batch_size") or 0)
+    for p in phases:
+        weights = check_weights(p["weights"], list(p["weights"]))
+        entry: dict[str, Any] = {"name": str(p["name"]), "share": float(p["share"])}
+        if target_tokens is not None:
+            tokens = float(p["share"]) * target_tokens
+            entry |= {
+                "start_tokens": round(start),
+                "tokens": round(tokens),
+                "start_step": round(start / batch) if batch else None,
+            }
+            start += tokens
+        entry["weights"] = {d: round(w, 8) for d, w in weights.items()}
+        out.append(entry)
+    return out
+
+
+def phase_recipe(recipe: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """Phase k of a phased recipe as a recipe of its own: the phase's mixture over the phase's
+    tokens (what a framework trains during that phase), the whole run's epochs kept beside."""
+    phase = recipe["phases"][k]
+    budget = phase.get("tokens")
+    mix = {
+        d: {
+            **v,
+            "weight": phase["weights"].get(d, 0.0),
+            "tokens": round(phase["weights"].get(d, 0.0) * budget) if budget else None,
+        }
+        for d, v in recipe["mixture"].items()
+    }
+    out = {k_: v for k_, v in recipe.items() if k_ != "phases"}
+    return out | {"mixture": mix, "target_tokens": budget, "phase": dict(phase)}
 
 
 def recipe_weights(recipe: Mapping[str, Any]) -> dict[str, float]:
@@ -291,6 +335,10 @@ def to_csv(recipe: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
+WHOLE_RUN_FORMATS = ("yaml", "json", "csv")
+"""Formats that hold the whole run, phases included; the others get one file per phase."""
+
+
 def export(recipe: Mapping[str, Any], fmt: str, folder: Path) -> Path:
     """Write one format into `folder`; `NeedsBudget` when the format needs the budget."""
     if fmt not in EXPORT_FORMATS:
@@ -300,6 +348,25 @@ def export(recipe: Mapping[str, Any], fmt: str, folder: Path) -> Path:
     path = folder / name
     atomic_write_text(path, text)
     return path
+
+
+def export_phases(recipe: Mapping[str, Any], fmt: str, folder: Path) -> list[Path]:
+    """`export`, with one file per phase for a phased recipe in a framework's format
+    (`megatron_blend.<phase>.txt`, ...: each read by the framework for its phase, starting at
+    the phase's `start_step` / `start_tokens` in the canonical recipe)."""
+    if not recipe.get("phases") or fmt in WHOLE_RUN_FORMATS:
+        return [export(recipe, fmt, folder)]
+    if fmt not in EXPORT_FORMATS:
+        raise AutomixerError(unknown("format", fmt, list(EXPORT_FORMATS)), field="--format")
+    name, spec = EXPORT_FORMATS[fmt]
+    stem, dot, suffix = name.rpartition(".")
+    texts = [load(spec)(phase_recipe(recipe, k)) for k in range(len(recipe["phases"]))]
+    paths = []
+    for phase, text in zip(recipe["phases"], texts, strict=True):
+        path = folder / f"{stem}.{phase['name']}{dot}{suffix}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    return paths
 
 
 # -- reading back -----------------------------------------------------------------------------

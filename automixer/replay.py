@@ -16,6 +16,8 @@ import numpy as np
 import polars as pl
 
 from automixer.errors import AutomixerError
+from automixer.schedule.phases import Phases
+from automixer.schedule.tables import schedule_weights
 
 ID_CANDIDATES = ("run_id", "run", "id", "index")
 _NOT_DATA = {"", "index", "name", "Unnamed: 0"}
@@ -134,6 +136,9 @@ class RunsTable:
     """Rows dropped for a missing target value."""
     constant: list[str] = field(default_factory=list)
     """Targets equal in every run: nothing to rank, and an "optimum" of nothing."""
+    phases: Phases | None = None
+    """A schedule table's phases: `domains` are then `domain@phase`, each weight a share of
+    the whole run (`automixer.schedule.tables`)."""
 
 
 def load_runs(
@@ -144,11 +149,14 @@ def load_runs(
     domains: Sequence[str] = (),
     targets: Sequence[str] = (),
     families: Mapping[str, str] | None = None,
+    phases: Mapping[str, float] | None = None,
 ) -> RunsTable:
     """Weights and targets from one or two tables (see module docstring).
 
     `domains` and `targets` are column names or glob patterns; `families` maps a new target name
     to a pattern whose matching columns are averaged (e.g. {"math": "minerva_math_*"}).
+    Weight columns per phase (`<domain>@<phase>`, `phase_<k>_<domain>`) make a schedule table;
+    `phases` gives the phases' token shares when the table holds each phase's own mixture.
     """
     runs_path = Path(runs)
     left = read_table(runs_path)
@@ -245,6 +253,10 @@ def load_runs(
     if (X < 0).any():
         row = int(np.flatnonzero((X < 0).any(axis=1))[0])
         raise AutomixerError(f"row {row + 1} has a negative weight", file=runs_path)
+    schedule = schedule_weights(weight_cols, X, phases, runs_path)
+    if schedule is not None:
+        phased, X = schedule
+        weight_cols = phased.weight_names
     sums = X.sum(axis=1)
     off = np.abs(sums - 1) > 0.01
     if off.any():
@@ -274,6 +286,7 @@ def load_runs(
         key,
         dropped,
         constant,
+        phased if schedule is not None else None,
     )
 
 

@@ -17,6 +17,8 @@ from automixer.curation.report import curation_sections
 from automixer.modeling import FitInputs, chosen_model
 from automixer.rundir import OOF_COLUMNS, SIGNAL_COLUMNS, RunDir
 from automixer.runs_table import weight_column
+from automixer.schedule import Phases
+from automixer.schedule.solve import ConstantSchedule
 from automixer.solve import Constraints
 from automixer.verdict import Verdict, verdict
 
@@ -116,6 +118,31 @@ def rounds_table(data: FitInputs) -> pl.DataFrame:
     )
 
 
+def schedule_html(schedule: dict) -> str:
+    """The schedule: each phase's mixture and the best constant mix as stacked bars and a
+    table, and the predicted gain of phasing."""
+    columns = {f"{p['name']} ({p['share']:g})": p["weights"] for p in schedule["phases"]}
+    columns["best constant"] = schedule["constant"]["weights"]
+    gain = schedule["gain"]
+    iv = (
+        f" [{gain['lo']:+.3f}, {gain['hi']:+.3f}] at {gain['level']:g}"
+        if gain.get("lo") is not None
+        else ""
+    )
+    table = pl.DataFrame(
+        {"domain": list(schedule["total"])}
+        | {c: [w[d] for d in schedule["total"]] for c, w in columns.items()}
+    )
+    return (
+        "<h2>Schedule</h2>"
+        + _img(plots.schedule_bars(columns))
+        + _table(table)
+        + f"<p>predicted gain of phasing over the best constant mix: <b>{gain['predicted']:+.3f}"
+        f"</b>{iv} (standardised objective; the interval covers "
+        f"{html.escape(str(gain.get('covers')))})</p>"
+    )
+
+
 def build_report(rd: RunDir) -> tuple[str, Verdict]:
     """The report of a run directory as one HTML page (figures embedded), and its verdict."""
     # One read of runs.parquet serves the tables, the figures and the refitted surrogate.
@@ -146,8 +173,10 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     ]
     warn = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in sol["warnings"])
     sections.append(f"<h2>Summary</h2><ul>{''.join(summary)}</ul>{warn}")
+    schedule = sol.get("schedule")  # with phases: each phase's mixture, the best constant mix
+    optimal = schedule["total"] if schedule else sol["weights"]
     mixes = {
-        "optimal": sol["weights"],
+        "optimal": optimal,
         "natural": natural,
         "uniform": dict.fromkeys(domains, 1 / len(domains)),
     }
@@ -158,12 +187,14 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
             pl.DataFrame(
                 {
                     "domain": domains,
-                    "optimal": [sol["weights"][d] for d in domains],
+                    "optimal": [optimal[d] for d in domains],
                     "natural": [natural[d] for d in domains],
                 }
             )
         )
     )
+    if schedule:
+        sections.append(schedule_html(schedule))
     sections.extend(curation_sections(rd, mixes, _table))
     pred = pl.DataFrame([{"target": t, **v} for t, v in sol["predicted"].items()])
     level = sol.get("interval_level") or 0.95
@@ -194,15 +225,17 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     model = chosen_model(data)
     objective = data.objective()
     constraints = Constraints.build(domains, prior=natural)
-    optimum = np.array([sol["weights"][d] for d in domains])
+    optimum = np.array([optimal[d] for d in domains])
+    head = "<h2>Response curves</h2>"
+    if schedule:  # a schedule's curves: constant mixes around the best constant one
+        model = ConstantSchedule(model, Phases.of(rd.config))
+        optimum = np.array([schedule["constant"]["weights"][d] for d in domains])
+        head += "<p>the same mixture in every phase, around the best constant mix</p>"
 
     def score(W: np.ndarray) -> np.ndarray:
         return objective.value(np.asarray(model.predict(W)).reshape(len(W), -1))
 
-    sections.append(
-        "<h2>Response curves</h2>"
-        + _img(plots.response_curves(score, optimum, domains, constraints.upper))
-    )
+    sections.append(head + _img(plots.response_curves(score, optimum, domains, constraints.upper)))
     if rd.file("ladder.json").is_file():
         sections.append(ladder_html(json.loads(rd.file("ladder.json").read_text())))
     front = rd.pareto()
@@ -223,9 +256,12 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
     sections.append(
         "<h2>Sweep coverage</h2>"
         + _img(
-            plots.coverage(
-                runs.select([weight_column(d) for d in domains]).rename(
-                    {weight_column(d): d for d in domains}
+            plots.coverage(  # each domain's weight over the whole run (its phases summed)
+                runs.select(
+                    pl.sum_horizontal(
+                        [weight_column(n) for n in rd.config.weight_names if n.split("@")[0] == d]
+                    ).alias(d)
+                    for d in domains
                 )
             )
         )

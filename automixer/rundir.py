@@ -67,15 +67,18 @@ class RunDir:
             raise AutomixerError("not a JSON object", file=path)
         return data
 
-    def _weights(self, data: dict[str, Any], key: str, name: str) -> None:
-        """`data[key]` must be a mixture of this config's domains (check_weights)."""
+    def _weights(
+        self, data: dict[str, Any], key: str, name: str, names: list[str] | None = None
+    ) -> None:
+        """`data[key]` must be a mixture of this config's domains, or of `names`
+        (check_weights)."""
         from automixer.mixture import WeightIssue, check_weights
 
         value = data.get(key)
         if not isinstance(value, dict):
             raise AutomixerError(f"no '{key}' mixture (edited by hand?)", file=self.file(name))
         try:
-            data[key] = check_weights(value, self.config.domain_names)
+            data[key] = check_weights(value, names or self.config.domain_names)
         except (WeightIssue, TypeError, ValueError) as e:
             raise AutomixerError(f"{key}: {e}", file=self.file(name)) from None
 
@@ -99,7 +102,7 @@ class RunDir:
         """solution.json: the solved weights, predictions with intervals, honesty checks
         (checked: the weights a mixture of the config's domains, the objective a number)."""
         data = self._json("solution.json", "solve")
-        self._weights(data, "weights", "solution.json")
+        self._weights(data, "weights", "solution.json", self.config.weight_names)
         objective = data.get("objective")
         predicted = objective.get("predicted") if isinstance(objective, dict) else None
         if not isinstance(predicted, int | float) or not math.isfinite(predicted):
@@ -165,7 +168,7 @@ class RunDir:
         """runs.parquet, checked against its declared schema."""
         from automixer.runs_table import read_runs
 
-        return read_runs(self.file("runs.parquet"), self.config.domain_names)
+        return read_runs(self.file("runs.parquet"), self.config.weight_names)
 
     def provenance(self) -> dict[str, Any]:
         return {

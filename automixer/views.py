@@ -167,13 +167,18 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | None = None) -> None:
-    t = Table(title=f"optimal mixture ({sol.method})", title_justify="left")
-    t.add_column("domain")
-    t.add_column("weight", justify="right")
-    for d, w in sorted(sol.weights_dict().items(), key=lambda kv: -kv[1]):
-        t.add_row(d, f"{w:.4f}")
-    console.print(t)
+def print_solution(
+    sol: Solution, console: Console, run_ids: Sequence[str] | None = None, weights: bool = True
+) -> None:
+    """The solution's weights (unless `weights` is False: a schedule's are shown by
+    `print_phasing`), its objective with the interval, the best run and the distance check."""
+    if weights:
+        t = Table(title=f"optimal mixture ({sol.method})", title_justify="left")
+        t.add_column("domain")
+        t.add_column("weight", justify="right")
+        for d, w in sorted(sol.weights_dict().items(), key=lambda kv: -kv[1]):
+            t.add_row(d, f"{w:.4f}")
+        console.print(t)
     interval = sol.interval()
     iv = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
     if interval is None and sol.level is not None:
@@ -218,6 +223,36 @@ def print_solution(sol: Solution, console: Console, run_ids: Sequence[str] | Non
         )
     for note in sol.warnings:
         console.print(f"[yellow]warning:[/] {note}")
+
+
+def print_phasing(phasing: Any, console: Console) -> None:
+    """A schedule (`automixer.schedule.solve.Phasing`): each phase's own mixture, the total
+    over the run, the best constant mix, and the predicted gain of phasing."""
+    data = phasing.to_dict()
+    t = Table(title=f"optimal schedule ({phasing.schedule.method})", title_justify="left")
+    t.add_column("domain")
+    for p in data["phases"]:
+        t.add_column(f"{p['name']} ({p['share']:g})", justify="right")
+    t.add_column("whole run", justify="right")
+    t.add_column("best constant", justify="right")
+    for d in data["total"]:
+        t.add_row(
+            d,
+            *(f"{p['weights'][d]:.4f}" for p in data["phases"]),
+            f"{data['total'][d]:.4f}",
+            f"{data['constant']['weights'][d]:.4f}",
+        )
+    console.print(t)
+    gain = data["gain"]
+    iv = (
+        f" [{gain['lo']:+.3f}, {gain['hi']:+.3f}] at {gain['level']:g}"
+        if gain["lo"] is not None
+        else " (no interval: too few runs)"
+    )
+    console.print(
+        f"predicted gain of phasing over the best constant mix: {gain['predicted']:+.3f}{iv} "
+        f"(the constant mix predicts {data['constant']['objective']:+.3f})"
+    )
 
 
 def print_fit_summary(result: Any, targets: Sequence[str], console: Console, title: str) -> None:

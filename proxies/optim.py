@@ -225,9 +225,10 @@ def lr_multiplier(
     schedule: str,
     final: float = 0.1,
     decay_fraction: float = 0.2,
+    decay_start: int | None = None,
 ) -> float:
     """Warmup then cosine (to `final`) or warmup-stable-decay (linear to `final` over the last
-    `decay_fraction` of steps)."""
+    `decay_fraction` of steps, or from step `decay_start` on: a schedule's last phase)."""
     warmup = max(1, int(total * warmup_fraction)) if warmup_fraction > 0 else 0
     if step < warmup:
         return (step + 1) / warmup
@@ -235,7 +236,8 @@ def lr_multiplier(
         progress = (step - warmup) / max(1, total - warmup)
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if schedule == "wsd":
-        decay_start = int(total * (1 - decay_fraction))
+        if decay_start is None:
+            decay_start = int(total * (1 - decay_fraction))
         if step < decay_start:
             return 1.0
         return 1.0 - (1.0 - final) * (step - decay_start) / max(1, total - decay_start)

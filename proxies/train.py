@@ -465,7 +465,12 @@ def train_pack(
         model.device_layout(seq_len, device)
     step_fn = _Step(model, opt, cfg, compiled, _micro_steps(cfg, loaders[0].batch_size))
     # the schedule's multipliers: device tensors where the step must not wait for the host
-    schedule = [lr_multiplier(i, steps, cfg.warmup_fraction, cfg.schedule) for i in range(steps)]
+    # with training phases, warmup-stable-decay decays over the last phase
+    decay_start = getattr(loaders[0], "decay_start", None)
+    schedule = [
+        lr_multiplier(i, steps, cfg.warmup_fraction, cfg.schedule, decay_start=decay_start)
+        for i in range(steps)
+    ]
     mults: Sequence[float] | torch.Tensor = (
         torch.tensor(schedule, device=device) if device.type != "cpu" or compiled else schedule
     )

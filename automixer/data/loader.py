@@ -60,17 +60,33 @@ def weight_caps(
     seq_len: int,
     batch_size: int,
     max_epochs: float,
+    phases: int = 1,
 ) -> dict[str, float]:
     """The largest weight of each domain that a `MixtureLoader` with this budget accepts (its
-    largest-remainder rounding gives a domain at most ceil(w * windows) windows). The design
-    plans within these caps, so the loader never rejects a planned mixture."""
+    largest-remainder rounding gives a domain at most ceil(w * windows) windows, and one more
+    window per further phase: each phase rounds on its own). The design plans within these
+    caps, so the loader never rejects a planned mixture."""
     n_windows = (tokens // (seq_len * batch_size)) * batch_size
     if n_windows < 1:
         return dict.fromkeys(shard_tokens, 0.0)
+    slack = 1e-6 + (phases - 1)
     return {
-        d: max(0.0, min(1.0, (allowed_windows(n, seq_len, max_epochs) - 1e-6) / n_windows))
+        d: max(0.0, min(1.0, (allowed_windows(n, seq_len, max_epochs) - slack) / n_windows))
         for d, n in shard_tokens.items()
     }
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase of a schedule in the loader: its steps and each domain's windows in it."""
+
+    name: str
+    start: int
+    """First step of the phase."""
+    steps: int
+    weights: dict[str, float]
+    """The phase's own mixture (summing to 1)."""
+    windows: dict[str, int]
 
 
 class MixtureLoader:
@@ -83,6 +99,12 @@ class MixtureLoader:
         seq_len, batch_size: window length and windows per batch.
         seed: fixes the order of domains and of windows.
         max_epochs: refuse a budget that would repeat a domain more often than this.
+        phases: (name, share of the tokens) of each training phase, in order. The weights are
+            then keyed `domain@phase`, each a share of the whole run (a phase's weights sum to
+            its share): phase k takes its share of the steps (whole steps, largest remainder),
+            and within it each domain exactly its share of the phase's windows. A domain's
+            windows continue one permutation across phases, and the repetition limit holds
+            over the whole run.
     """
 
     def __init__(
@@ -94,10 +116,12 @@ class MixtureLoader:
         batch_size: int,
         seed: int = 0,
         max_epochs: float = 4.0,
+        phases: Sequence[tuple[str, float]] | None = None,
     ) -> None:
         self.domains = list(shards)
+        names = [f"{d}@{p}" for p, _ in phases for d in self.domains] if phases else self.domains
         try:
-            w = check_weights(weights, self.domains)
+            w = check_weights(weights, names)
         except WeightIssue as e:
             raise AutomixerError(str(e), field="weights" + (f".{e.key}" if e.key else "")) from None
         self.weights = w
@@ -113,8 +137,12 @@ class MixtureLoader:
             )
         self.n_windows = self.steps * batch_size
         self._shards = {d: shards[d] for d in self.domains}
-        w_arr = np.array([w[d] for d in self.domains], dtype=np.float64)
-        counts = largest_remainder(w_arr, self.n_windows)
+        self.phases = self._plan_phases(w, phases)
+        counts = [sum(ph.windows[d] for ph in self.phases) for d in self.domains]
+        w_arr = np.array(  # each domain's weight over the whole run
+            [sum(v for k, v in w.items() if k.split("@")[0] == d) for d in self.domains],
+            dtype=np.float64,
+        )
         self.plan: list[DomainPlan] = []
         for d, weight, count in zip(self.domains, w_arr, counts, strict=True):
             available = max(0, (len(shards[d]) - 1) // seq_len)
@@ -139,12 +167,68 @@ class MixtureLoader:
                 )
         self._build_index()
 
+    def _plan_phases(
+        self, w: Mapping[str, float], phases: Sequence[tuple[str, float]] | None
+    ) -> list[PhasePlan]:
+        if not phases:
+            w_arr = np.array([w[d] for d in self.domains], dtype=np.float64)
+            counts = largest_remainder(w_arr, self.n_windows)
+            return [
+                PhasePlan(
+                    "all",
+                    0,
+                    self.steps,
+                    dict(w),
+                    dict(zip(self.domains, map(int, counts), strict=True)),
+                )
+            ]
+        shares = np.array([s for _, s in phases], dtype=np.float64)
+        steps = largest_remainder(shares / shares.sum(), self.steps)
+        out, start = [], 0
+        for (name, _), n in zip(phases, steps, strict=True):
+            block = np.array([w[f"{d}@{name}"] for d in self.domains], dtype=np.float64)
+            if n < 1 or block.sum() <= 0:
+                raise BudgetError(
+                    f"phase '{name}' gets {int(n)} of the {self.steps} steps and weight "
+                    f"{block.sum():.4g}: a phase needs both",
+                    field="phases",
+                )
+            own = block / block.sum()
+            counts = largest_remainder(own, int(n) * self.batch_size)
+            out.append(
+                PhasePlan(
+                    name,
+                    start,
+                    int(n),
+                    dict(zip(self.domains, map(float, own), strict=True)),
+                    dict(zip(self.domains, map(int, counts), strict=True)),
+                )
+            )
+            start += int(n)
+        return out
+
+    @property
+    def decay_start(self) -> int | None:
+        """The first step of the last phase (where warmup-stable-decay decays), or None."""
+        return self.phases[-1].start if len(self.phases) > 1 else None
+
+    def phase_at(self, step: int) -> str:
+        """The phase that batch `step` belongs to."""
+        return next(p.name for p in self.phases if p.start <= step < p.start + p.steps)
+
     def _build_index(self) -> None:
-        rng = np.random.default_rng([self.seed, 0x6D6978])
-        labels = np.repeat(
-            np.arange(len(self.domains), dtype=np.int32), [p.windows for p in self.plan]
-        )
-        rng.shuffle(labels)
+        parts = []
+        for k, ph in enumerate(self.phases):
+            # one phase: the seed stream the loader has always used (the same batches as before)
+            key = [self.seed, 0x6D6978] if len(self.phases) == 1 else [self.seed, 0x6D6978, k]
+            rng = np.random.default_rng(key)
+            part = np.repeat(
+                np.arange(len(self.domains), dtype=np.int32),
+                [ph.windows[d] for d in self.domains],
+            )
+            rng.shuffle(part)
+            parts.append(part)
+        labels = np.concatenate(parts)
         starts = np.empty(self.n_windows, dtype=np.int64)
         for i, p in enumerate(self.plan):
             if p.windows == 0:
@@ -177,8 +261,12 @@ class MixtureLoader:
         return {p.name: p.epochs for p in self.plan}
 
     def max_abs_error(self) -> float:
-        shares = self.realized_shares()
-        return max(abs(shares[d] - self.weights[d]) for d in self.domains)
+        """The largest gap between a weight and its realised share (within each phase)."""
+        return max(
+            abs(ph.windows[d] / (ph.steps * self.batch_size) - ph.weights[d])
+            for ph in self.phases
+            for d in self.domains
+        )
 
     def domain_of_rows(self, step: int) -> np.ndarray:
         """Domain index of each row of batch `step` (for per-domain statistics)."""

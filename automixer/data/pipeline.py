@@ -178,16 +178,19 @@ class DataBundle:
             config.proxy.batch_size,
             seed=seed,
             max_epochs=config.data.max_epochs,
+            phases=[(p.name, p.share) for p in config.phases] or None,
         )
 
     def loader_caps(self, config: Config, tokens: int | None = None) -> dict[str, float]:
-        """The largest weight per domain that `loader` accepts at the proxies' budget."""
+        """The largest weight per domain that `loader` accepts at the proxies' budget (over
+        the whole run, when the config has phases)."""
         return weight_caps(
             {d: v.train.tokens for d, v in self.domains.items()},
             tokens or config.proxy.tokens,
             config.proxy.seq_len,
             config.proxy.batch_size,
             config.data.max_epochs,
+            phases=max(1, len(config.phases)),
         )
 
     def table(self) -> pl.DataFrame:

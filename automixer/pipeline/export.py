@@ -14,7 +14,7 @@ from automixer.config import Config, DomainSection, data_path_problem
 from automixer.data.tokenfiles import token_file_sizes
 from automixer.errors import AutomixerError
 from automixer.io import git_commit
-from automixer.recipes import NeedsBudget, build_recipe, export
+from automixer.recipes import NeedsBudget, build_recipe, export_phases
 from automixer.registry import EXPORT_FORMATS, unknown
 from automixer.rundir import RunDir
 
@@ -78,8 +78,16 @@ def recipe_for(rd: RunDir, paths: dict[str, str] | None = None) -> dict[str, Any
         cv_summary = {t: {"model": m, "spearman": honest.get(t)} for t, m in choice.items()}
     paths = paths if paths is not None else dict(cfg.export.paths)
     rows = manifest["domains"]
+    schedule = solution.get("schedule")
+    if cfg.phases and not isinstance(schedule, dict):
+        raise AutomixerError(
+            "no schedule for this config's phases (solved before phases were added?); run "
+            "`automixer solve` again",
+            file=rd.file("solution.json"),
+        )
     return build_recipe(
-        weights=solution["weights"],
+        weights=schedule["total"] if isinstance(schedule, dict) else solution["weights"],
+        phases=schedule["phases"] if isinstance(schedule, dict) else (),
         target_tokens=cfg.solve.target_tokens,
         max_epochs=cfg.solve.max_epochs,
         supply={d: {**s.to_dict(), **_per_document(rows[d], s)} for d, s in supply.domains.items()},
@@ -136,7 +144,7 @@ def run_export(
     written = []
     for f in wanted:
         try:
-            written.append(export(recipe, f, folder))
+            written.extend(export_phases(recipe, f, folder))
         except NeedsBudget as e:
             if formats:  # asked for by name: an error
                 raise AutomixerError(e.message, field="--format") from None

@@ -131,10 +131,9 @@ def run_ladder(
     data = FitInputs.load(rd)
     objective = data.objective()
     bundle = data_bundle(config, progress=progress)
-    names = bundle.names
     mixtures = compared_mixtures(bundle, solution["weights"], data)
     for i in sampled_runs(data, runs, config.run.seed):
-        mixtures[data.ids[i]] = dict(zip(names, map(float, data.X[i]), strict=True))
+        mixtures[data.ids[i]] = dict(zip(config.weight_names, map(float, data.X[i]), strict=True))
     tasks = validation_tasks(config, set(bundle.contaminated_items), n_per_suite)
     proxy_cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
     seed_list = [config.run.seed + k for k in range(seeds)]

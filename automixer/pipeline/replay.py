@@ -6,10 +6,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 from rich.console import Console
+from rich.table import Table
 from scipy.stats import spearmanr
 
 from automixer.config import SolveSection, SurrogateSection
@@ -19,6 +21,7 @@ from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import section_constraints, solve_section
 from automixer.registry import SOLVERS, SURROGATES, unknown
 from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
+from automixer.schedule.solve import schedule_constraints
 from automixer.solve import Objective, Solution
 from automixer.surrogates import TRANSFORMS, CVResult, cross_validate, make_surrogate
 from automixer.surrogates.intervals import Conformal
@@ -39,6 +42,8 @@ class ReplayOptions:
     """Target names or glob patterns -> 'min' / 'max', for names that declare no measure."""
     level: float = 0.95
     """Nominal coverage of the prediction intervals."""
+    phases: Mapping[str, float] | None = None
+    """A schedule table's phases and their token shares, in order (`--phases NAME=SHARE`)."""
 
 
 def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
@@ -57,11 +62,12 @@ def parse_pairs(items: Sequence[str], option: str, numeric: bool) -> dict:
     return out
 
 
-def cross_validated(runs: RunsTable, opts: ReplayOptions) -> CVResult:
+def cross_validated(runs: RunsTable, opts: ReplayOptions, X: np.ndarray | None = None) -> CVResult:
     """Grouped cross-validation (rows with the same weights stay in one fold) of the chosen
     surrogate, or for 'auto' of its candidates, the per-target choice scored on its own
     out-of-fold predictions (as `automixer fit` does; cross-validating 'auto' as one model
-    would run its own cross-validation inside every fold)."""
+    would run its own cross-validation inside every fold). `X`: other features of the same
+    runs (a schedule's collapsed totals), on the same folds."""
     groups = len(np.unique(mixture_groups(runs.X)))
     if groups < opts.folds:
         raise AutomixerError(
@@ -71,14 +77,51 @@ def cross_validated(runs: RunsTable, opts: ReplayOptions) -> CVResult:
     # 'auto' chooses among the config's default candidates
     names = SurrogateSection().candidates if opts.model == "auto" else [opts.model]
     return cross_validate(
-        runs.X,
+        runs.X if X is None else X,
         runs.Y,
         {n: make_surrogate(n, opts.transform) for n in names},
         runs.targets,
         folds=opts.folds,
         repeats=opts.repeats,
         seed=opts.seed,
+        groups=mixture_groups(runs.X),
     )
+
+
+def phases_against_total(
+    runs: RunsTable, cv: CVResult, opts: ReplayOptions, console: Console, progress: bool
+) -> dict[str, Any]:
+    """A schedule table's out-of-fold Spearman with per-phase features against the collapsed
+    totals (each domain's weight over the whole run), on the same folds, per target."""
+    assert runs.phases is not None
+    with fit_progress("cross-validation on the collapsed totals", progress):
+        total = cross_validated(runs, opts, runs.phases.totals(runs.X))
+
+    def rho(result: CVResult) -> dict[str, float]:
+        rows = result.table.filter(pl.col("model") == result.deployed)
+        return dict(zip(rows["target"], map(float, rows["spearman"]), strict=True))
+
+    per_phase, collapsed = rho(cv), rho(total)
+    show = Table(title="per-phase features against collapsed totals (same folds)")
+    for col in ("target", "per-phase", "collapsed", "difference"):
+        show.add_column(col, justify="left" if col == "target" else "right")
+    for t in runs.targets:
+        show.add_row(
+            t, f"{per_phase[t]:.4f}", f"{collapsed[t]:.4f}", f"{per_phase[t] - collapsed[t]:+.4f}"
+        )
+    console.print(show)
+    mean_p = float(np.nanmean(list(per_phase.values())))
+    mean_c = float(np.nanmean(list(collapsed.values())))
+    console.print(
+        f"mean out-of-fold Spearman: per-phase {mean_p:.4f}, collapsed totals {mean_c:.4f}"
+    )
+    return {
+        "phases": dict(zip(runs.phases.names, runs.phases.shares, strict=True)),
+        "per_phase": per_phase,
+        "collapsed": collapsed,
+        "mean_per_phase": mean_p,
+        "mean_collapsed": mean_c,
+    }
 
 
 def predict_table(
@@ -147,6 +190,7 @@ def run_replay(
         domains=domains,
         targets=targets,
         families=families,
+        phases=opts.phases,
     )
     console.print(
         f"{len(runs.X)} runs, {len(runs.domains)} domains, {len(runs.targets)} targets"
@@ -165,6 +209,7 @@ def run_replay(
             raise AutomixerError("every target is the same in every run", file=runs_table)
     with fit_progress("cross-validation", progress):
         cv = cross_validated(runs, opts)
+    compared = None
     table = cv.table
     intervals = cv.conformal(runs.Y)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +221,8 @@ def run_replay(
     deployed = table.filter(pl.col("model") == cv.deployed)
     mean_rho = float(np.mean(deployed["spearman"].to_numpy()))
     console.print(f"mean Spearman of {cv.deployed} {mean_rho:.4f}; table: {out_dir / 'cv.csv'}")
+    if runs.phases is not None:
+        compared = phases_against_total(runs, cv, opts, console, progress)
     model = cv.deploy(runs.X, runs.Y, opts.transform, opts.seed)
     if predict is not None:
         pred = predict_table(model, runs, predict, intervals, opts.level)
@@ -197,8 +244,13 @@ def run_replay(
         # `automixer solve`'s defaults (floors, lower confidence bound, trust region), with
         # the runs' mean mixture as the natural one
         section = SolveSection(method=opts.method, interval_level=opts.level)
-        prior = dict(zip(runs.domains, runs.X.mean(axis=0).tolist(), strict=True))
-        constraints = section_constraints(section, runs.domains, prior)
+        if runs.phases is not None:  # one mixture per phase, each phase at its share
+            totals = runs.phases.totals(runs.X).mean(axis=0)
+            prior = dict(zip(runs.phases.domains, totals.tolist(), strict=True))
+            constraints = schedule_constraints(section, runs.phases, prior)
+        else:
+            prior = dict(zip(runs.domains, runs.X.mean(axis=0).tolist(), strict=True))
+            constraints = section_constraints(section, runs.domains, prior)
         sol: Solution = solve_section(
             section, model, objective, constraints, runs.X, runs.Y, intervals, opts.seed
         )
@@ -218,6 +270,7 @@ def run_replay(
                     "folds": opts.folds,
                     "repeats": opts.repeats,
                     "seed": opts.seed,
+                    **({"phases_against_total": compared} if compared else {}),
                 }
             )
         ),

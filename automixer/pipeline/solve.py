@@ -12,8 +12,9 @@ from automixer.curation import group_totals
 from automixer.io import atomic_path, atomic_write_json
 from automixer.modeling import FitInputs, SolveResult, solve_runs
 from automixer.rundir import RunDir
+from automixer.schedule import Phases
 from automixer.tracking import Tracker
-from automixer.views import print_solution
+from automixer.views import print_phasing, print_solution
 
 
 def run_solve(run_dir: Path, console: Console) -> SolveResult:
@@ -23,6 +24,14 @@ def run_solve(run_dir: Path, console: Console) -> SolveResult:
     data = FitInputs.load(RunDir.open(run_dir))
     result = solve_runs(data)
     rd = data.rd
+    # each domain's weight over the whole run (the phases summed, with phases)
+    totals = dict(
+        zip(
+            rd.config.domain_names,
+            map(float, Phases.of(rd.config).totals(result.solution.weights)[0]),
+            strict=True,
+        )
+    )
     front_hash = None
     if result.pareto is not None:
         text = result.pareto.write_csv()
@@ -38,11 +47,8 @@ def run_solve(run_dir: Path, console: Console) -> SolveResult:
             **result.solution.to_dict(),
             "best_run_id": result.best_run_id,
             "pareto_sha256": front_hash,
-            **(
-                {"groups": group_totals(rd.config, result.solution.weights_dict())}
-                if rd.config.solve.groups
-                else {}
-            ),
+            **({"groups": group_totals(rd.config, totals)} if rd.config.solve.groups else {}),
+            **({"schedule": result.phasing.to_dict()} if result.phasing is not None else {}),
         },
     )
     tracker = Tracker.for_run(rd)
@@ -61,6 +67,8 @@ def run_solve(run_dir: Path, console: Console) -> SolveResult:
                 if v is not None
             },
         )
-    print_solution(result.solution, console, run_ids=data.ids)
+    print_solution(result.solution, console, run_ids=data.ids, weights=result.phasing is None)
+    if result.phasing is not None:
+        print_phasing(result.phasing, console)
     console.print(f"solution: {rd.file('solution.json')}")
     return result

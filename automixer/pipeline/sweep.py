@@ -24,6 +24,7 @@ from automixer.io import atomic_write_json
 from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
 from automixer.runs_table import fit_arrays
+from automixer.schedule import Phases, plan_schedules
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
@@ -45,6 +46,21 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     budget, anchors and replicates; written to design.json."""
     config = rd.config
     caps = bundle.loader_caps(config)  # the loader's own rule: no planned mixture is refused
+    if config.phases:  # one mixture per phase (the loader's caps hold over the whole run)
+        planned = plan_schedules(
+            Phases.of(config),
+            bundle.natural_weights(),
+            n_runs=first_batch(config),
+            seed=config.run.seed,
+            caps=caps,
+            concentration=config.sweep.concentration,
+            min_distance=config.sweep.min_distance,
+            anchors=config.sweep.anchors,
+            replicates=config.sweep.replicates,
+            groups=group_specs(config),
+        )
+        write_design(rd, planned)
+        return planned
     planned = plan_mixtures(
         bundle.natural_weights(),
         n_runs=first_batch(config),

@@ -29,6 +29,7 @@ from automixer.io import atomic_write_json
 from automixer.modeling import FitInputs
 from automixer.recipes import load_recipe, recipe_weights
 from automixer.rundir import RunDir
+from automixer.schedule import Phases
 from automixer.solve.objective import Objective, lower_is_better
 from automixer.sweep.training import data_bundle, keep_proxy, train_and_score, train_config
 from automixer.views import metrics_table, progress_bar
@@ -37,6 +38,8 @@ BASELINES = ("natural", "uniform", "best run")
 """What the solved mixture is compared with: the natural and uniform mixtures, and the sweep's
 best measured mixture (what a user gets with no surrogate at all)."""
 PRIMARY = ("natural", "uniform")
+BEST_CONSTANT = "best constant"
+"""With phases: the best constant mix the solver found, trained beside the schedule."""
 """The baselines the solved mixture must beat; against the best run it must not lose."""
 
 
@@ -136,21 +139,55 @@ def validation_tasks(config: Config, left_out: set[str], n_per_suite: int) -> li
 def compared_mixtures(
     bundle: Any, solved: dict[str, float], data: FitInputs
 ) -> dict[str, dict[str, float]]:
-    """The solved mixture and the baselines it is compared with, over the bundle's domains:
-    natural, uniform, and the sweep's best measured run (by the objective)."""
+    """The solved mixture and the baselines it is compared with: natural, uniform, and the
+    sweep's best measured run (by the objective). With phases every one is a schedule over
+    `domain@phase` (`solved` is): natural and uniform the same mixture in every phase, and the
+    best constant mix the solver found (solution.json) is added beside them."""
+    config = data.rd.config
+    phases = Phases.of(config)
     names = bundle.names
     best = int(np.argmax(data.objective().value(data.Y)))
-    return {
-        "solved": {d: float(solved.get(d, 0.0)) for d in names},
-        "natural": bundle.natural_weights(),
-        "uniform": dict.fromkeys(names, 1 / len(names)),
-        "best run": dict(zip(data.rd.config.domain_names, map(float, data.X[best]), strict=True)),
+    out = {
+        "solved": {d: float(solved.get(d, 0.0)) for d in config.weight_names},
+        "natural": phases.constant(bundle.natural_weights()),
+        "uniform": phases.constant(dict.fromkeys(names, 1 / len(names))),
+        "best run": dict(zip(config.weight_names, map(float, data.X[best]), strict=True)),
     }
+    if phases.phased:
+        constant = data.rd.solution().get("schedule", {}).get("constant", {}).get("weights")
+        if isinstance(constant, dict):
+            out[BEST_CONSTANT] = phases.constant(constant)
+    return out
+
+
+def recipe_schedule(recipe: dict[str, Any], config: Config, file: Path) -> dict[str, float]:
+    """A recipe's mixture as the config's weights: with phases, its phases' mixtures (a
+    recipe without the config's phases is an error naming the file)."""
+    phases = Phases.of(config)
+    if not phases.phased:
+        return recipe_weights(recipe)
+    got = {p.get("name"): p.get("weights") for p in recipe.get("phases") or []}
+    if list(got) != list(phases.names):
+        raise AutomixerError(
+            f"the recipe's phases ({', '.join(map(str, got)) or 'none'}) are not the config's "
+            f"({', '.join(phases.names)})",
+            file=file,
+            field="phases",
+        )
+    return phases.flat(got)
 
 
 def tier_only(solved: dict[str, float], config: Config, tier: str) -> dict[str, float]:
-    """The solved mixture with a tiered source restricted to one tier: the weight of the
-    source's other tiers moves onto `tier` (`science.high`), the rest unchanged."""
+    """The solved mixture (a schedule: in every phase) with a tiered source restricted to one
+    tier: the weight of the source's other tiers moves onto `tier` (`science.high`), the rest
+    unchanged."""
+    phases = Phases.of(config)
+    return phases.flat(
+        {p: _tier_only(m, config, tier) for p, m in phases.per_phase(solved).items()}
+    )
+
+
+def _tier_only(solved: dict[str, float], config: Config, tier: str) -> dict[str, float]:
     section = next((d for d in config.domains if d.name == tier), None)
     if section is None or section.tier is None:
         tiers = [d.name for d in config.domains if d.tier is not None]
@@ -167,9 +204,13 @@ def tier_only(solved: dict[str, float], config: Config, tier: str) -> dict[str, 
     return out
 
 
-def alternative_mixture(spec: str, names: list[str]) -> tuple[str, dict[str, float]]:
+def alternative_mixture(
+    spec: str, names: list[str], config: Config | None = None
+) -> tuple[str, dict[str, float]]:
     """`NAME=FILE`: a recipe written by `automixer export`, or a YAML/JSON mapping of domain
-    to weight, compared with the solved mixture under that name."""
+    to weight, compared with the solved mixture under that name. With the `config`'s phases, a
+    recipe's phases are trained as they are and a mapping as the same mixture in every
+    phase."""
     import yaml
 
     from automixer.mixture import WeightIssue, check_weights
@@ -184,8 +225,13 @@ def alternative_mixture(spec: str, names: list[str]) -> tuple[str, dict[str, flo
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise AutomixerError(f"cannot read: {e}", file=file, field="--against") from None
+    phases = Phases.of(config) if config is not None else None
     if isinstance(data, dict) and "automixer_recipe" in data:
-        weights = recipe_weights(load_recipe(file))
+        recipe = load_recipe(file)
+        if phases is not None and phases.phased and recipe.get("phases"):
+            assert config is not None
+            return name.strip(), recipe_schedule(recipe, config, file)
+        weights = recipe_weights(recipe)
     elif isinstance(data, dict):
         weights = data
     else:
@@ -196,7 +242,8 @@ def alternative_mixture(spec: str, names: list[str]) -> tuple[str, dict[str, flo
         check_weights(weights, names)
     except WeightIssue as e:
         raise AutomixerError(str(e), file=file, field="--against") from None
-    return name.strip(), {d: float(weights.get(d, 0.0)) for d in names}
+    mixture = {d: float(weights.get(d, 0.0)) for d in names}
+    return name.strip(), phases.constant(mixture) if phases is not None else mixture
 
 
 def objective_value(objective: Objective, values: dict[str, float]) -> float:
@@ -306,14 +353,14 @@ def run_validate(
         raise AutomixerError(
             f"domain '{unknown[0]}' is not in the sweep's config", file=recipe_path, field="mixture"
         )
-    mixtures = compared_mixtures(bundle, recipe_weights(recipe), data)
-    alternatives: list[str] = []
+    mixtures = compared_mixtures(bundle, recipe_schedule(recipe, config, recipe_path), data)
+    alternatives: list[str] = [m for m in mixtures if m == BEST_CONSTANT]
     for tier in tiers_only or []:
         name = f"{tier} only"
         mixtures[name] = tier_only(mixtures["solved"], config, tier)
         alternatives.append(name)
     for spec in against or []:
-        name, weights = alternative_mixture(spec, bundle.names)
+        name, weights = alternative_mixture(spec, bundle.names, config)
         if name in mixtures:
             raise AutomixerError(f"the name '{name}' is taken", field="--against")
         mixtures[name] = weights

@@ -124,8 +124,26 @@ class Conformal:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The objective's interval at predictions `pred` (m, n_targets), from the objective's
         own out-of-fold residuals."""
+        value = objective.value(np.asarray(pred).reshape(-1, self.Y.shape[1]))
+        ends = _interval(self.objective_residuals(objective), value, level)
+        return ends[:, 0], ends[:, 1]
+
+    def objective_residuals(self, objective: Objective) -> np.ndarray:
+        """Each run's out-of-fold error (measured - predicted) on the objective."""
         measured = objective.value(np.where(objective.weights > 0, self.Y, objective.center))
         predicted = objective.value(np.where(objective.weights > 0, self.oof, objective.center))
-        value = objective.value(np.asarray(pred).reshape(-1, self.Y.shape[1]))
-        ends = _interval(measured - predicted, value, level)
-        return ends[:, 0], ends[:, 1]
+        return np.asarray(measured - predicted)
+
+    def difference_interval(
+        self, objective: Objective, delta: float, level: float = 0.95
+    ) -> tuple[float, float]:
+        """The interval of a predicted difference `delta` between the objective at two
+        mixtures (a schedule against the best constant mix): from the differences of the
+        objective's out-of-fold residuals over every pair of runs. Two nearby mixtures' errors
+        are correlated, so their difference errs less than two runs' picked at random: the
+        interval is wide rather than narrow. NaN ends with too few runs for the level."""
+        r = self.objective_residuals(objective)
+        r = r[np.isfinite(r)]
+        i, j = np.triu_indices(len(r), k=1)
+        ends = _interval(r[i] - r[j], np.array([delta], dtype=np.float64), level)
+        return float(ends[0, 0]), float(ends[0, 1])

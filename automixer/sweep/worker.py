@@ -234,7 +234,7 @@ def worker_process(
 
 def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
     """runs.parquet (one row per finished run) and curves.parquet (their loss curves)."""
-    domains = config.domain_names
+    domains = config.weight_names  # `domain@phase` with phases
     rows = []
     curves: list[dict[str, Any]] = []
     for run_id, rec in sorted(ledger.records().items()):
