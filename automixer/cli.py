@@ -54,6 +54,15 @@ FamilyOpt = Annotated[
     list[str] | None,
     typer.Option("--family", help="NAME=PATTERN: a target averaged over matching columns."),
 ]
+PhasesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--phases",
+        help="NAME=SHARE per phase, in order, for a schedule table (weight columns "
+        "<domain>@<phase> or phase_<k>_<domain>) holding each phase's own mixture; a table of "
+        "shares of the whole run gives its own.",
+    ),
+]
 ObjectiveOpt = Annotated[
     list[str] | None,
     typer.Option(help="TARGET=WEIGHT of the objective (default: all targets equally)."),
@@ -350,15 +359,7 @@ def replay(
     out_dir: Annotated[
         Path, typer.Option(help="Where the CV table, predictions and solution go.")
     ] = Path("replay-out"),
-    phases: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--phases",
-            help="NAME=SHARE per phase, in order, for a schedule table (weight columns "
-            "<domain>@<phase> or phase_<k>_<domain>) holding each phase's own mixture; a table "
-            "of shares of the whole run gives its own. Also cross-validates the collapsed totals.",
-        ),
-    ] = None,
+    phases: PhasesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit, cross-validate, predict and solve on runs another system produced."""
@@ -483,6 +484,7 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Where chosen.csv and pick.json go.")] = Path(
         "simulate-out"
     ),
+    phases: PhasesOpt = None,
 ) -> None:
     """Run the adaptive sweep's loop on a table of already trained runs (the oracle)."""
     from automixer.pipeline.replay import parse_pairs
@@ -504,6 +506,7 @@ def simulate(
         stop_width=stop_width,
         out_dir=out,
         console=console,
+        phases=parse_pairs(phases or [], "--phases", True) or None,
     )
 
 

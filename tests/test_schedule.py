@@ -284,6 +284,17 @@ def test_replay_reads_schedule_tables_and_compares_with_collapsed_totals(tmp_pat
     assert again["per_phase"] == pytest.approx(compared["per_phase"])
 
 
+def test_simulate_reads_a_schedule_table_with_its_shares(tmp_path: Path):
+    own = _schedule_table(tmp_path, own=True)
+    args = ["simulate", str(own), "--target", "score_acc", "--initial", "8", "--batch", "4"]
+    args += ["--budget", "12", "--out", str(tmp_path / "sim")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--phases" in result.output
+    result = CliRunner().invoke(app, [*args, "--phases", "main=0.8", "--phases", "anneal=0.2"])
+    assert result.exit_code == 0, result.output
+    assert "6 domains" in result.output  # three domains in each of two phases
+
+
 def test_schedule_table_errors(tmp_path: Path):
     from automixer.schedule.tables import schedule_weights
 

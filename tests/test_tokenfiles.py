@@ -132,7 +132,7 @@ def test_a_sweep_on_token_files_runs_and_its_recipes_name_them(tmp_path: Path):
     cfg["sweep"] |= {"n_runs": 8, "replicates": 1, "heartbeat_s": 1, "min_distance": 0.01}
     cfg["evals"] = {"suites": ["arc_easy", "humaneval"], "n_per_suite": 4}
     cfg["surrogate"] = {"cv_folds": 3, "cv_repeats": 1}
-    cfg["solve"] = {"objective": {"commonsense": 1.0}}
+    cfg["solve"] = {"objective": {"stem": 1.0, "code": 1.0}}
     cfg["export"] = {"formats": ["yaml", "megatron", "olmo-core"]}
     path = write_config(tmp_path / "run.yaml", cfg)
     result = CliRunner().invoke(app, ["run", str(path), "-q"])

@@ -179,7 +179,7 @@ def _dry_run(config_path: Path, console: Console) -> None:
         f"objective {config.solve.objective}\n"
         f"run directory: {RunDir.for_config(config).path}"
     )
-    warning = sweep_size_warning(config.sweep.n_runs, len(config.domains))
+    warning = sweep_size_warning(config.sweep.n_runs, len(config.weight_names))
     if warning:
         console.print(f"[yellow]warning:[/] sweep.n_runs: {warning}")
     for note in unpinned(config):

@@ -54,7 +54,7 @@ def run_fit(
             {f"surrogate.{t}": m for t, m in result.choice.items()},
             {f"oof_spearman.{t}": r for t, r in result.honest.items() if math.isfinite(r)},
         )
-    if warning := sweep_size_warning(result.mixtures, len(rd.config.domains)):
+    if warning := sweep_size_warning(result.mixtures, len(rd.config.weight_names)):
         console.print(f"[yellow]warning:[/] {warning}")
     title = (
         f"{s.cv_folds}-fold x {s.cv_repeats} grouped out-of-fold cross-validation on "

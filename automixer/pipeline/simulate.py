@@ -55,6 +55,7 @@ def run_simulate(
     out_dir: Path,
     console: Console,
     stop_width: float | None = None,
+    phases: Mapping[str, float] | None = None,
 ) -> dict:
     runs = load_runs(
         pool_table,
@@ -63,6 +64,7 @@ def run_simulate(
         domains=domains,
         targets=targets,
         families=families,
+        phases=phases,
     )
     ids = runs.ids if runs.ids is not None else [str(i) for i in range(len(runs.X))]
     weights = dict(objective) if objective else {t: 1.0 for t in runs.targets}

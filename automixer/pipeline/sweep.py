@@ -192,7 +192,7 @@ def run_sweep(
     url = storage_url(config, rd.path)
     say = console.print if console is not None else (lambda *a, **k: None)
     # the whole sweep's mixtures, adaptive rounds included (the first batch is only a part)
-    if warning := sweep_size_warning(config.sweep.n_runs, len(config.domains)):
+    if warning := sweep_size_warning(config.sweep.n_runs, len(config.weight_names)):
         say(f"[yellow]warning:[/] sweep.n_runs: {warning}")
     with Ledger(
         url, study_name(config), heartbeat_s=config.sweep.heartbeat_s, create=True

@@ -9,6 +9,6 @@ phases of v[d@p], against what domain d can serve).
 """
 
 from automixer.schedule.design import plan_schedules
-from automixer.schedule.phases import PHASE_SEP, Phases, check_schedule
+from automixer.schedule.phases import PHASE_SEP, Phases
 
-__all__ = ["PHASE_SEP", "Phases", "check_schedule", "plan_schedules"]
+__all__ = ["PHASE_SEP", "Phases", "plan_schedules"]

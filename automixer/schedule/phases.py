@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from automixer.config import Config
-from automixer.errors import AutomixerError
 from automixer.solve.constraints import GroupSpec
 
 PHASE_SEP = "@"
@@ -127,17 +126,3 @@ class Phases:
             for name, members, lo, hi in specs
         ]
 
-
-def check_schedule(v: Mapping[str, float], phases: Phases, caps: Mapping[str, float]) -> None:
-    """A schedule whose phases each respect a cap can still break it once the phases are
-    summed: one line naming the domain."""
-    if not phases.phased:
-        return
-    for d in phases.domains:
-        total = sum(v.get(f"{d}{PHASE_SEP}{p}", 0.0) for p in phases.names)
-        if d in caps and total > caps[d] + 1e-9:
-            raise AutomixerError(
-                f"domain '{d}' takes {total:.4f} of the run over its phases, above its "
-                f"repetition cap {caps[d]:.4f} (each phase alone may be within it)",
-                field="weights",
-            )
