@@ -244,7 +244,14 @@ def test_one_replay_table_is_checked_as_two_are(tmp_path: Path):
     assert r.exit_code == 2 and "every target is the same in every run" in r.output
     both = ["run,a,b,loss_x,loss_y", *(r + ",7" for r in rows[1:])]
     r = runner.invoke(
-        app, ["replay", str(_table(tmp_path / "t.csv", both)), *base[:-2], "--out-dir", "o2"]
+        app,
+        [
+            "replay",
+            str(_table(tmp_path / "t.csv", both)),
+            *base[:-2],
+            "--out-dir",
+            str(tmp_path / "o2"),
+        ],
     )
     assert r.exit_code == 0 and "loss_y is the same in every run" in " ".join(r.output.split())
 

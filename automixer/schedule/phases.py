@@ -125,4 +125,3 @@ class Phases:
             (name, [f"{m}{PHASE_SEP}{p}" for p in self.names for m in members], lo, hi)
             for name, members, lo, hi in specs
         ]
-
