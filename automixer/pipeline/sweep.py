@@ -45,34 +45,21 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
     """The sweep's mixtures: the design within each domain's repetition cap at the proxy's
     budget, anchors and replicates; written to design.json."""
     config = rd.config
-    caps = bundle.loader_caps(config)  # the loader's own rule: no planned mixture is refused
-    if config.phases:  # one mixture per phase (the loader's caps hold over the whole run)
-        planned = plan_schedules(
-            Phases.of(config),
-            bundle.natural_weights(),
-            n_runs=first_batch(config),
-            seed=config.run.seed,
-            caps=caps,
-            concentration=config.sweep.concentration,
-            min_distance=config.sweep.min_distance,
-            anchors=config.sweep.anchors,
-            replicates=config.sweep.replicates,
-            groups=group_specs(config),
-        )
-        write_design(rd, planned)
-        return planned
-    planned = plan_mixtures(
-        bundle.natural_weights(),
+    common = dict(
         n_runs=first_batch(config),
         seed=config.run.seed,
-        caps=caps,
+        caps=bundle.loader_caps(config),  # the loader's own rule: no planned mixture is refused
         concentration=config.sweep.concentration,
         min_distance=config.sweep.min_distance,
-        design=config.sweep.design,
         anchors=config.sweep.anchors,
         replicates=config.sweep.replicates,
         groups=group_specs(config),
     )
+    natural = bundle.natural_weights()
+    if config.phases:  # one mixture per phase (the loader's caps hold over the whole run)
+        planned = plan_schedules(Phases.of(config), natural, **common)  # type: ignore[arg-type]
+    else:
+        planned = plan_mixtures(natural, design=config.sweep.design, **common)  # type: ignore[arg-type]
     write_design(rd, planned)
     return planned
 
