@@ -235,14 +235,18 @@ def _cap_tokens(data: FitInputs, manifest: dict[str, Any]) -> dict[str, float] |
     return config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
 
 
-def constraints_for(data: FitInputs) -> Constraints:
+def constraints_for(data: FitInputs, constant: bool = False) -> Constraints:
     """The config's constraints: bounds, repetition caps at the full run's budget (against
     what each whole source holds), the prior. An infeasible budget is one line naming the
-    binding domains and the largest budget the data can serve."""
+    binding domains and the largest budget the data can serve. With phases, over schedules;
+    `constant`: over one mixture for every phase (within every phase's bounds at once)."""
     cfg = data.rd.config
     manifest = _manifest(data)
     tokens = _cap_tokens(data, manifest)
-    if cfg.phases:
+    solve = cfg.solve
+    if constant:
+        solve = solve.model_copy(update={"bounds": constant_bounds(solve, Phases.of(cfg))})
+    elif cfg.phases:
         return schedule_constraints(
             cfg.solve,
             Phases.of(cfg),
@@ -251,7 +255,7 @@ def constraints_for(data: FitInputs) -> Constraints:
             groups=group_specs(cfg),
         )
     return section_constraints(
-        cfg.solve,
+        solve,
         cfg.domain_names,
         natural_prior(data, manifest),
         token_counts=tokens,
@@ -406,17 +410,11 @@ def constant_against(
     than against the schedules themselves: if anything, the gain is understated."""
     cfg = data.rd.config
     phases = Phases.of(cfg)
-    manifest = _manifest(data)
-    tokens = _cap_tokens(data, manifest)
-    solve = cfg.solve.model_copy(update={"bounds": constant_bounds(cfg.solve, phases)})
-    constraints = section_constraints(
-        solve, cfg.domain_names, natural_prior(data, manifest), tokens, group_specs(cfg)
-    )
     constant = solve_section(
-        solve,
+        cfg.solve,
         ConstantSchedule(model, phases),
         objective,
-        constraints,
+        constraints_for(data, constant=True),
         phases.totals(data.X),
         data.Y,
         intervals,

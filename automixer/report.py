@@ -257,11 +257,12 @@ def build_report(rd: RunDir) -> tuple[str, Verdict]:
         "<h2>Sweep coverage</h2>"
         + _img(
             plots.coverage(  # each domain's weight over the whole run (its phases summed)
-                runs.select(
-                    pl.sum_horizontal(
-                        [weight_column(n) for n in rd.config.weight_names if n.split("@")[0] == d]
-                    ).alias(d)
-                    for d in domains
+                pl.DataFrame(
+                    Phases.of(rd.config).totals(
+                        runs.select(map(weight_column, rd.config.weight_names)).to_numpy()
+                    ),
+                    schema=domains,
+                    orient="row",
                 )
             )
         )
