@@ -235,20 +235,23 @@ def _cap_tokens(data: FitInputs, manifest: dict[str, Any]) -> dict[str, float] |
     return config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
 
 
-def constraints_for(data: FitInputs, constant: bool = False) -> Constraints:
+def constraints_for(
+    data: FitInputs, constant: bool = False, solve: SolveSection | None = None
+) -> Constraints:
     """The config's constraints: bounds, repetition caps at the full run's budget (against
     what each whole source holds), the prior. An infeasible budget is one line naming the
     binding domains and the largest budget the data can serve. With phases, over schedules;
-    `constant`: over one mixture for every phase (within every phase's bounds at once)."""
+    `constant`: over one mixture for every phase (within every phase's bounds at once).
+    `solve` stands in for the config's solve section (an ablation's variant of it)."""
     cfg = data.rd.config
     manifest = _manifest(data)
     tokens = _cap_tokens(data, manifest)
-    solve = cfg.solve
+    solve = solve if solve is not None else cfg.solve
     if constant:
         solve = solve.model_copy(update={"bounds": constant_bounds(solve, Phases.of(cfg))})
     elif cfg.phases:
         return schedule_constraints(
-            cfg.solve,
+            solve,
             Phases.of(cfg),
             natural_prior(data, manifest),
             token_counts=tokens,

@@ -4,6 +4,7 @@ validate`'s settings beside natural, uniform and the sweep's best measured run.
 
     python benchmarks/ablation.py RUN_DIR [--seeds 3] [--width 2] [--tokens-factor 4]
                                           [--variants default,mean,no-floor,mean-no-floor]
+                                          [--reuse-validation]
 
 RUN_DIR is a finished sweep (`automixer run CONFIG`). Each variant solves the sweep's own
 surrogates (`automixer solve`'s code, `solve_section`) with one setting changed:
@@ -20,6 +21,11 @@ Every mixture is trained with the same seeds (the same initialisation and data o
 on `validate`'s wider model for more tokens and scored on held-out items the sweep never
 scored; the margins are paired by seed with 95% t intervals (`validate`'s `Margin`). The last
 line is JSON.
+
+A mixture is trained once: variants that solve to the same mixture share its models. With
+`--reuse-validation`, a mixture that `automixer validate` already trained in RUN_DIR with the
+same settings (width, tokens, seeds, items; weights equal to 1e-6, a recipe rounds them to 8
+decimals) takes its per-seed objective from validation.json instead of being trained again.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ from automixer.modeling import (
     chosen_model,
     conformal,
     constraints_for,
-    section_constraints,
     solve_section,
 )
 from automixer.pipeline.validate import (
@@ -67,16 +72,10 @@ def solved(data: FitInputs, names: list[str]) -> dict[str, dict[str, Any]]:
     cfg = data.rd.config
     model, intervals = chosen_model(data), conformal(data)
     objective = data.objective()
-    prior = constraints_for(data).prior
     out = {}
     for name in names:
         section = cfg.solve.model_copy(update=VARIANTS[name])
-        constraints = section_constraints(
-            section,
-            cfg.domain_names,
-            dict(zip(cfg.domain_names, prior.tolist(), strict=True)),
-            token_counts=_token_counts(data),
-        )
+        constraints = constraints_for(data, solve=section)  # `automixer solve`'s, groups too
         sol = solve_section(
             section, model, objective, constraints, data.X, data.Y, intervals, cfg.run.seed
         )
@@ -97,14 +96,38 @@ def solved(data: FitInputs, names: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _token_counts(data: FitInputs) -> dict[str, float] | None:
-    from automixer.budget import Supply, config_caps_supply
+def same_mixture(a: dict[str, float], b: dict[str, float], tol: float = 1e-6) -> bool:
+    """Whether two mixtures give every domain the same weight (to `tol`)."""
+    return all(abs(a.get(d, 0.0) - b.get(d, 0.0)) <= tol for d in set(a) | set(b))
 
-    cfg = data.rd.config
-    if cfg.solve.target_tokens is None:
-        return None
-    supply = Supply.from_manifest(data.rd.manifest(), cfg)
-    return config_caps_supply(supply, cfg, file=data.rd.file("config.yaml"))
+
+def validated(
+    rd: RunDir, settings: dict[str, Any], mixtures: dict[str, dict[str, float]]
+) -> dict[str, list[float]]:
+    """Per-seed objectives from RUN_DIR's validation.json for the `mixtures` it trained with
+    the same `settings` (empty when there is none or its settings differ)."""
+    path = rd.file("validation.json")
+    if not path.is_file():
+        return {}
+    v = json.loads(path.read_text())
+    s = v.get("settings", {})
+    same = (
+        s.get("width") == settings["width"]
+        and s.get("token_factor") == settings["tokens_factor"]
+        and s.get("seeds") == settings["seeds"]
+        and s.get("n_per_suite") == settings["n_per_suite"]
+    )
+    if not same:
+        print(f"{path}: other settings ({s}); nothing reused", flush=True)
+        return {}
+    per_seed = v["objective"]["per_seed"]
+    out = {}
+    for name, weights in mixtures.items():
+        hit = next((m for m, w in v["mixtures"].items() if same_mixture(weights, w)), None)
+        if hit is not None:
+            out[name] = list(per_seed[hit])
+            print(f"{name}: the models of validation.json's '{hit}'", flush=True)
+    return out
 
 
 def main() -> None:
@@ -115,6 +138,11 @@ def main() -> None:
     ap.add_argument("--tokens-factor", type=float, default=4.0)
     ap.add_argument("--n-per-suite", type=int, default=100)
     ap.add_argument("--variants", default="default,mean,no-floor,mean-no-floor")
+    ap.add_argument(
+        "--reuse-validation",
+        action="store_true",
+        help="take mixtures `automixer validate` trained with these settings from validation.json",
+    )
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     from proxies.presets import get_preset
@@ -133,9 +161,27 @@ def main() -> None:
     proxy = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
     seeds = [config.run.seed + k for k in range(args.seeds)]
     tokens = int(config.proxy.tokens * args.tokens_factor)
-    per_run: dict[str, list[dict[str, float]]] = {}
+    obj: dict[str, list[float]] = {}
+    if args.reuse_validation:
+        obj |= validated(
+            rd,
+            {
+                "width": args.width,
+                "tokens_factor": args.tokens_factor,
+                "seeds": seeds,
+                "n_per_suite": args.n_per_suite,
+            },
+            mixtures,
+        )
     for name, weights in mixtures.items():  # a pack per mixture: memory stays a validate's
-        per_run |= train_mixtures(
+        if name in obj:
+            continue
+        twin = next((m for m in obj if same_mixture(weights, mixtures[m])), None)
+        if twin is not None:
+            obj[name] = obj[twin]
+            print(f"{name}: the same mixture as {twin}", flush=True)
+            continue
+        per_run = train_mixtures(
             rd,
             bundle,
             scaled_model(proxy, args.width),
@@ -147,8 +193,8 @@ def main() -> None:
             progress=False,
             label=name,
         )
+        obj[name] = [objective_value(objective, v) for v in per_run[name]]
         print(f"trained {name} ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
-    obj = {m: [objective_value(objective, v) for v in vs] for m, vs in per_run.items()}
     result: dict[str, Any] = {
         "run_dir": str(args.run_dir),
         "settings": vars(args) | {"run_dir": str(args.run_dir), "tokens": tokens},
