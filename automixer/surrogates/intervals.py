@@ -77,6 +77,7 @@ class Conformal:
     oof: np.ndarray
     oof_runs: np.ndarray | None = None
     folds: np.ndarray | None = None
+    oof_sd_runs: np.ndarray | None = None
 
     def selection(self, objective: Objective) -> Selection | None:
         """The optimism of the best-predicted pick under `objective` (None without folds)."""
