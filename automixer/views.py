@@ -190,7 +190,7 @@ def print_solution(
             f"predicted objective {sol.objective:+.3f}; a new run here is expected at "
             f"{sol.expected:+.3f}{iv} (standardised; higher is better): the optimism of "
             f"picking the best prediction, {sol.optimism:+.3f}, measured by cross-validation "
-            f"({sol.optimism_picks} fold picks), is taken out"
+            f"(the best-ranked out-of-fold run, {sol.optimism_picks} repeats), is taken out"
         )
     else:
         console.print(

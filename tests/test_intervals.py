@@ -60,7 +60,7 @@ def test_objective_interval_sees_correlated_errors():
     assert independent < joint - 0.03
 
 
-def test_the_optimism_of_picking_is_the_error_at_each_fold_s_best_ranked_run():
+def test_the_optimism_of_picking_is_the_error_at_the_best_ranked_out_of_fold_runs():
     from automixer.solve import Objective
 
     Y = np.array([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]])
@@ -69,12 +69,18 @@ def test_the_optimism_of_picking_is_the_error_at_each_fold_s_best_ranked_run():
     objective = Objective.build(["t_acc"], {"t_acc": 1.0}, Y)  # higher is better
     conformal = Conformal(Y, P, P[None], folds)
     sel = conformal.selection(objective)
-    # fold 0 ranks run 2 best (3.5, measured 3), fold 1 run 4 (2.9, measured 2)
-    assert sel is not None and sel.picks == 2
-    assert sel.targets[0] == pytest.approx(((3 - 3.5) + (2 - 2.9)) / 2)
+    # ranked over all runs: run 2 (3.5, measured 3), run 4 (2.9, 2), run 1 (2.5, 2), ...; the
+    # k-th entry is the mean error over the k best. (Each fold's best alone, runs 2 and 4,
+    # would give -0.7 for one pick: a weaker selection than the solver's.)
+    assert sel is not None and sel.picks == 1
+    assert sel.targets[0] == pytest.approx(3 - 3.5)
+    assert sel.target_errors[:3, 0] == pytest.approx([-0.5, -0.7, (-0.5 - 0.9 - 0.5) / 3])
     assert sel.objective == pytest.approx(sel.targets[0] / objective.scale[0])
     at = conformal.selected(objective, np.array([[3.0]]), 0.8)
     lo, _ = conformal.intervals(np.array([[3.0]]), 0.8)
     assert at.targets[0, 0] == pytest.approx(3.0 + sel.targets[0])
     assert at.targets_lo[0, 0] == pytest.approx(lo[0, 0] + sel.targets[0])
+    # a list of picks: each row by its own rank among them (the second best by the top two)
+    two = conformal.selected(objective, np.array([[2.0], [3.0]]), 0.8)
+    assert two.targets[:, 0] == pytest.approx([2.0 - 0.7, 3.0 - 0.5])
     assert Conformal(Y, P).selection(objective) is None  # no folds, no optimism measured

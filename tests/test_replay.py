@@ -101,6 +101,38 @@ def test_replay_cli_predicts_with_intervals_that_cover_unseen_runs_and_solves_as
         assert w >= 0.25 * mean[d] / sum(mean.values()) - 1e-6, d
 
 
+def test_replay_predict_ranks_by_the_objective_and_takes_out_the_optimism_at_each_rank(
+    tmp_path: Path,
+):
+    """With --objective, the predictions rank the mixtures (1 = best) and give the value a new
+    run at each is expected at: the prediction less the optimism measured for its rank, which
+    shrinks as the rank falls (the top of a ranking is where the surrogate errs upward)."""
+    ratios = pl.read_csv(DCLM / "ratios.csv")
+    weights = [c for c in ratios.columns if c not in ("", "run", "name", "index")]
+    ratios.head(97).select(["run", *weights]).write_csv(tmp_path / "train.csv")
+    ratios.tail(30).select(["run", *weights]).write_csv(tmp_path / "unseen.csv")
+    metrics = pl.read_csv(DCLM / "metrics.csv")
+    metrics.filter(pl.col("run").is_in(ratios.head(97)["run"].implode())).write_csv(
+        tmp_path / "metrics.csv"
+    )
+    args = ["replay", str(tmp_path / "train.csv"), "--metrics", str(tmp_path / "metrics.csv")]
+    args += ["--id", "run", "--family", "math=minerva_math_*", "--direction", "*=min"]
+    args += ["--model", "linear", "--repeats", "2", "--objective", "math=1"]
+    args += ["--predict", str(tmp_path / "unseen.csv"), "--out", str(tmp_path / "pred.csv")]
+    args += ["--out-dir", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pred = pl.read_csv(tmp_path / "pred.csv").sort("objective:rank")
+    assert pred["objective:rank"].to_list() == list(range(1, 31))
+    value = pred["objective"].to_numpy()
+    assert (np.diff(value) <= 0).all()  # rank 1 predicts the best (lowest math BPB)
+    shift = pred["objective:expected"].to_numpy() - value
+    assert shift[0] < 0 and shift[0] <= shift[-1]  # the best pick's optimism is taken out
+    lo, hi = pred["objective:expected:lo"].to_numpy(), pred["objective:expected:hi"].to_numpy()
+    assert (lo < pred["objective:expected"].to_numpy()).all()
+    assert (pred["objective:expected"].to_numpy() < hi).all()
+
+
 def test_replay_refuses_to_guess_a_direction(tmp_path: Path):
     """Olmix's columns hold bits per byte under names without a measure: solving them without
     a declared direction would maximise them."""

@@ -125,9 +125,17 @@ def phases_against_total(
 
 
 def predict_table(
-    model: object, runs: RunsTable, mixtures: Path, intervals: Conformal, level: float
+    model: object,
+    runs: RunsTable,
+    mixtures: Path,
+    intervals: Conformal,
+    level: float,
+    objective: Objective | None = None,
 ) -> pl.DataFrame:
-    """Predictions for the mixtures of a table, with conformal `level` intervals."""
+    """Predictions for the mixtures of a table, with conformal `level` intervals. With an
+    `objective`, also its prediction, each mixture's rank by it (1 = best) and the value a new
+    run there is expected at once the optimism of picking at that rank is taken out, with its
+    shifted interval (`Conformal.selected`)."""
     X, ids = load_mixtures(mixtures, runs.domains)
     mean = np.asarray(model.predict(X)).reshape(len(X), -1)  # type: ignore[attr-defined]
     lo, hi = intervals.intervals(mean, level)
@@ -136,6 +144,17 @@ def predict_table(
         cols[t] = mean[:, j]
         cols[f"{t}:lo"] = lo[:, j]
         cols[f"{t}:hi"] = hi[:, j]
+    if objective is not None:
+        value = objective.value(mean)
+        ranks = np.argsort(np.argsort(-value, kind="stable"), kind="stable")
+        at = intervals.selected(objective, mean, level, ranks)
+        cols |= {
+            "objective": value,
+            "objective:rank": ranks + 1,
+            "objective:expected": at.objective,
+            "objective:expected:lo": at.objective_lo,
+            "objective:expected:hi": at.objective_hi,
+        }
     return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
 
 
@@ -225,7 +244,10 @@ def run_replay(
         compared = phases_against_total(runs, cv, opts, console, progress)
     model = cv.deploy(runs.X, runs.Y, opts.transform, opts.seed)
     if predict is not None:
-        pred = predict_table(model, runs, predict, intervals, opts.level)
+        picked = None
+        if opts.objective:
+            picked = Objective.build(runs.targets, dict(opts.objective), runs.Y, opts.directions)
+        pred = predict_table(model, runs, predict, intervals, opts.level, picked)
         target = out or out_dir / "predictions.csv"
         with atomic_path(target) as tmp:
             pred.write_csv(tmp)

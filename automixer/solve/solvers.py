@@ -51,8 +51,8 @@ class Solution:
     """Nominal coverage of the intervals (conformal, from out-of-fold residuals)."""
     optimism: float | None = None
     """The objective's mean error at a best-predicted pick, measured by cross-validation (the
-    fold models' best-ranked held-out runs; `Conformal.selection`): usually negative. The
-    interval is shifted by it, and `expected` is the prediction plus it."""
+    run the out-of-fold predictions rank best, in each repeat; `Conformal.selection`): usually
+    negative. The interval is shifted by it, and `expected` is the prediction plus it."""
     optimism_targets: np.ndarray | None = None
     """The same per target."""
     optimism_picks: int | None = None
@@ -134,8 +134,8 @@ class Solution:
             return what + "; not corrected for the optimism of picking the best prediction"
         return (
             what + f", shifted by the optimism of picking the best prediction ({self.optimism:+.3f}"
-            f" on the objective: the mean error at the best-ranked held-out run of "
-            f"{self.optimism_picks} cross-validation folds)"
+            f" on the objective: the mean error at the run that the out-of-fold predictions "
+            f"rank best, over {self.optimism_picks} cross-validation repeats)"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,11 +9,14 @@ targets' errors is in it (adding per-target intervals as if independent under-co
 
 At the mixture the solver picks, or any mixture chosen because it predicts best, those
 intervals are optimistic: the best-predicted point is where the surrogate's error is most
-likely positive. `Selection` measures that optimism by cross-validation: in every fold of every
-repeat, the held-out run the fold's model ranks best on the objective, and its signed errors
-(measured - predicted) on the objective and on each target. Their mean is the optimism of
-picking the best; `Conformal.selected` shifts a prediction and its interval by it, so the
-interval covers what a new run at a *picked* mixture would measure.
+likely positive. `Selection` measures that optimism by cross-validation: in every repeat, every
+run is ranked by its out-of-fold prediction of the objective (each from a model that never saw
+it), and the signed errors (measured - predicted) of the k best-ranked runs are averaged, then
+over repeats. The candidate a list ranks k-th best is shifted by that mean over the sweep's k
+best (the solver's one pick by the error at the best-ranked run). Ranking over all runs, not
+within each fold, matters: the best of a fold's dozen held-out runs is a far weaker selection
+than the solver's pick, and its error was a third of the optimism measured at the best of 256
+unseen RegMix mixtures (BENCHMARKS.md, "Trust at the chosen mixture").
 """
 
 from __future__ import annotations
@@ -44,14 +47,29 @@ def _interval(residuals: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndar
 
 @dataclass(frozen=True)
 class Selection:
-    """The optimism of picking the best-predicted mixture, measured by cross-validation."""
+    """The optimism of picking by the predicted objective, measured by cross-validation."""
 
-    objective: float
-    """Mean signed error (measured - predicted) of the objective at the fold models' picks."""
-    targets: np.ndarray
-    """The same per target (n_targets,), at the same picks."""
+    errors: np.ndarray
+    """(n_runs,): at k, the mean signed error (measured - predicted) of the objective over the
+    k + 1 runs the out-of-fold predictions rank best, averaged over repeats."""
+    target_errors: np.ndarray
+    """The same per target (n_runs, n_targets), over the same runs."""
     picks: int
-    """How many picks (folds x repeats) the means are over."""
+    """How many rankings (cross-validation repeats) the means are over."""
+
+    @property
+    def objective(self) -> float:
+        """The optimism of one pick: the mean error at the best-ranked run."""
+        return float(self.errors[0])
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.target_errors[0]
+
+    def at(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The objective's and the targets' shifts for candidates ranked `ranks` (0 = best)."""
+        k = np.clip(np.asarray(ranks, dtype=np.int64), 0, len(self.errors) - 1)
+        return self.errors[k], self.target_errors[k]
 
 
 @dataclass(frozen=True)
@@ -77,35 +95,42 @@ class Conformal:
     oof: np.ndarray
     oof_runs: np.ndarray | None = None
     folds: np.ndarray | None = None
-    oof_sd_runs: np.ndarray | None = None
 
     def selection(self, objective: Objective) -> Selection | None:
-        """The optimism of the best-predicted pick under `objective` (None without folds)."""
+        """The optimism of best-predicted picks under `objective` (None without folds)."""
         if self.oof_runs is None or self.folds is None:
             return None
         measured = objective.value(self.Y)
         obj_errors, target_errors = [], []
-        for P, fold in zip(self.oof_runs, self.folds, strict=True):
-            predicted = objective.value(P)
-            for k in np.unique(fold):
-                held = np.flatnonzero(fold == k)
-                pick = held[int(np.argmax(predicted[held]))]
-                obj_errors.append(measured[pick] - predicted[pick])
-                target_errors.append(self.Y[pick] - P[pick])
+        for P in self.oof_runs:
+            order = np.argsort(-objective.value(P), kind="stable")
+            top = np.arange(1, len(order) + 1)
+            obj_errors.append(np.cumsum(measured[order] - objective.value(P)[order]) / top)
+            target_errors.append(np.cumsum(self.Y[order] - P[order], axis=0) / top[:, None])
         return Selection(
-            float(np.mean(obj_errors)), np.mean(target_errors, axis=0), len(obj_errors)
+            np.mean(obj_errors, axis=0), np.mean(target_errors, axis=0), len(self.oof_runs)
         )
 
-    def selected(self, objective: Objective, pred: np.ndarray, level: float = 0.95) -> Picked:
+    def selected(
+        self,
+        objective: Objective,
+        pred: np.ndarray,
+        level: float = 0.95,
+        ranks: np.ndarray | None = None,
+    ) -> Picked:
         """Predictions and intervals at picked mixtures (`pred`: (m, n_targets) as the surrogate
-        predicts them), shifted by the optimism of picking the best (unshifted without folds)."""
+        predicts them), each shifted by the optimism of its rank among the picks (`ranks`, 0 =
+        best; by default the rows' own order by the objective); unshifted without folds."""
         pred = np.asarray(pred, dtype=np.float64).reshape(-1, self.Y.shape[1])
         lo, hi = self.intervals(pred, level)
         olo, ohi = self.objective_interval(objective, pred, level)
         value = objective.value(pred)
         sel = self.selection(objective)
-        t = sel.targets[None, :] if sel is not None else 0.0
-        o = sel.objective if sel is not None else 0.0
+        if sel is None:
+            return Picked(pred, lo, hi, value, olo, ohi, None)
+        if ranks is None:
+            ranks = np.argsort(np.argsort(-value, kind="stable"), kind="stable")
+        o, t = sel.at(ranks)
         return Picked(pred + t, lo + t, hi + t, value + o, olo + o, ohi + o, sel)
 
     @property

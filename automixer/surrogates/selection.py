@@ -79,9 +79,6 @@ class CVResult:
     """model -> out-of-fold predictions (n_runs, n_targets), averaged over repeats."""
     oof_runs: dict[str, np.ndarray] = field(default_factory=dict)
     """model -> out-of-fold predictions of each repeat (repeats, n_runs, n_targets)."""
-    oof_sd_runs: dict[str, np.ndarray] = field(default_factory=dict)
-    """model -> the fold models' latent sds at the same predictions (NaN for a model with
-    none)."""
     folds: np.ndarray | None = None
     """The fold of every run in each repeat (repeats, n_runs)."""
     templates: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +94,6 @@ class CVResult:
             self.oof[m],
             self.oof_runs.get(m),
             self.folds,
-            self.oof_sd_runs.get(m),
         )
 
     @property
@@ -133,39 +129,19 @@ class CVResult:
 
 
 def _select_out_of_fold(
-    preds: Mapping[str, np.ndarray],
-    Y: np.ndarray,
-    fold: np.ndarray,
-    sds: Mapping[str, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    preds: Mapping[str, np.ndarray], Y: np.ndarray, fold: np.ndarray
+) -> np.ndarray:
     """The per-target choice's own out-of-fold predictions: each fold's targets are predicted
     by the model that scored best on the other folds' out-of-fold predictions, so the choice
-    never sees the residuals it is judged on; with the chosen models' latent sds (`sds`)."""
+    never sees the residuals it is judged on."""
     names = list(preds)
     out = np.empty_like(Y)
-    out_sd = np.full_like(Y, np.nan)
     for k in np.unique(fold):
         rest, test = fold != k, fold == k
         for j in range(Y.shape[1]):
             scores = [_spearman(preds[m][rest, j], Y[rest, j]) for m in names]
-            best = names[int(np.argmax(scores))]
-            out[test, j] = preds[best][test, j]
-            if sds is not None:
-                out_sd[test, j] = sds[best][test, j]
-    return out, out_sd
-
-
-def _held_out(model: Any, X: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fold model's predictions at its held-out runs, with its latent sd where it has one
-    (NaN where it has none)."""
-    if getattr(model, "latent_std", False):
-        mean, sd = model.predict(X, return_std=True)
-        return (
-            np.asarray(mean).reshape(len(X), n_targets),
-            np.asarray(sd).reshape(len(X), n_targets),
-        )
-    mean = np.asarray(model.predict(X)).reshape(len(X), n_targets)
-    return mean, np.full_like(mean, np.nan)
+            out[test, j] = preds[names[int(np.argmax(scores))]][test, j]
+    return out
 
 
 def _rows(target: str, model: str, per_repeat: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -226,34 +202,26 @@ def cross_validate(
     groups = mixture_groups(X) if groups is None else np.asarray(groups)
     fold_ids = [grouped_folds(groups, folds, seed + r) for r in range(repeats)]
     stacks: dict[str, np.ndarray] = {}
-    sd_stacks: dict[str, np.ndarray] = {}
     templates: dict[str, Any] = {}
     trains = [np.flatnonzero(fold != k) for fold in fold_ids for k in range(folds)]
     for model_name, model in models.items():
         model = templates[model_name] = fold_template(model, X, Y)
         fitted = iter(fit_folds(model, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name))
-        per_repeat, sd_repeat = [], []
+        per_repeat = []
         for fold in fold_ids:
-            P, S = np.empty_like(Y), np.empty_like(Y)
+            P = np.empty_like(Y)
             for k in range(folds):
                 test = np.flatnonzero(fold == k)
-                P[test], S[test] = _held_out(next(fitted), X[test], Y.shape[1])
+                P[test] = np.asarray(next(fitted).predict(X[test])).reshape(len(test), -1)
             per_repeat.append(P)
-            sd_repeat.append(S)
         stacks[model_name] = np.stack(per_repeat)
-        sd_stacks[model_name] = np.stack(sd_repeat)
     if len(models) > 1:
-        chosen = [
-            _select_out_of_fold(
-                {m: st[r] for m, st in stacks.items()},
-                Y,
-                fold_ids[r],
-                {m: st[r] for m, st in sd_stacks.items()},
-            )
-            for r in range(repeats)
-        ]
-        stacks[SELECTED] = np.stack([p for p, _ in chosen])
-        sd_stacks[SELECTED] = np.stack([s for _, s in chosen])
+        stacks[SELECTED] = np.stack(
+            [
+                _select_out_of_fold({m: st[r] for m, st in stacks.items()}, Y, fold_ids[r])
+                for r in range(repeats)
+            ]
+        )
     rows = [
         _rows(target, model_name, stack[:, :, j], Y[:, j])
         for model_name, stack in stacks.items()
@@ -263,7 +231,6 @@ def cross_validate(
         pl.DataFrame(rows),
         {m: st.mean(axis=0) for m, st in stacks.items()},
         oof_runs=stacks,
-        oof_sd_runs=sd_stacks,
         folds=np.stack(fold_ids),
         templates=templates,
     )
