@@ -35,13 +35,9 @@ def test_load_runs_joins_and_builds_families():
     assert runs.Y[0, 0] == np.mean([row[c][0] for c in math_cols])
 
 
-def test_replay_cli_predicts_with_intervals_that_cover_unseen_runs_and_solves_as_solve_does(
-    tmp_path: Path,
-):
-    """Fit on 97 of the swarm's 127 runs, predict the other 30 with 95% intervals: the
-    intervals must hold (nearly) all of their measured values; the solution is `automixer
-    solve`'s (floors at a quarter of the runs' mean mixture, the lower confidence bound at
-    1.645 sd, the trust region)."""
+def split_swarm(tmp_path: Path) -> tuple[pl.DataFrame, list[str]]:
+    """The DCLM swarm's first 97 runs (train.csv, metrics.csv) and its last 30 mixtures
+    (unseen.csv) under tmp_path; the ratios table and its weight columns."""
     ratios = pl.read_csv(DCLM / "ratios.csv")
     weights = [c for c in ratios.columns if c not in ("", "run", "name", "index")]
     ratios.head(97).select(["run", *weights]).write_csv(tmp_path / "train.csv")
@@ -50,6 +46,17 @@ def test_replay_cli_predicts_with_intervals_that_cover_unseen_runs_and_solves_as
     metrics.filter(pl.col("run").is_in(ratios.head(97)["run"].implode())).write_csv(
         tmp_path / "metrics.csv"
     )
+    return ratios, weights
+
+
+def test_replay_cli_predicts_with_intervals_that_cover_unseen_runs_and_solves_as_solve_does(
+    tmp_path: Path,
+):
+    """Fit on 97 of the swarm's 127 runs, predict the other 30 with 95% intervals: the
+    intervals must hold (nearly) all of their measured values; the solution is `automixer
+    solve`'s (floors at a quarter of the runs' mean mixture, the lower confidence bound at
+    1.645 sd, the trust region)."""
+    ratios, weights = split_swarm(tmp_path)
     result = runner.invoke(
         app,
         [
@@ -107,14 +114,7 @@ def test_replay_predict_ranks_by_the_objective_and_takes_out_the_optimism_at_eac
     """With --objective, the predictions rank the mixtures (1 = best) and give the value a new
     run at each is expected at: the prediction less the optimism measured for its rank, which
     shrinks as the rank falls (the top of a ranking is where the surrogate errs upward)."""
-    ratios = pl.read_csv(DCLM / "ratios.csv")
-    weights = [c for c in ratios.columns if c not in ("", "run", "name", "index")]
-    ratios.head(97).select(["run", *weights]).write_csv(tmp_path / "train.csv")
-    ratios.tail(30).select(["run", *weights]).write_csv(tmp_path / "unseen.csv")
-    metrics = pl.read_csv(DCLM / "metrics.csv")
-    metrics.filter(pl.col("run").is_in(ratios.head(97)["run"].implode())).write_csv(
-        tmp_path / "metrics.csv"
-    )
+    split_swarm(tmp_path)
     args = ["replay", str(tmp_path / "train.csv"), "--metrics", str(tmp_path / "metrics.csv")]
     args += ["--id", "run", "--family", "math=minerva_math_*", "--direction", "*=min"]
     args += ["--model", "linear", "--repeats", "2", "--objective", "math=1"]
