@@ -24,7 +24,7 @@ from automixer.replay import RunsTable, load_mixtures, load_runs, read_table
 from automixer.schedule.solve import schedule_constraints
 from automixer.solve import Objective, Solution
 from automixer.surrogates import TRANSFORMS, CVResult, cross_validate, make_surrogate
-from automixer.surrogates.intervals import Conformal
+from automixer.surrogates.intervals import Conformal, ranks_of
 from automixer.surrogates.selection import mixture_groups
 from automixer.views import fit_progress, print_cv_table, print_solution
 
@@ -146,7 +146,7 @@ def predict_table(
         cols[f"{t}:hi"] = hi[:, j]
     if objective is not None:
         value = objective.value(mean)
-        ranks = np.argsort(np.argsort(-value, kind="stable"), kind="stable")
+        ranks = ranks_of(value)
         at = intervals.selected(objective, mean, level, ranks)
         cols |= {
             "objective": value,

@@ -45,6 +45,11 @@ def _interval(residuals: np.ndarray, y_hat: np.ndarray, level: float) -> np.ndar
     return np.asarray(cr.predict_int(np.asarray(y_hat, dtype=np.float64), confidence=level))
 
 
+def ranks_of(value: np.ndarray) -> np.ndarray:
+    """Each candidate's rank by `value` (0 = highest; ties in their given order)."""
+    return np.argsort(np.argsort(-np.asarray(value), kind="stable"), kind="stable")
+
+
 @dataclass(frozen=True)
 class Selection:
     """The optimism of picking by the predicted objective, measured by cross-validation."""
@@ -103,9 +108,10 @@ class Conformal:
         measured = objective.value(self.Y)
         obj_errors, target_errors = [], []
         for P in self.oof_runs:
-            order = np.argsort(-objective.value(P), kind="stable")
+            predicted = objective.value(P)
+            order = np.argsort(-predicted, kind="stable")
             top = np.arange(1, len(order) + 1)
-            obj_errors.append(np.cumsum(measured[order] - objective.value(P)[order]) / top)
+            obj_errors.append(np.cumsum(measured[order] - predicted[order]) / top)
             target_errors.append(np.cumsum(self.Y[order] - P[order], axis=0) / top[:, None])
         return Selection(
             np.mean(obj_errors, axis=0), np.mean(target_errors, axis=0), len(self.oof_runs)
@@ -128,9 +134,7 @@ class Conformal:
         sel = self.selection(objective)
         if sel is None:
             return Picked(pred, lo, hi, value, olo, ohi, None)
-        if ranks is None:
-            ranks = np.argsort(np.argsort(-value, kind="stable"), kind="stable")
-        o, t = sel.at(ranks)
+        o, t = sel.at(ranks_of(value) if ranks is None else ranks)
         return Picked(pred + t, lo + t, hi + t, value + o, olo + o, ohi + o, sel)
 
     @property
