@@ -26,27 +26,8 @@ import torch
 from automixer.data.loader import MixtureLoader
 from automixer.sweep.parallel import cores, measure
 from proxies.presets import ModelConfig, get_preset
+from proxies.timing import matmul_peak_flops
 from proxies.train import TrainConfig, pick_device, train_pack
-
-
-def matmul_peak_gflops(
-    device: torch.device, n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32
-) -> float:
-    """GFLOP/s of the best of `reps` n x n x n matmuls in `dtype`."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def loaders(n: int, steps: int, batch: int, seq_len: int, vocab: int) -> list[MixtureLoader]:
@@ -90,7 +71,7 @@ def main() -> None:
     }
     if device.type == "cpu":
         torch.set_num_threads(1)
-        core_peak = matmul_peak_gflops(device)
+        core_peak = matmul_peak_flops(device) / 1e9
         torch.set_num_threads(n)
         shape = {
             "preset": args.preset,
@@ -118,7 +99,7 @@ def main() -> None:
         )
     if args.pack > 1:
         tc = TrainConfig(device=str(device), log_every=10**9, warmup_fraction=0.0)
-        peak = matmul_peak_gflops(device)
+        peak = matmul_peak_flops(device) / 1e9
         lo = loaders(args.pack, args.steps, args.batch_size, args.seq_len, cfg.vocab_size)
         timed(cfg, lo[:1], [0], tc)  # warm-up (allocator, kernels)
         single = [timed(cfg, [lo[p]], [p], tc) for p in range(args.pack)]

@@ -6,7 +6,8 @@ multiplier (the schedule) that may be a tensor on the device: with their states 
 (`init_state`) and AdamW's step count a tensor, a step is the same graph every time and
 compiles once. `BatchedMuon` applies
 `torch.optim.Muon`'s update to every matrix of a stacked parameter (the last two axes are one
-matrix: each proxy's, each expert's); `BatchedAdamW` is `torch.optim.AdamW`'s update. Tests
+matrix: each proxy's, each expert's), the Newton-Schulz iterations of all parameters of one
+matrix shape stacked into one batch; `BatchedAdamW` is `torch.optim.AdamW`'s update. Tests
 check both against the torch optimisers.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,19 +45,37 @@ def newton_schulz(
     G: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
 ) -> torch.Tensor:
     """Orthogonalise each matrix of G (..., m, n) as torch.optim.Muon does, batched."""
+    return newton_schulz_stacked([G], steps, eps, dtype)[0]
+
+
+def newton_schulz_stacked(
+    Gs: list[torch.Tensor], steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+) -> list[torch.Tensor]:
+    """`newton_schulz` of every tensor of Gs, with the matrices of the same shape (a tall one
+    transposed first, as torch.optim.Muon does) stacked into one batch: a few batched products
+    per iteration for a whole model instead of a few per parameter."""
+    oriented = []
+    for G in Gs:
+        X = G.to(dtype).reshape(-1, *G.shape[-2:])
+        oriented.append(X.transpose(-2, -1) if X.shape[-2] > X.shape[-1] else X)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, X in enumerate(oriented):
+        by_shape.setdefault((X.shape[-2], X.shape[-1]), []).append(i)
+    out: list[torch.Tensor] = list(Gs)
     a, b, c = NS_COEFFICIENTS
-    X = G.to(dtype).reshape(-1, *G.shape[-2:])
-    transposed = X.shape[-2] > X.shape[-1]
-    if transposed:
-        X = X.transpose(-2, -1)
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
-    for _ in range(steps):  # fused multiply-adds, as torch.optim.Muon's addmm
-        A = X @ X.transpose(-2, -1)
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        X = torch.baddbmm(X, B, X, beta=a)
-    if transposed:
-        X = X.transpose(-2, -1)
-    return X.reshape(G.shape)
+    for members in by_shape.values():
+        X = torch.cat([oriented[i] for i in members]) if len(members) > 1 else oriented[members[0]]
+        X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+        for _ in range(steps):  # fused multiply-adds, as torch.optim.Muon's addmm
+            A = X @ X.transpose(-2, -1)
+            B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+            X = torch.baddbmm(X, B, X, beta=a)
+        parts = X.split([oriented[i].shape[0] for i in members])
+        for i, part in zip(members, parts, strict=True):
+            G = Gs[i]
+            tall = G.shape[-2] > G.shape[-1]
+            out[i] = (part.transpose(-2, -1) if tall else part).reshape(G.shape)
+    return out
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -93,15 +113,28 @@ def _scale(scale: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return scale.view(-1, *([1] * (p.ndim - 1)))
 
 
+def _per_proxy(
+    factor: float | torch.Tensor, proxy_scale: torch.Tensor | None, params: list[torch.Tensor]
+) -> list[Any]:
+    """`factor` x each proxy's scale, shaped for each parameter (one factor when unscaled)."""
+    if proxy_scale is None:
+        return [factor] * len(params)
+    scaled = proxy_scale * factor
+    return [_scale(scaled, p) for p in params]
+
+
 def _decay_(
-    p: torch.Tensor, lr: float | torch.Tensor, decay: float, proxy_scale: torch.Tensor | None
+    params: list[torch.Tensor],
+    lr: float | torch.Tensor,
+    decay: float,
+    proxy_scale: torch.Tensor | None,
 ) -> None:
     """Decoupled weight decay in place, p *= 1 - lr * decay (scaled per proxy); nothing at
     decay 0."""
     if not decay:
         return
-    rate = lr * decay
-    p.mul_(1 - rate if proxy_scale is None else 1 - rate * _scale(proxy_scale, p))
+    rates = _per_proxy(lr * decay, proxy_scale, params)
+    torch._foreach_mul_(params, [1 - r for r in rates])
 
 
 class BatchedMuon(_Optimizer):
@@ -140,20 +173,23 @@ class BatchedMuon(_Optimizer):
         lr_mult: float | torch.Tensor = 1.0,
     ) -> None:
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self._state(p)["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                dtype = group["ns_dtype"] or (torch.bfloat16 if p.is_cuda else torch.float32)
-                update = newton_schulz(update, group["ns_steps"], dtype=dtype)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = [self._state(p)["momentum_buffer"] for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+            nesterov = group["nesterov"]
+            updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if nesterov else bufs
+            dtype = group["ns_dtype"] or (torch.bfloat16 if params[0].is_cuda else torch.float32)
+            orthogonal = newton_schulz_stacked(list(updates), group["ns_steps"], dtype=dtype)
+            lr = group["lr"] * lr_mult
+            _decay_(params, lr, group["weight_decay"], proxy_scale)
+            for p, update in zip(params, orthogonal, strict=True):  # one temporary at a time
                 rows, cols = p.shape[-2:]
-                lr = group["lr"] * lr_mult
                 adjusted = lr * math.sqrt(max(1.0, rows / cols))
-                _decay_(p, lr, group["weight_decay"], proxy_scale)
-                scale = adjusted if proxy_scale is None else adjusted * _scale(proxy_scale, p)
-                p.sub_(update.to(p.dtype) * scale)
+                factor = adjusted if proxy_scale is None else adjusted * _scale(proxy_scale, p)
+                p.sub_(update.to(p.dtype) * factor)
 
 
 class BatchedAdamW(_Optimizer):
@@ -187,21 +223,32 @@ class BatchedAdamW(_Optimizer):
     ) -> None:
         for group in self.param_groups:
             b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._state(p)
-                state["step"].add_(1)
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(p.grad, 1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                lr = group["lr"] * lr_mult
-                step_size = lr / (1 - b1**t)
-                denom = (v.sqrt() / (1 - b2**t).sqrt()).add_(group["eps"])
-                _decay_(p, lr, group["weight_decay"], proxy_scale)
-                scale = step_size if proxy_scale is None else step_size * _scale(proxy_scale, p)
-                p.sub_(m / denom * scale)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            states = [self._state(p) for p in params]
+            t = [st["step"] for st in states]
+            m = [st["exp_avg"] for st in states]
+            v = [st["exp_avg_sq"] for st in states]
+            torch._foreach_add_(t, 1)
+            torch._foreach_lerp_(m, grads, 1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+            lr = group["lr"] * lr_mult
+            # bias corrections on the device: 1 - b^t of each parameter's step count
+            bc1 = [1 - x for x in torch._foreach_pow(b1, t)]
+            bc2 = torch._foreach_sqrt([1 - x for x in torch._foreach_pow(b2, t)])
+            # the step m / (sqrt(v) / sqrt(bc2) + eps), made in one set of temporaries
+            steps = torch._foreach_sqrt(v)
+            torch._foreach_div_(steps, bc2)
+            torch._foreach_add_(steps, group["eps"])
+            torch._foreach_reciprocal_(steps)
+            torch._foreach_mul_(steps, m)
+            _decay_(params, lr, group["weight_decay"], proxy_scale)
+            rates = _per_proxy(lr, proxy_scale, params)
+            torch._foreach_mul_(steps, [r / c for r, c in zip(rates, bc1, strict=True)])
+            torch._foreach_sub_(params, steps)
 
 
 @torch.no_grad()
@@ -210,11 +257,10 @@ def clip_per_proxy(params: Iterable[nn.Parameter], max_norm: float, P: int) -> t
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(P)
-    sq = torch.stack([g.pow(2).reshape(P, -1).sum(1) for g in grads]).sum(0)
-    norms = sq.sqrt()
+    norms_GP = torch.stack([torch.linalg.vector_norm(g.reshape(P, -1), dim=1) for g in grads])
+    norms = norms_GP.pow(2).sum(0).sqrt()
     factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(_scale(factor, g))
+    torch._foreach_mul_(grads, [_scale(factor, g) for g in grads])
     return norms
 
 

@@ -91,35 +91,49 @@ def test_a_node_with_four_gpus_runs_four_pinned_workers(tmp_path: Path, monkeypa
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
 
 
-def test_gpu_sizes_take_the_fastest_pack_whose_micro_batch_fits():
+def test_gpu_sizes_are_planned_from_memory_and_measured_at_most_twice():
     from automixer.sweep.devices import Trial, choose
+    from proxies.moe import gemm_chunks
+    from proxies.presets import get_preset
+    from proxies.timing import estimate_bytes, plan_sizes
 
-    def device(memory: int, overhead: float):
-        """A device holding `memory` sequences at once, whose speed grows with the pack
-        (per-pack overhead) and with the sequences in one pass."""
+    gib = 2**30
+    cfg = get_preset("gpu-40m")
+    plan = plan_sizes(cfg, 1024, 64, most=63, memory_bytes=80 * gib)
+    assert len(plan) == 2
+    (pack, micro), fallback = plan
+    assert estimate_bytes(cfg, pack, micro, 1024) <= 0.85 * 80 * gib
+    assert 2 * micro > 64 or estimate_bytes(cfg, pack, 2 * micro, 1024) > 0.85 * 80 * gib
+    assert fallback == (pack, micro // 2)
+    # the estimate grows with the pack and the micro-batch
+    assert estimate_bytes(cfg, 8, 8, 1024) < estimate_bytes(cfg, 8, 16, 1024)
+    assert estimate_bytes(cfg, 8, 8, 1024) < estimate_bytes(cfg, 16, 8, 1024)
+    # a smaller device never plans more tokens in one pass; a tiny one plans nothing
+    small_pack, small_micro = plan_sizes(cfg, 1024, 64, 63, 24 * gib)[0]
+    assert small_pack * small_micro <= pack * micro
+    assert plan_sizes(cfg, 1024, 64, 63, gib // 4) == []
+    # never more proxies than the sweep has
+    assert plan_sizes(get_preset("quickstart"), 256, 16, 5, 80 * gib)[0][0] == 5
+    # any planned pack runs its experts as grouped GEMMs of at most 1023 groups
+    for preset in ("gpu-40m", "gpu-100m"):
+        big = get_preset(preset)
+        for p, _ in plan_sizes(big, 1024, 64, 63, 141 * gib):
+            assert all((b - a) * big.n_experts <= 1023 for a, b in gemm_chunks(p, big.n_experts))
 
-        def trial(pack: int, micro: int) -> Trial:
-            if pack * micro > memory:
-                return Trial(pack, micro, None)
-            return Trial(pack, micro, 1000.0 * pack * micro / (1 + overhead / pack))
+    made: list[tuple[int, int]] = []
 
-        return trial
+    def trial(p: int, m: int) -> Trial:  # a device holding 64 sequences at once
+        made.append((p, m))
+        return Trial(p, m, None if p * m > 64 else 1000.0 * p * m)
 
-    best, tried = choose(device(128, 8.0), batch_size=16, most=63)
-    # every larger pack gains > 5%, so all are tried; the largest (63, never more than the
-    # sweep's proxies) fits micro-batches of 2, 8 accumulated per step
-    assert (best.pack, best.micro_batch) == (63, 2)
-    assert [(t.pack, t.micro_batch) for t in tried] == [
-        (8, 16), (16, 16), (16, 8), (32, 16), (32, 8), (32, 4),
-        (63, 16), (63, 8), (63, 4), (63, 2),
-    ]  # fmt: skip
-    # a pack that gains under 5% stops the search (kept if it is faster at all)
-    best, tried = choose(device(128, 0.01), batch_size=16, most=63)
-    assert (best.pack, best.micro_batch) == (16, 8) and max(t.pack for t in tried) == 16
-    best, tried = choose(device(128, 0.01), batch_size=16, most=63, packs=(8, 9, 64))
-    assert (best.pack, best.micro_batch) == (8, 16) and max(t.pack for t in tried) == 9
-    with pytest.raises(RuntimeError, match="not one proxy"):
-        choose(lambda p, m: Trial(p, m, None), batch_size=4, most=8)
+    best, tried = choose(trial, [(16, 4), (16, 2)])  # the first fits: one compilation
+    assert (best.pack, best.micro_batch) == (16, 4) and made == [(16, 4)]
+    best, tried = choose(trial, [(16, 8), (16, 4)])  # out of memory: the second, and no more
+    assert (best.pack, best.micro_batch) == (16, 4) and len(tried) == 2
+    with pytest.raises(RuntimeError, match=r"16 proxies x 8 sequences.*set proxy\.pack_size"):
+        choose(trial, [(16, 8), (32, 8)])
+    with pytest.raises(RuntimeError, match="not one proxy fits"):
+        choose(trial, [])
 
 
 def test_on_a_cpu_auto_sizes_are_one_proxy_and_the_whole_batch(tmp_path: Path):

@@ -125,6 +125,26 @@ def test_batched_muon_matches_torch_muon():
     assert s.min() > 0.5 and s.max() < 1.5  # close to orthogonal
 
 
+def test_stacked_newton_schulz_equals_one_parameter_at_a_time():
+    from proxies.optim import newton_schulz_stacked
+
+    g = torch.Generator().manual_seed(0)
+    # two of one shape, one tall of the same shape transposed (stacked with them), one other
+    Gs = [
+        torch.randn(3, 5, 16, 24, generator=g),
+        torch.randn(2, 16, 24, generator=g),
+        torch.randn(4, 24, 16, generator=g),
+        torch.randn(3, 8, 8, generator=g),
+    ]
+    stacked = newton_schulz_stacked(Gs, dtype=torch.float32)
+    for G, got in zip(Gs, stacked, strict=True):
+        want = torch.stack(
+            [newton_schulz(m, dtype=torch.float32) for m in G.reshape(-1, *G.shape[-2:])]
+        ).reshape(G.shape)
+        assert got.shape == G.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_batched_adamw_matches_torch_adamw():
     torch.manual_seed(0)
     W = torch.randn(2, 6, 4)
@@ -199,25 +219,9 @@ def test_expert_outputs_match_a_token_by_token_reference_in_value_and_gradients(
     expected = value_and_grads(reference)
     ragged = value_and_grads(lambda: moe(x)[0])  # x is on the CPU: each expert its own rows
     monkeypatch.setattr(moe_module, "_experts_ragged", None)  # must not be called below
-    padded_fn = moe_module._experts_padded
-
-    def padded() -> torch.Tensor:
-        _, top, gates = moe.route(x)
-        gid = (torch.arange(2)[:, None, None] * 4 + top).reshape(-1)
-        tok = torch.arange(2)[:, None, None] * 40 + torch.arange(40)[None, :, None]
-        order = torch.argsort(gid, stable=True)
-        w = [getattr(moe, n).reshape(8, *getattr(moe, n).shape[2:]) for n in ("w1", "w3", "w2")]
-        out = padded_fn(
-            x.reshape(80, 16), gid[order], tok.expand(2, 40, 2).reshape(-1)[order],
-            torch.bincount(gid, minlength=8), *w,
-        )  # fmt: skip
-        y = torch.zeros(80, 16).index_add(
-            0, tok.expand(2, 40, 2).reshape(-1)[order], out * gates.reshape(-1)[order, None]
-        )
-        assert moe.shared is not None
-        return y.view(2, 40, 16) + moe.shared(x)
-
-    for got in (ragged, value_and_grads(padded)):
+    moe.impl = "padded"
+    padded = value_and_grads(lambda: moe(x)[0])
+    for got in (ragged, padded):
         for a, b in zip(got, expected, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -339,7 +343,7 @@ def test_fused_chunked_cross_entropy_matches_torch_in_value_and_gradients(monkey
     import proxies.loss
     from proxies.loss import linear_cross_entropy
 
-    monkeypatch.setattr(proxies.loss, "CHUNK_BYTES", 4 * 64 * 7)  # chunks of 7 tokens: ragged
+    monkeypatch.setitem(proxies.loss.CHUNK_BYTES, "cpu", 4 * 64 * 7)  # chunks of 7: ragged
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 16, generator=g, requires_grad=True)
     w = torch.randn(64, 16, generator=g, requires_grad=True)
@@ -355,6 +359,35 @@ def test_fused_chunked_cross_entropy_matches_torch_in_value_and_gradients(monkey
     torch.testing.assert_close(gw, w.grad)
     with torch.no_grad():  # evaluation: the value alone
         torch.testing.assert_close(linear_cross_entropy(x, w, t), ref.detach())
+
+
+def test_packed_fused_cross_entropy_matches_torch_per_proxy(monkeypatch):
+    """The whole pack's output layer and loss at once (an accelerator's layout), in float32
+    and with bf16 products (as on CUDA), against each proxy's plain loss."""
+    import torch.nn.functional as F
+
+    import proxies.loss
+    from proxies.loss import packed_cross_entropy
+
+    monkeypatch.setitem(proxies.loss.CHUNK_BYTES, "cpu", 4 * 64 * 3 * 7)  # 7 tokens a chunk
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 50, 16, generator=g, requires_grad=True)
+    w = torch.randn(3, 64, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 64, (3, 50), generator=g)
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+        x.grad = w.grad = None
+        ours = packed_cross_entropy(x, w, t, dtype=dtype)
+        (ours * weights).sum().backward()
+        gx, gw = x.grad.clone(), w.grad.clone()
+        x.grad = w.grad = None
+        ref = torch.stack(
+            [F.cross_entropy((x[p].to(dtype) @ w[p].to(dtype).T).float(), t[p]) for p in range(3)]
+        )
+        (ref * weights).sum().backward()
+        torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+        torch.testing.assert_close(gx, x.grad, rtol=tol, atol=tol * float(x.grad.abs().max()))
+        torch.testing.assert_close(gw, w.grad, rtol=tol, atol=tol * float(w.grad.abs().max()))
 
 
 def _page_faults(script: str) -> dict[str, int]:

@@ -4,13 +4,14 @@ Every GPU of a node is used: with `sweep.workers: auto` and `proxy.device` 'auto
 the local executor starts one worker process per visible GPU, each pinned to its own device
 through `CUDA_VISIBLE_DEVICES` (so it sees one GPU, as `cuda`).
 
-`proxy.pack_size` and `proxy.micro_batch` 'auto' on a GPU: a short compiled training of random
-tokens at a few pack sizes (8, 16, 32, 64, never more than the sweep's proxies) and, for each,
-the largest micro-batch (batch_size, halved) that fits the device's memory; the pair that
-trains the most tokens per second wins, and a larger pack is tried only while it gains at
-least 5%. The measurement runs once per device and proxy shape, in a process of its own, and
-is cached in `run.cache_dir`/gpu_sizes.json with its peak memory. On a CPU 'auto' is one proxy
-and the whole batch.
+`proxy.pack_size` and `proxy.micro_batch` 'auto' on a GPU: a memory estimate from the shapes
+(`proxies.timing.plan_sizes`) picks the pack (1, 2, 4, ... 64, never more than the sweep's
+proxies) and the largest micro-batch that fits, the most tokens in one pass; one short compiled
+training of random tokens at those sizes measures its speed and peak memory, and only if it
+runs out of memory is a second one made at half the micro-batch: at most two compilations.
+The measurement runs once per device and proxy shape, in a process of its own, and is cached
+in `run.cache_dir`/gpu_sizes.json with its peak memory. On a CPU 'auto' is one proxy and the
+whole batch.
 
 Each measured speed is also kept for `automixer data --dry-run`, which turns the sweep's
 training FLOPs into an expected wall time (`expected_speed`).
@@ -27,19 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from automixer.config import Config
 from automixer.io import atomic_write_json, hash_json, read_json_dict
+from proxies.timing import Trial, plan_sizes, time_training
 
 CPU_PACK = 1
 """On a CPU a pack of 8 trained at 0.89-0.93x of eight proxies one after another (BENCHMARKS.md):
 one proxy per worker process, and the cores split between processes."""
-PACKS = (8, 16, 32, 64)
-GAIN = 1.05
-"""A larger pack is measured only while the last one gained at least this factor."""
-WARMUP_STEPS = 3
-TIMED_STEPS = 5
+PACKS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def visible_gpus() -> list[str]:
@@ -69,18 +65,6 @@ def pin_to(device: str | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
 
 
-class RandomTokens:
-    """A BatchSource of random tokens: the speed of a step does not depend on the data."""
-
-    def __init__(self, vocab: int, steps: int, batch_size: int, seq_len: int, seed: int) -> None:
-        self.vocab, self.steps, self.batch_size, self.seq_len = vocab, steps, batch_size, seq_len
-        self.seed = seed
-
-    def batch(self, step: int) -> np.ndarray:  # the same batch for the same step
-        rng = np.random.default_rng([self.seed, step])
-        return rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1))
-
-
 @dataclass(frozen=True)
 class Sizes:
     pack: int
@@ -90,16 +74,6 @@ class Sizes:
     """All proxies of the pack together, when measured."""
     peak_bytes: int | None = None
     """The device's peak memory while training at these sizes, when measured."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One measured (pack, micro-batch): tokens per second, or None when it ran out of memory."""
-
-    pack: int
-    micro_batch: int
-    tokens_per_s: float | None
-    peak_bytes: int | None = None
 
 
 def shape_of(config: Config, vocab_size: int) -> dict[str, Any]:
@@ -113,36 +87,22 @@ def shape_of(config: Config, vocab_size: int) -> dict[str, Any]:
 
 
 def choose(
-    trial: Callable[[int, int], Trial], batch_size: int, most: int, packs: tuple[int, ...] = PACKS
+    trial: Callable[[int, int], Trial], plan: list[tuple[int, int]]
 ) -> tuple[Trial, list[Trial]]:
-    """Search packs and micro-batches with `trial(pack, micro_batch)`: for each pack, the
-    largest micro-batch (batch_size halved until it divides and fits) that runs; packs grow
-    while they gain `GAIN`. Returns the best trial and every trial made."""
+    """Measure the planned (pack, micro-batch) trials in order with `trial(pack, micro)` until
+    one fits. Returns it and every trial made."""
     tried: list[Trial] = []
-    best: Trial | None = None
-    candidates = [p for p in packs if p < most] + [min(most, packs[-1])]
-    for pack in sorted(set(candidates)):
-        micro = batch_size
-        fitted: Trial | None = None
-        while micro >= 1:
-            t = trial(pack, micro)
-            tried.append(t)
-            if t.tokens_per_s is not None:
-                fitted = t
-                break
-            micro //= 2
-            while micro > 1 and batch_size % micro:
-                micro -= 1
-        if fitted is None:  # not even one sequence fits at this pack: larger ones won't
-            break
-        rate = fitted.tokens_per_s or 0.0
-        if best is not None and rate < (best.tokens_per_s or 0.0) * GAIN:
-            best = fitted if rate > (best.tokens_per_s or 0.0) else best
-            break  # the pack no longer pays: larger ones are not measured
-        best = fitted
-    if best is None:
-        raise RuntimeError("not one proxy with a micro-batch of one sequence fits this device")
-    return best, tried
+    for pack, micro in plan:
+        t = trial(pack, micro)
+        tried.append(t)
+        if t.tokens_per_s is not None:
+            return t, tried
+    if not tried:
+        raise RuntimeError("by its memory estimate, not one proxy fits this device")
+    sizes = ", ".join(f"{t.pack} proxies x {t.micro_batch} sequences" for t in tried)
+    raise RuntimeError(
+        f"ran out of device memory at {sizes}: set proxy.pack_size and proxy.micro_batch"
+    )
 
 
 def resolve_sizes(config: Config, vocab_size: int) -> Sizes:
@@ -247,63 +207,23 @@ def _measure_in_process(
 def _measure_child(
     shape: dict[str, Any], device: str, most: int, packs: tuple[int, ...], out: Any
 ) -> None:
-    best, tried = choose(
-        lambda pack, micro: time_training(shape, device, pack, micro),
-        shape["batch_size"],
-        most,
-        packs,
-    )
-    out.put((asdict(best), [asdict(t) for t in tried]))
-
-
-def time_training(
-    shape: dict[str, Any],
-    device: str,
-    pack: int,
-    micro_batch: int,
-    timed: int = TIMED_STEPS,
-    warmup: int = WARMUP_STEPS,
-) -> Trial:
-    """Train a pack of random-token proxies of this shape with the compiled step; tokens per
-    second over the steps after warm-up (compilation), and the peak memory. An allocation
-    failure is a trial that does not fit."""
     import torch
 
     from proxies.presets import get_preset
-    from proxies.train import TrainConfig, pick_device, train_pack
+    from proxies.train import pick_device
 
     dev = pick_device(device)
     cfg = get_preset(shape["preset"], vocab_size=shape["vocab_size"])
-    steps = warmup + timed
-    loaders = [
-        RandomTokens(shape["vocab_size"], steps, shape["batch_size"], shape["seq_len"], i)
-        for i in range(pack)
-    ]
-    marks: dict[int, float] = {}
-
-    def mark(step: int, _model: Any) -> None:
-        if step in (warmup - 1, steps - 1):  # waits for the device only where it times
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            marks[step] = time.perf_counter()
-
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-    try:
-        train_pack(
-            cfg,
-            loaders,
-            list(range(pack)),
-            TrainConfig(device=device, log_every=10**9, eval_tokens=0, micro_batch=micro_batch),
-            on_step=mark,
-            max_steps=steps,
-        )
-    except torch.OutOfMemoryError:
-        return Trial(pack, micro_batch, None)
-    tokens = timed * pack * shape["batch_size"] * shape["seq_len"]
-    peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
-    return Trial(pack, micro_batch, tokens / (marks[steps - 1] - marks[warmup - 1]), peak)
+    plan = plan_sizes(
+        cfg,
+        shape["seq_len"],
+        shape["batch_size"],
+        most,
+        torch.cuda.get_device_properties(dev).total_memory,
+        packs,
+    )
+    best, tried = choose(lambda pack, micro: time_training(shape, device, pack, micro), plan)
+    out.put((asdict(best), [asdict(t) for t in tried]))
 
 
 def record_speed(

@@ -25,12 +25,12 @@ from typing import Any
 from automixer.config import Config
 from automixer.io import atomic_write_json, read_json_dict
 from automixer.sweep.devices import (
-    RandomTokens,
     record_speed,
     resolve_sizes,
     shape_of,
     worker_devices,
 )
+from proxies.timing import RandomTokens
 
 WARMUP_STEPS = 2
 TIMED_STEPS = 4
