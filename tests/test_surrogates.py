@@ -277,6 +277,24 @@ def test_gp_folds_learn_from_the_all_runs_kernels():
     assert np.allclose(refit.predict(X[:5]), full.predict(X[:5])[:, 1])
 
 
+def test_gp_fold_fits_never_see_their_held_out_runs():
+    """Each fold's predictions of its held-out runs depend on its training runs alone: changing
+    the held-out runs' measurements changes nothing (before, every fold's hyperparameters
+    started from ones learned on all runs, held-out runs included)."""
+    rng = np.random.default_rng(5)
+    X = rng.dirichlet(np.ones(4), size=40)
+    Y = np.sqrt(X[:, :1]) + rng.normal(0, 0.03, (40, 1))
+    cv = cross_validate(X, Y, {"gp": GPSurrogate()}, folds=4, repeats=1, seed=0)
+    held_out = cv.folds[0] == 0
+    changed = Y.copy()
+    changed[held_out] = rng.normal(3.0, 2.0, (int(held_out.sum()), 1))
+    again = cross_validate(X, changed, {"gp": GPSurrogate()}, folds=4, repeats=1, seed=0)
+    np.testing.assert_array_equal(again.folds, cv.folds)
+    np.testing.assert_allclose(
+        again.oof_runs["gp"][0][held_out], cv.oof_runs["gp"][0][held_out], rtol=1e-6, atol=1e-9
+    )
+
+
 def test_a_linear_ensemble_predicts_what_its_members_predict():
     """The stacked shortcut against each member's own (scikit-learn) predict, before and
     after a refit."""

@@ -15,11 +15,12 @@ every run is conditioned on (scikit-learn's GaussianProcessRegressor with the le
 Every kernel of a fit, and with `fit_folds` every kernel of every cross-validation fold, is
 learned in one batched optimisation (`automixer.surrogates.gp_batch`): the same model and
 likelihood as scikit-learn's, a batched Cholesky per step.
-`fold_template` returns the same surrogate started from those kernels, so cross-validation's
-refit on each fold learns its own hyperparameters from a start near their optimum.
-Freezing them instead (`learn=False`) is faster still but lets the held-out runs choose the
-hyperparameters: on RegMix it made the out-of-fold residuals optimistic enough that 80%
-intervals covered 74% of new mixtures (BENCHMARKS.md).
+`fold_template` returns the same surrogate with the kernels learned on all runs, which the
+deployed refit conditions on; cross-validation's folds learn their own from the default start
+(a start learned on all runs would let the held-out runs steer each fold's optimum). Freezing
+them in the folds instead (`learn=False`) is faster still but lets the held-out runs choose the
+hyperparameters outright: on RegMix it made the out-of-fold residuals optimistic enough that
+80% intervals covered 74% of new mixtures (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -82,8 +82,9 @@ class CVResult:
     folds: np.ndarray | None = None
     """The fold of every run in each repeat (repeats, n_runs)."""
     templates: dict[str, Any] = field(default_factory=dict)
-    """model -> what each fold refitted (see `fold_template`); for a GP, the kernels learned on
-    all runs, so that refitting the choice on all runs learns nothing again."""
+    """model -> what the deployed refit starts from (see `fold_template`); for a GP, the
+    kernels learned on all runs, so that refitting the choice on all runs learns nothing
+    again (the folds never start from them, `fold_model`)."""
 
     def conformal(self, Y: np.ndarray) -> Conformal:
         """Interval calibration from the deployed model's out-of-fold predictions, with the
@@ -158,12 +159,21 @@ def _rows(target: str, model: str, per_repeat: np.ndarray, y: np.ndarray) -> dic
 
 
 def fold_template(model: Any, X: np.ndarray, Y: np.ndarray) -> Any:
-    """What cross-validation clones and refits on each fold: the model itself, or for a model
-    with a `fold_template` method (the GP) the model with hyperparameters learned once on all
-    runs and frozen (learning them on every fold of every repeat is most of a large sweep's
-    fit time, and the per-domain length scales it buys are what wide sweeps need)."""
+    """What the deployed refit on all runs starts from: the model itself, or for a model with
+    a `fold_template` method (the GP) the model with hyperparameters learned once on all runs
+    (`CVResult.deploy` then conditions on them without learning again)."""
     if hasattr(model, "fold_template"):
         return model.fold_template(X, Y if Y.shape[1] > 1 else Y[:, 0])
+    return model
+
+
+def fold_model(model: Any, template: Any) -> Any:
+    """What cross-validation refits on each fold: the model as configured, whose folds learn
+    their own hyperparameters from its own starting point, never from ones learned on all runs
+    (the held-out runs would have chosen them). A GP set not to learn (`learn=False`) is
+    conditioned on the kernels learned on all runs: faster, and optimistic by design."""
+    if getattr(model, "learn", True) is False:
+        return template
     return model
 
 
@@ -205,8 +215,11 @@ def cross_validate(
     templates: dict[str, Any] = {}
     trains = [np.flatnonzero(fold != k) for fold in fold_ids for k in range(folds)]
     for model_name, model in models.items():
-        model = templates[model_name] = fold_template(model, X, Y)
-        fitted = iter(fit_folds(model, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name))
+        template = templates[model_name] = fold_template(model, X, Y)
+        per_fold = fold_model(model, template)
+        fitted = iter(
+            fit_folds(per_fold, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name)
+        )
         per_repeat = []
         for fold in fold_ids:
             P = np.empty_like(Y)
