@@ -412,9 +412,11 @@ def validate(
         int,
         typer.Option(
             help="Seeds per mixture: margins are paired by seed and need two or more for a "
-            "standard error."
+            "standard error. Each seed trains every compared mixture once (5 seeds: 25 models "
+            "for the solved mixture and four baselines, 5/3 of the time 3 seeds take); with 3, "
+            "a true margin of 2 seed sds is called ahead under a third of the time."
         ),
-    ] = 3,
+    ] = 5,
     n_per_suite: Annotated[
         int, typer.Option(help="Held-out items per suite (ones the sweep never scored).")
     ] = 100,

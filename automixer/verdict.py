@@ -12,9 +12,11 @@ figure behind it:
 | transfer ladder        | objective's rank correlation >= 0.6    | < 0.3, or behind at a rung    |
 | validation             | ahead of natural and uniform           | behind any baseline           |
 
-"Ahead" and "behind" are paired by seed, beyond the margin's 95% t interval (n - 1 degrees of
-freedom). Validation's baselines include the sweep's best measured run; ahead of natural and
-uniform and not behind the best run passes.
+"Ahead" and "behind" are paired by seed: a paired t-test (n - 1 degrees of freedom) at the 5%
+level, with Holm's correction over the baselines one validation compares with (the ladder's
+one margin per rung has no correction). Validation's baselines include the sweep's best
+measured run (chosen by its own noisy measurement: a comparison that flatters the solved
+mixture); ahead of natural and uniform and not behind the best run passes.
 
 Anything in between is a caution; a check whose evidence is missing (no replicates, no ladder,
 no validation) is a caution that names the command that would supply it. The overall verdict is
@@ -196,7 +198,7 @@ def validation_check(rd: RunDir) -> Check:
         return Check(
             "validation",
             "caution",
-            "not run: `automixer validate RECIPE --seeds 3` trains a larger model on it",
+            "not run: `automixer validate RECIPE` trains a larger model on it (5 seeds)",
         )
     val = json.loads(path.read_text())
     margins = val.get("margins", {})
@@ -211,7 +213,13 @@ def validation_check(rd: RunDir) -> Check:
     parts = [
         f"vs {b}: {m['mean']:+.3f}"
         + (
-            f" (95% t interval +-{m['half_width']:.3f}: {m['verdict']})"
+            f" (95% t interval +-{m['half_width']:.3f}"
+            + (
+                f", Holm-adjusted p {m['adjusted_p']:.3f}"
+                if m.get("adjusted_p") is not None
+                else ""
+            )
+            + f": {m['verdict']})"
             if m.get("half_width") is not None
             else " (one seed)"
         )

@@ -217,9 +217,7 @@ def cross_validate(
     for model_name, model in models.items():
         template = templates[model_name] = fold_template(model, X, Y)
         per_fold = fold_model(model, template)
-        fitted = iter(
-            fit_folds(per_fold, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name)
-        )
+        fitted = iter(fit_folds(per_fold, X, Y if Y.shape[1] > 1 else Y[:, 0], trains, model_name))
         per_repeat = []
         for fold in fold_ids:
             P = np.empty_like(Y)
