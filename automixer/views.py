@@ -14,11 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from automixer.data.pipeline import DataBundle
+    from automixer.data.bundle import DataBundle
     from automixer.solve import Solution
 
 
@@ -37,6 +44,21 @@ def progress_bar(info: str, enabled: bool, *, plain: bool | None = None) -> Any:
         TimeRemainingColumn(),
         console=Console(stderr=True),
         disable=not enabled,
+    )
+
+
+def data_progress(enabled: bool) -> Any:
+    """The data stage's bars (rich in a terminal), or plain timestamped lines in a log."""
+    if not sys.stderr.isatty():  # a log: plain timestamped lines (automixer.views)
+        return PlainProgress(enabled=enabled)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
     )
 
 

@@ -98,7 +98,7 @@ def main() -> None:
         sixty = 4
     laguna |= {"batch_size": args.batch or laguna["batch_size"]}
     laguna |= {"seq_len": args.seq_len or laguna["seq_len"]}
-    n = 256 if args.quick else 8192
+    n = 256 if args.quick or device.type != "cuda" else 8192  # bf16 on a CPU is slow
     peak = matmul_peak_flops(device, n, reps=20, dtype=torch.bfloat16)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     import proxies

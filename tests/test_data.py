@@ -221,7 +221,7 @@ def test_shards_and_bytes_per_token(bundle_and_config):
 
 def test_cache_is_reused(bundle_and_config, monkeypatch):
     bundle, config = bundle_and_config
-    from automixer.data import pipeline, shards, tokenizer
+    from automixer.data import documents, shards, tokenizer
 
     mtimes = {d: v.train.path.stat().st_mtime_ns for d, v in bundle.domains.items()}
 
@@ -230,7 +230,7 @@ def test_cache_is_reused(bundle_and_config, monkeypatch):
 
     monkeypatch.setattr(tokenizer, "train_bpe", boom)
     monkeypatch.setattr(shards.Tokenizer, "encode_batch_fast", boom, raising=False)
-    monkeypatch.setattr(pipeline, "iter_raw_documents", boom)
+    monkeypatch.setattr(documents, "iter_raw_documents", boom)
     again = prepare_data(config, progress=False)
     assert again.tokenizer_hash == bundle.tokenizer_hash
     assert {d: v.train.path.stat().st_mtime_ns for d, v in again.domains.items()} == mtimes

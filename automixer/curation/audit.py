@@ -170,7 +170,9 @@ def run_audit(
     config_path: Path, console: Console, *, threshold: float | None = None, progress: bool = True
 ) -> Path:
     """Read (or reuse) the domains' documents and write the audit to the run directory."""
-    from automixer.data.pipeline import _progress, domain_documents, prepare_data
+    from automixer.data.curated import domain_documents
+    from automixer.data.pipeline import prepare_data
+    from automixer.views import data_progress
 
     config = load_config(config_path)
     rd = RunDir.for_config(config)
@@ -178,7 +180,7 @@ def run_audit(
     start = time.perf_counter()
     bundle = prepare_data(config, progress=progress)  # cached: the tokens per byte, per domain
     cache = Path(config.run.cache_dir)
-    with _progress(progress) as bar:
+    with data_progress(progress) as bar:
         docs = domain_documents(config, cache, bar)
     frames = {n: d.frame.select("text", "hash") for n, d in docs.items()}
     table, summary = audit_table(

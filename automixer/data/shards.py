@@ -10,15 +10,17 @@ shard again without touching finished ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from automixer.data.splits import SplitDocs
 from automixer.data.tokenizer import EOS
-from automixer.io import atomic_path, atomic_write_json
+from automixer.io import atomic_path, atomic_write_json, hash_json
 
 BATCH_DOCS = 256
 
@@ -106,3 +108,44 @@ def write_token_shard(path: Path, docs: Sequence[np.ndarray], n_bytes: int, dtyp
         meta_path, {"dtype": dtype, "tokens": n_tokens, "bytes": n_bytes, "documents": len(docs)}
     )
     return Shard(path, dtype, n_tokens, n_bytes, len(docs))
+
+
+def domain_shards(
+    name: str,
+    split: SplitDocs,
+    tokenizer: Tokenizer,
+    tokenizer_hash: str,
+    cache: Path,
+    advance: Callable[[int], Any],
+    token_ids: Mapping[str, bytes] | None = None,
+) -> tuple[Shard, Shard]:
+    """A domain's train and validation shards (`cache_dir/shards/<domain>-<key>/`, the key
+    the documents' hashes and the tokenizer's): its text tokenized, or a token-file domain's
+    tokens (`token_ids`, by document hash) written as they are."""
+    key = hash_json(
+        {
+            "train": hash_json(split.train_hashes),
+            "val": hash_json(split.val_hashes),
+            "tokenizer": tokenizer_hash,
+        }
+    )
+    folder = cache / "shards" / f"{name}-{key}"
+    if token_ids is None:
+        train = build_shard(folder / "train.bin", split.train, tokenizer, advance)
+        val = build_shard(folder / "val.bin", split.val, tokenizer, advance)
+        return train, val
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    train, val = (
+        write_token_shard(
+            folder / f"{part}.bin",
+            [np.frombuffer(token_ids[h], dtype=np.uint32) for h in hashes],
+            sum(len(t.encode("utf-8")) for t in texts),
+            dtype,
+        )
+        for part, hashes, texts in (
+            ("train", split.train_hashes, split.train),
+            ("val", split.val_hashes, split.val),
+        )
+    )
+    advance(len(split.train) + len(split.val))
+    return train, val

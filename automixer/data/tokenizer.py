@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from automixer.config import TokenizerSection
+from automixer.config import Config, TokenizerSection
+from automixer.data.splits import SplitDocs
 from automixer.errors import ConfigError
-from automixer.io import atomic_path, hash_json
+from automixer.io import atomic_path, atomic_write_json, hash_json
 
 EOS = "<|endoftext|>"
 
@@ -170,3 +171,23 @@ def get_tokenizer(
             tok.save(str(tmp))
     tok = Tokenizer.from_file(str(path))
     return tok, path, file_hash(path)
+
+
+def target_bytes_per_token(
+    config: Config, splits: Mapping[str, SplitDocs], keys: Mapping[str, str], cache: Path
+) -> dict[str, float]:
+    """Bytes per token of the full run's tokenizer on each domain's training text (cached)."""
+    spec = config.tokenizer.target
+    if spec is None:
+        return {}
+    tok = load_target_tokenizer(spec)
+    tok_key = hash_json(tok.to_str())
+    out: dict[str, float] = {}
+    for d, s in splits.items():
+        path = cache / "target_bpt" / f"{d}-{keys[d]}-{tok_key}.json"
+        if path.is_file():
+            out[d] = float(json.loads(path.read_text())["bytes_per_token"])
+            continue
+        out[d] = bytes_per_token(tok, s.train)
+        atomic_write_json(path, {"bytes_per_token": out[d], "tokenizer": spec})
+    return out

@@ -30,7 +30,7 @@ from automixer.evals.tasks import Task
 
 if TYPE_CHECKING:
     from automixer.config import Config
-    from automixer.data.pipeline import DataBundle
+    from automixer.data.bundle import DataBundle
 
 Request = tuple[str, str]
 LogLik = Callable[[Sequence[Request]], tuple[np.ndarray, np.ndarray]]

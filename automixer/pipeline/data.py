@@ -11,7 +11,7 @@ from rich.table import Table
 
 from automixer.budget import Supply, config_caps_supply
 from automixer.config import Config, field_line, load_config
-from automixer.data.pipeline import DataBundle
+from automixer.data.bundle import DataBundle
 from automixer.data.sources import resolve_files, source_description, source_licence
 from automixer.design import sweep_size_warning
 from automixer.errors import AutomixerError

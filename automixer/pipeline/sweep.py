@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from automixer.config import Config, dump_config, parse_config
 from automixer.curation import group_specs
-from automixer.data.pipeline import DataBundle
+from automixer.data.bundle import DataBundle
 from automixer.design import PlannedRun, candidate_mixtures, plan_mixtures, sweep_size_warning
 from automixer.errors import AutomixerError
 from automixer.io import atomic_write_json

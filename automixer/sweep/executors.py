@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from automixer.config import Config
-from automixer.data.pipeline import DataBundle
+from automixer.data.bundle import DataBundle
 from automixer.errors import AutomixerError, database_error_line, os_error_line
 from automixer.registry import EXECUTORS, load
 from automixer.sweep.devices import describe_sizes, pin_to, resolve_sizes

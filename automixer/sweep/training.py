@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from automixer.config import Config
-from automixer.data.pipeline import DataBundle
+from automixer.data.bundle import DataBundle
 from automixer.evals.scoring import domain_metrics, score_suites
 from automixer.evals.suites import contamination_items
 from automixer.evals.tasks import Task

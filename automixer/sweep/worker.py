@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from automixer.config import Config, config_hash, dump_config, parse_config
-from automixer.data.pipeline import DataBundle
+from automixer.data.bundle import DataBundle
 from automixer.errors import AutomixerError
 from automixer.evals.suites import config_tasks
 from automixer.io import atomic_path, git_commit
