@@ -4,9 +4,10 @@
 
 1. Recall and precision of `automixer.curation.dedup.near_duplicate_pairs` at its defaults
    (word 5-gram shingles, Jaccard >= 0.8, 128 permutations) on real text with planted
-   near-duplicates: `--docs` documents of the built-in bible and wiki corpora, and for a third
-   of them a copy with 1 to 8 words replaced (Jaccard from about 0.5 to 0.97, so the planted
-   pairs straddle the threshold). The truth is exact Jaccard over every pair.
+   near-duplicates: `--docs` documents of the built-in bible and wiki corpora, for a third of
+   them a copy at a Jaccard drawn uniformly from [0.8, 1.0] and for another third one from
+   [0.6, 0.8) (`near_copy`). The truth is exact Jaccard over every pair; recall is given per
+   band of it, the first band at the threshold.
 2. `automixer audit CONFIG` in a child process, on a copy of the config with a fresh cache:
    wall time and peak resident memory, twice: the first run reads and tokenizes the corpora
    (cold), the second finds them cached (the usual case: `automixer run` has read them).
@@ -19,18 +20,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import random
 import resource
 import subprocess
 import sys
 import time
 
-from automixer.curation.dedup import jaccard, near_duplicate_pairs, shingles
+import numpy as np
+
+from automixer.curation.dedup import jaccard, near_copy, near_duplicate_pairs, shingles
 from automixer.data.builtin import BUILTINS
+
+BINS = (0.8, 0.85, 0.9, 0.95, 1.0001)
 
 
 def planted(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
+    """`n` real documents (bible and wiki, 80 to 400 words), and for a third of them a copy at
+    a Jaccard drawn uniformly from [0.8, 1.0] (`near_copy`), for another third one drawn from
+    [0.6, 0.8): pairs spread over the threshold's neighbourhood."""
+    rng = np.random.default_rng(seed)
     docs: list[str] = []
     for name in ("bible", "wiki"):
         for doc in BUILTINS[name].read():
@@ -39,12 +46,9 @@ def planted(n: int, seed: int) -> list[str]:
                 docs.append(" ".join(words[:400]))
             if len(docs) >= n // 2 * (1 if name == "bible" else 2):
                 break
-    copies = []
-    for doc in docs[: len(docs) // 3]:
-        words = doc.split()
-        for _ in range(rng.randrange(1, 9)):
-            words[rng.randrange(len(words))] = rng.choice(["alpha", "beta", "gamma", "delta"])
-        copies.append(" ".join(words))
+    third = len(docs) // 3
+    copies = [near_copy(d, rng.uniform(0.8, 1.0), rng)[0] for d in docs[:third]]
+    copies += [near_copy(d, rng.uniform(0.6, 0.8), rng)[0] for d in docs[third : 2 * third]]
     return docs + copies
 
 
@@ -53,22 +57,30 @@ def accuracy(n: int) -> dict:
     sets = [shingles(t) for t in texts]
     start = time.perf_counter()
     truth = {
-        (i, j)
+        (i, j): s
         for i, j in itertools.combinations(range(len(texts)), 2)
-        if jaccard(sets[i], sets[j]) >= 0.8
+        if (s := jaccard(sets[i], sets[j])) >= 0.8
     }
     exact_s = time.perf_counter() - start
     start = time.perf_counter()
     found = near_duplicate_pairs(texts)
     lsh_s = time.perf_counter() - start
     got = {(i, j) for i, j, _ in found.pairs}
+    by_bin = {}
+    for lo, hi in itertools.pairwise(BINS):
+        pairs = [p for p, s in truth.items() if lo <= s < hi]
+        by_bin[f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}"] = {
+            "pairs": len(pairs),
+            "recall": sum(p in got for p in pairs) / len(pairs) if pairs else None,
+        }
     return {
         "documents": len(texts),
         "true_pairs": len(truth),
         "found_pairs": len(got),
         "candidates": found.candidates,
-        "recall": len(got & truth) / len(truth) if truth else None,
-        "precision": len(got & truth) / len(got) if got else None,
+        "recall": len(got & set(truth)) / len(truth) if truth else None,
+        "recall_by_jaccard": by_bin,
+        "precision": len(got & set(truth)) / len(got) if got else None,
         "exact_all_pairs_s": round(exact_s, 2),
         "minhash_lsh_s": round(lsh_s, 2),
     }
@@ -116,6 +128,9 @@ def main() -> None:
         f"{acc['precision']:.3f}) in {acc['minhash_lsh_s']} s; exact all pairs took "
         f"{acc['exact_all_pairs_s']} s"
     )
+    for band, v in acc["recall_by_jaccard"].items():
+        recall = "-" if v["recall"] is None else f"{v['recall']:.3f}"
+        print(f"  Jaccard {band}: {v['pairs']} pairs, recall {recall}")
     timing = audit(args.config)
     for label, t in timing.items():
         peak = t["peak_rss_gib_so_far"]

@@ -63,11 +63,71 @@ def test_minhash_pairs_agree_with_exact_jaccard_on_planted_near_duplicates():
     assert all(s >= 0.8 for *_, s in found.pairs)
 
 
+def test_minhash_recall_at_the_threshold():
+    """Recall where it is hardest: 120 near-copies at exact Jaccard in [0.80, 0.85) (above
+    that band every planted pair of the test above is found)."""
+    from automixer.curation.dedup import near_copy
+
+    rng = np.random.default_rng(0)
+    words = [w + str(k) for w in _WORDS for k in range(40)]
+    base = [" ".join(rng.choice(words, 400)) for _ in range(120)]
+    copies = [near_copy(d, rng.uniform(0.8, 0.835), rng) for d in base]
+    band = [k for k, (_, sim) in enumerate(copies) if 0.8 <= sim < 0.85]
+    assert len(band) >= 110
+    found = near_duplicate_pairs(base + [c for c, _ in copies])
+    got = {(i, j) for i, j, _ in found.pairs}
+    recall = np.mean([(k, 120 + k) in got for k in band])
+    assert recall >= 0.85, recall
+
+
 def test_removal_keeps_the_first_of_each_cluster_and_respects_domains():
     pairs = [(0, 1, 0.9), (1, 2, 0.9), (3, 4, 0.85)]
     assert removed(5, pairs).tolist() == [False, True, True, False, True]
     # per domain: 1 and 2 are in another domain than 0; 3 and 4 share a domain
     assert removed(5, pairs, [0, 1, 1, 2, 2]).tolist() == [False, False, True, False, True]
+
+
+def test_cross_fitting_keeps_each_near_duplicate_cluster_in_one_half():
+    """A document and its near-copies are scored by the same half's model, never by one that
+    trained on a copy (by each document's own hash, about half the pairs were split)."""
+    from automixer.curation.tiers import cross_fitting_halves, halves_of
+    from automixer.data.splits import doc_hash
+
+    base, copies = _planted(240, seed=5)
+    texts = base + copies
+    hashes = [doc_hash(t) for t in texts]
+    pairs = near_duplicate_pairs(texts).pairs
+    assert len(pairs) >= 40
+    halves = cross_fitting_halves(texts, hashes)
+    assert all(halves[i] == halves[j] for i, j, _ in pairs)
+    own = halves_of(hashes)
+    assert sum(own[i] != own[j] for i, j, _ in pairs) >= len(pairs) // 4  # what it fixes
+    assert 0.35 < halves.mean() < 0.65  # still two halves
+
+
+def test_reference_tiers_recomputed_from_nothing_are_identical(tmp_path: Path):
+    """The reference scorer twice, each in a fresh cache: the same scores, cuts and tiers."""
+    runs = []
+    for name in ("one", "two"):
+        cfg = small_config(tmp_path / name)
+        cfg["domains"] = [
+            {"name": "bible", "builtin": "bible", "max_documents": 100},
+            {
+                "name": "science",
+                "builtin": "science",
+                "max_documents": 200,
+                "tiers": {"scorer": "reference", "reference": "wiki"},
+            },
+        ]
+        runs.append(prepare_data(Config.model_validate(cfg), progress=False))
+    a, b = (r.manifest()["domains"] for r in runs)
+    for tier in ("science.high", "science.medium", "science.low"):
+        assert a[tier]["tier"]["cuts"] == b[tier]["tier"]["cuts"]
+        assert a[tier]["tier_scores"] == b[tier]["tier_scores"]
+        assert np.array_equal(
+            np.asarray(runs[0].domains[tier].train.open()),
+            np.asarray(runs[1].domains[tier].train.open()),
+        )
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -108,8 +168,16 @@ def test_tiers_from_a_data_field_are_named_counted_and_deterministic(tmp_path: P
     scores = [r["score"] for r in _tier_docs(240, 0)]
     assert high["documents_train"] + high["documents_val"] == sum(s >= 2.5 for s in scores)
     assert low["documents_train"] + low["documents_val"] == sum(s < 2.5 for s in scores)
-    again = prepare_data(config, progress=False)  # from the caches: the same tiers
-    assert again.manifest()["domains"]["web.low"]["tier_scores"] == low["tier_scores"]
+    # recomputed from nothing (a fresh cache): the same tiers, document for document
+    (tmp_path / "again").mkdir()
+    fresh = _tiered_config(tmp_path / "again", tiers)
+    again = prepare_data(Config.model_validate(fresh), progress=False)
+    for tier in ("web.high", "web.low"):
+        assert again.domains[tier].train.path != bundle.domains[tier].train.path
+        assert again.manifest()["domains"][tier]["tier_scores"] == rows[tier]["tier_scores"]
+        a = np.asarray(again.domains[tier].train.open())
+        b = np.asarray(bundle.domains[tier].train.open())
+        assert np.array_equal(a, b)
 
 
 def test_reference_scorer_tiers_a_builtin_source_by_quantiles(tmp_path: Path):
@@ -237,4 +305,28 @@ def test_audit_writes_the_table_and_the_makeup(tmp_path: Path):
     assert row_b["near_pairs_across"] == across
     assert row_b["global_dedup_documents"] == across and row_b["domain_dedup_documents"] == 0
     assert summary["makeup_by_domain"]["b"]["removed_share"] == 1.0
+    assert summary["makeup_by_domain"]["b"]["removed_documents"] == across
+    # the order-free figure counts both copies of every pair, whichever is kept
+    in_a = len({i for i in range(60) for j in range(len(copies))
+                if jaccard(sets[i], sets[60 + j]) >= 0.8})  # fmt: skip
+    row_a = table.filter(pl.col("domain") == "a").row(0, named=True)
+    assert row_a["in_clusters_documents"] == in_a and row_b["in_clusters_documents"] == across
+    # a quality-blind keep rule removes one copy of each pair too, from either side
+    blind = row_a["global_blind_documents"] + row_b["global_blind_documents"]
+    assert blind == across and 0 < row_b["global_blind_documents"] < across
     assert (run / "audit.png").stat().st_size > 0
+
+
+def test_keep_rules_decide_which_tier_loses_and_the_order_free_figure_does_not():
+    """One cross-tier pair: keeping the first copy (tiers listed high to low) always takes it
+    from the low tier; a quality-blind rule takes one copy by its hash; the order-free count
+    holds both copies whichever is kept."""
+    from automixer.curation.dedup import clusters, keep_by_hash
+
+    pairs = [(0, 3, 0.9)]  # document 0 (high tier) and 3 (low tier) are near-copies
+    assert removed(4, pairs).tolist() == [False, False, False, True]
+    texts = ["a b c", "d", "e", "a b c d"]
+    blind = removed(4, pairs, keep=keep_by_hash(texts))
+    assert blind.sum() == 1 and blind[[0, 3]].sum() == 1
+    root = clusters(4, pairs)
+    assert (np.bincount(root, minlength=4)[root] > 1).tolist() == [True, False, False, True]

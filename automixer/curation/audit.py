@@ -6,7 +6,10 @@ token in the proxy tokenizer), exact duplicates the data stage drops, near-dupli
 within it and shared with other domains, and what per-domain and what global near-deduplication
 would remove (documents, tokens). Then the make-up of what global deduplication removes against
 the corpus's, by domain and, for tiered sources, by tier: the check behind "global deduplication
-removes disproportionately high-quality data".
+removes disproportionately high-quality data". Which copy of a cluster is removed depends on the
+keep rule, so three figures stand side by side, each with its counts: keeping the first copy
+in the config's order (tiers high to low), keeping a quality-blind copy (the smallest text
+hash), and the order-free one, every document in a near-duplicate cluster.
 
 Written to the run directory: audit.csv (the table), audit.json (settings, timings, make-up)
 and audit.png (the make-up figure); the report shows them.
@@ -24,7 +27,14 @@ from rich.console import Console
 from rich.table import Table
 
 from automixer.config import Config, load_config
-from automixer.curation.dedup import NUM_PERM, SHINGLE, near_duplicate_pairs, removed
+from automixer.curation.dedup import (
+    NUM_PERM,
+    SHINGLE,
+    clusters,
+    keep_by_hash,
+    near_duplicate_pairs,
+    removed,
+)
 from automixer.io import atomic_path, atomic_write_json
 from automixer.rundir import RunDir
 
@@ -54,6 +64,9 @@ def audit_table(
     seconds = time.perf_counter() - start
     by_domain = removed(len(texts), found.pairs, label.tolist())
     by_global = removed(len(texts), found.pairs)
+    blind = removed(len(texts), found.pairs, keep=keep_by_hash(texts))
+    root = clusters(len(texts), found.pairs)
+    in_cluster = np.bincount(root, minlength=len(texts))[root] > 1  # order-free
     pairs = np.array([(i, j) for i, j, _ in found.pairs], dtype=np.int64).reshape(-1, 2)
     same = label[pairs[:, 0]] == label[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=bool)
     rows = []
@@ -80,38 +93,45 @@ def audit_table(
                 "global_dedup_tokens": round(size[by_global & mine].sum() / bpt)
                 if bpt == bpt
                 else None,
+                "global_blind_documents": int((blind & mine).sum()),
+                "in_clusters_documents": int((in_cluster & mine).sum()),
+                "in_clusters_bytes": int(size[in_cluster & mine].sum()),
             }
         )
     table = pl.DataFrame(rows)
     total_bytes = size.sum()
     removed_bytes = size[by_global].sum()
-    makeup = {
-        n: {
-            "corpus_share": float(size[label == k].sum() / total_bytes) if total_bytes else 0.0,
-            "removed_share": float(size[by_global & (label == k)].sum() / removed_bytes)
-            if removed_bytes
-            else None,
+
+    def shares(members: np.ndarray, among: np.ndarray) -> dict[str, Any]:
+        """What `members` hold of `among`'s bytes, of what each keep rule removes from it,
+        and of its documents in any near-duplicate cluster, with the counts behind each."""
+        out: dict[str, Any] = {
+            "documents": int((members & among).sum()),
+            "bytes": int(size[members & among].sum()),
+            "corpus_share": _share(size, members & among, among),
         }
-        for k, n in enumerate(names)
-    }
+        for name, mask in (("removed", by_global), ("removed_blind", blind)):
+            out[f"{name}_documents"] = int((members & among & mask).sum())
+            out[f"{name}_bytes"] = int(size[members & among & mask].sum())
+            out[f"{name}_share"] = _share(size, members & among & mask, among & mask)
+            out[f"{name}_fraction"] = _share(size, members & among & mask, members & among)
+        out["in_clusters_documents"] = int((members & among & in_cluster).sum())
+        out["in_clusters_bytes"] = int(size[members & among & in_cluster].sum())
+        out["in_clusters_share"] = _share(size, members & among & in_cluster, among & in_cluster)
+        out["in_clusters_fraction"] = _share(size, members & among & in_cluster, members & among)
+        return out
+
+    everything = np.ones(len(texts), dtype=bool)
+    makeup = {n: shares(label == k, everything) for k, n in enumerate(names)}
     tiers: dict[str, dict[str, Any]] = {}
     for d in config.domains:
         if d.tier is None:
             continue
         members = [e.name for e in config.domains if e.tier and e.tier.source == d.tier.source]
-        idx = [names.index(m) for m in members]
-        src_bytes = size[np.isin(label, idx)].sum()
-        src_removed = size[np.isin(label, idx) & by_global].sum()
-        k = names.index(d.name)
-        tiers.setdefault(d.tier.source, {})[d.tier.name] = {
-            "corpus_share": float(size[label == k].sum() / src_bytes) if src_bytes else 0.0,
-            "removed_share": float(size[(label == k) & by_global].sum() / src_removed)
-            if src_removed
-            else None,
-            "removed_fraction": float(size[(label == k) & by_global].sum() / size[label == k].sum())
-            if size[label == k].sum()
-            else 0.0,
-        }
+        source = np.isin(label, [names.index(m) for m in members])
+        tiers.setdefault(d.tier.source, {})[d.tier.name] = shares(
+            label == names.index(d.name), source
+        )
     summary = {
         "shingle_words": SHINGLE,
         "threshold": threshold,
@@ -129,6 +149,19 @@ def audit_table(
             "documents": int(by_domain.sum()),
             "bytes": int(size[by_domain].sum()),
         },
+        "blind_dedup_removes": {
+            "documents": int(blind.sum()),
+            "bytes": int(size[blind].sum()),
+        },
+        "in_clusters": {"documents": int(in_cluster.sum()), "bytes": int(size[in_cluster].sum())},
+        "keep_rules": {
+            "removed": "global dedup keeping the first copy of each cluster in the config's "
+            "order (tiers high to low: the highest tier's copy)",
+            "removed_blind": "global dedup keeping the copy with the smallest text hash "
+            "(quality-blind)",
+            "in_clusters": "every document in a near-duplicate cluster, whichever is kept "
+            "(order-free)",
+        },
         "makeup_by_domain": makeup,
         "makeup_by_tier": tiers,
         "confirmed_by": "exact Jaccard of the shingle sets (every reported pair)",
@@ -136,8 +169,16 @@ def audit_table(
     return table, summary
 
 
+def _share(size: np.ndarray, part: np.ndarray, whole: np.ndarray) -> float | None:
+    """Bytes of `part` over bytes of `whole` (None when `whole` holds none)."""
+    total = size[whole].sum()
+    return float(size[part].sum() / total) if total else None
+
+
 def makeup_figure(summary: dict[str, Any]) -> Any:
-    """Bars: each domain's share of the corpus against its share of what global dedup removes."""
+    """Bars: each domain's share of the corpus against its share of what global dedup removes
+    (keeping the first copy, and keeping a quality-blind one) and of the documents in any
+    near-duplicate cluster (order-free)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,13 +188,15 @@ def makeup_figure(summary: dict[str, Any]) -> Any:
     names = list(makeup)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 3.5))
-    ax.bar(x - 0.2, [makeup[n]["corpus_share"] for n in names], 0.4, label="corpus (bytes)")
-    ax.bar(
-        x + 0.2,
-        [makeup[n]["removed_share"] or 0.0 for n in names],
-        0.4,
-        label="removed by global near-dedup",
+    bars = (
+        ("corpus_share", "corpus (bytes)"),
+        ("removed_share", "removed, keeping the first copy"),
+        ("removed_blind_share", "removed, keeping a quality-blind copy"),
+        ("in_clusters_share", "in near-duplicate clusters (order-free)"),
     )
+    for k, (key, label) in enumerate(bars):
+        heights = [makeup[n][key] or 0.0 for n in names]
+        ax.bar(x + (k - 1.5) * 0.2, heights, 0.2, label=label)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("share")
     ax.set_title(
@@ -231,9 +274,17 @@ def show(table: pl.DataFrame, summary: dict[str, Any], console: Console) -> None
         f"{summary['domain_dedup_removes']['documents']:,}"
     )
     for source, tiers in summary["makeup_by_tier"].items():
-        parts = ", ".join(
-            f"{t} {v['corpus_share']:.0%} of the source, "
-            f"{(v['removed_share'] or 0):.0%} of what is removed"
-            for t, v in tiers.items()
-        )
-        console.print(f"{source}: {parts}")
+        for t, v in tiers.items():
+            console.print(
+                f"{source}.{t}: {v['corpus_share']:.0%} of the source's bytes "
+                f"({v['documents']:,} documents); in near-duplicate clusters "
+                f"{v['in_clusters_documents']:,} documents ({_pct(v['in_clusters_fraction'])} "
+                f"of its bytes); global dedup removes {v['removed_documents']:,} keeping the "
+                f"first copy ({_pct(v['removed_share'])} of what it removes from the source), "
+                f"{v['removed_blind_documents']:,} keeping a quality-blind copy "
+                f"({_pct(v['removed_blind_share'])})"
+            )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

@@ -12,9 +12,11 @@ in tests/test_curation.py against exact all-pairs Jaccard).
 Shingles are hashed to 32 bits with blake2b (stable across processes, unlike Python's `hash`),
 and those values are what datasketch permutes.
 
-Removal keeps the first document of each cluster (connected near-duplicates), in the order the
-documents are given (the config's domain order, then the source's order): per-domain
-deduplication clusters within each domain only; global deduplication across all of them.
+Removal keeps one document of each cluster (connected near-duplicates): the first in the order
+the documents are given (the config's domain order, then the source's order: with tiers listed
+high to low, the highest tier's copy), or, quality-blind, the copy with the smallest hash of its
+text (`keep_by_hash`). Per-domain deduplication clusters within each domain only; global
+deduplication across all of them.
 """
 
 from __future__ import annotations
@@ -113,12 +115,11 @@ def near_duplicate_pairs(
     return NearDuplicates(sorted(pairs), len(seen), threshold, shingle, num_perm)
 
 
-def removed(
+def clusters(
     n: int, pairs: Sequence[tuple[int, int, float]], groups: Sequence[int] | None = None
 ) -> np.ndarray:
-    """A mask of the documents deduplication removes: all but the first of each cluster of
-    near-duplicates. With `groups` (one label per document), only pairs within a group link
-    (per-domain deduplication)."""
+    """Each document's cluster (connected near-duplicates), named by its earliest document.
+    With `groups` (one label per document), only pairs within a group link."""
     parent = np.arange(n)
 
     def root(x: int) -> int:
@@ -133,4 +134,51 @@ def removed(
         ri, rj = root(i), root(j)
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)  # the earliest document is the cluster's root
-    return np.array([root(i) != i for i in range(n)], dtype=bool)
+    return np.array([root(i) for i in range(n)], dtype=np.int64)
+
+
+def removed(
+    n: int,
+    pairs: Sequence[tuple[int, int, float]],
+    groups: Sequence[int] | None = None,
+    keep: Sequence[str] | None = None,
+) -> np.ndarray:
+    """A mask of the documents deduplication removes: all but one of each cluster of
+    near-duplicates (the first, in the order given; with `keep`, one key per document, the
+    document with the smallest key: `keep_by_hash`). With `groups` (one label per document),
+    only pairs within a group link (per-domain deduplication)."""
+    root = clusters(n, pairs, groups)
+    if keep is None:
+        return root != np.arange(n)
+    kept: dict[int, int] = {}
+    for i, r in enumerate(root.tolist()):
+        if r not in kept or keep[i] < keep[kept[r]]:
+            kept[r] = i
+    mask = np.ones(n, dtype=bool)
+    mask[list(kept.values())] = False
+    return mask
+
+
+def keep_by_hash(texts: Sequence[str]) -> list[str]:
+    """A quality-blind keep key: the blake2b hash of each text (which copy of a cluster is
+    kept then depends on nothing about the domains' order or tiers)."""
+    return [hashlib.blake2b(t.encode("utf-8"), digest_size=8).hexdigest() for t in texts]
+
+
+def near_copy(text: str, target: float, rng: np.random.Generator) -> tuple[str, float]:
+    """A copy of `text` with words replaced (by random strings no text holds), one at a time,
+    while the Jaccard similarity of the two shingle sets stays at or above `target`: the last
+    such copy and its exact Jaccard (just above `target`). For measuring recall at a chosen
+    similarity."""
+    words = text.split()
+    original = shingles(text)
+    copy, sim = list(words), 1.0
+    order = rng.permutation(len(words))
+    for k in order:
+        trial = list(copy)
+        trial[k] = f"zq{rng.integers(10**9)}"
+        s = jaccard(original, shingles(" ".join(trial)))
+        if s < target:
+            break
+        copy, sim = trial, s
+    return " ".join(copy), sim

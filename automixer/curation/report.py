@@ -88,7 +88,11 @@ def curation_sections(
                 f"permutations, each pair confirmed by exact Jaccard: "
                 f"{summary['near_duplicate_pairs']} pairs; global deduplication would remove "
                 f"{g['documents']} documents ({g['share_of_bytes']:.2%} of bytes), per-domain "
-                f"{summary['domain_dedup_removes']['documents']}."
+                f"{summary['domain_dedup_removes']['documents']}. Which copy of a cluster is "
+                "removed depends on the keep rule: global_dedup_* keeps the first copy in the "
+                "config's order (tiers high to low), global_blind_documents a quality-blind "
+                "one (the smallest text hash); in_clusters_* counts every document in a "
+                "cluster, whichever is kept."
             )
             + "</p>"
             + img

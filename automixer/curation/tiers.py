@@ -4,8 +4,9 @@ A score comes from a numeric field the data carries (FineWeb-Edu's `score`, a DC
 score) or from the built-in reference-corpus classifier: hashed word 1-2 gram features and a
 logistic regression telling a reference corpus (an encyclopedia) from the source, the quality
 filter of GPT-3-era pipelines. The classifier is cross-fitted: the source's documents fall in
-two halves by their hash, and each half is scored by the model trained on the other, so no
-document is scored by a model that saw it.
+two halves by their hash, each near-duplicate cluster wholly in one half, and each half is
+scored by the model trained on the other, so no document is scored by a model that saw it or a
+near-copy of it.
 
 Cuts are descending: at quantiles of the source's own scores (equal shares by default) or at
 given scores. Tier k holds the documents scoring at least cut k (and below cut k - 1); ties at
@@ -108,9 +109,22 @@ def reference_scores(
     return scores
 
 
-def halves_of(hashes: Sequence[str]) -> np.ndarray:
-    """0 or 1 per document, from its hash (its text): the cross-fitting halves."""
-    return np.array([int(h[-2:], 16) % 2 for h in hashes], dtype=np.int64)
+def halves_of(hashes: Sequence[str], cluster: Sequence[int] | None = None) -> np.ndarray:
+    """0 or 1 per document, from its hash (its text): the cross-fitting halves. With
+    `cluster` (each document's near-duplicate cluster, named by one of its documents), every
+    document takes its cluster's half, so no document is scored by a model that trained on a
+    near-copy of it."""
+    own = np.array([int(h[-2:], 16) % 2 for h in hashes], dtype=np.int64)
+    return own if cluster is None else own[np.asarray(cluster, dtype=np.int64)]
+
+
+def cross_fitting_halves(texts: Sequence[str], hashes: Sequence[str]) -> np.ndarray:
+    """The halves of a source's documents with each near-duplicate cluster (MinHash LSH at
+    the default threshold, `automixer.curation.dedup`) in one half."""
+    from automixer.curation.dedup import clusters, near_duplicate_pairs
+
+    pairs = near_duplicate_pairs(texts).pairs
+    return halves_of(hashes, clusters(len(texts), pairs))
 
 
 def reference_texts(name: str, min_chars: int, index: int) -> list[str]:

@@ -15,7 +15,12 @@ from tokenizers import Tokenizer
 
 from automixer.config import Config, DomainSection
 from automixer.curation.dedup import near_duplicate_pairs, removed
-from automixer.curation.tiers import cut_tiers, halves_of, reference_scores, reference_texts
+from automixer.curation.tiers import (
+    cross_fitting_halves,
+    cut_tiers,
+    reference_scores,
+    reference_texts,
+)
 from automixer.data.documents import load_domain_docs, load_token_docs
 from automixer.data.sources import iter_scored_documents
 from automixer.data.splits import doc_hash
@@ -48,7 +53,12 @@ def load_tiered(
     section = source_section(domain)
     frame, key = load_domain_docs(section, index, config, cache, progress)
     spec_key = hash_json(
-        {"docs": key, "spec": spec.model_dump(mode="json"), "min_chars": config.data.min_chars}
+        {
+            "docs": key,
+            "spec": spec.model_dump(mode="json"),
+            "min_chars": config.data.min_chars,
+            "halves": "near-duplicate clusters",
+        }
     )
     path = cache / "tiers" / f"{src}-{spec_key}.parquet"
     if path.is_file():
@@ -93,7 +103,7 @@ def score_documents(
             f"'{section.name}' is itself the reference corpus '{spec.reference}'",
             field=f"domains[{index}].tiers.reference",
         )
-    return reference_scores(texts, halves_of(hashes), reference)
+    return reference_scores(texts, cross_fitting_halves(texts, hashes), reference)
 
 
 def tier_docs(domain: DomainSection, tiered: Tiered) -> tuple[pl.DataFrame, dict[str, Any]]:
