@@ -211,8 +211,9 @@ def print_solution(
         console.print(
             f"predicted objective {sol.objective:+.3f}; a new run here is expected at "
             f"{sol.expected:+.3f}{iv} (standardised; higher is better): the optimism of "
-            f"picking the best prediction, {sol.optimism:+.3f}, measured by cross-validation "
-            f"(the best-ranked out-of-fold run, {sol.optimism_picks} repeats), is taken out"
+            f"picking it, {sol.optimism:+.3f}, measured by cross-validation (the mean error of "
+            f"the {sol.optimism_runs} out-of-fold runs predicted at least as high, "
+            f"{sol.optimism_picks} repeats), is taken out"
         )
     else:
         console.print(

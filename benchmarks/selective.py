@@ -134,43 +134,137 @@ def cached(cache: Path, sweep_name: str, sweep: Sweep, seed: int) -> Fit:
     return fit
 
 
-Rule = Callable[[Conformal, Objective, np.ndarray, int, float], tuple[np.ndarray, ...]]
-"""(calibration, objective, predictions at the picks (k, targets), candidates m, level) ->
-(centre, lo, hi) of the objective at each pick."""
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, int, float], tuple[np.ndarray, ...]]
+"""(P, y, v, m, level) -> (centre, lo, hi) at each pick: P (repeats, runs) the out-of-fold
+predictions of the objective, y (runs,) its measured values, v (k,) the picks' predicted
+objective, best first, m the candidates ranked."""
+
+Z = {0.8: 1.2815515655446004, 0.95: 1.959963984540054}
 
 
-def _unshifted(cal: Conformal, obj: Objective, pred: np.ndarray, m: int, level: float):
-    lo, hi = cal.objective_interval(obj, pred, level)
-    return obj.value(pred), lo, hi
+def _q(values: np.ndarray, level: float) -> float:
+    """The conformal quantile of |values| (the finite-sample rank, as crepes takes it)."""
+    a = np.sort(np.abs(values))
+    k = min(len(a) - 1, int(np.ceil((len(a) + 1) * level)) - 1)
+    return float(a[k])
 
 
-def _top_k_mean(cal: Conformal, obj: Objective, pred: np.ndarray, m: int, level: float):
-    """The rule of 2026-12-05: shifted by the mean error over the k best-ranked runs."""
-    at = cal.selected(obj, pred, level)
-    return at.objective, at.objective_lo, at.objective_hi
+def _ranked(P: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    orders = [np.argsort(-p, kind="stable") for p in P]
+    return orders, [(y - p)[o] for p, o in zip(P, orders, strict=True)]
 
 
-def _selective(cal: Conformal, obj: Objective, pred: np.ndarray, m: int, level: float):
-    at = cal.selective(obj, pred, level, candidates=m)
-    return at.objective, at.objective_lo, at.objective_hi
+def unshifted(P, y, v, m, level):
+    """The marginal conformal interval at the prediction."""
+    h = _q(y - P.mean(axis=0), level)
+    return v, v - h, v + h
 
 
-RULES: dict[str, Rule] = {
-    "unshifted": _unshifted,
-    "top-k mean": _top_k_mean,
-    "selective": _selective,
+def top_k_mean(P, y, v, m, level):
+    """2026-12-05 (chosen on RegMix 64 -> 256 Pile-CC): the k-th best pick shifted by the mean
+    error over the k best-ranked out-of-fold runs; the marginal width."""
+    _, errs = _ranked(P, y)
+    n = len(y)
+    cum = np.mean([np.cumsum(e) / np.arange(1, n + 1) for e in errs], axis=0)
+    s = cum[np.clip(np.arange(len(v)), 0, n - 1)]
+    h = _q(y - P.mean(axis=0), level)
+    return v + s, v + s - h, v + s + h
+
+
+def _local(P, y, level, fraction=0.125):
+    orders, errs = _ranked(P, y)
+    K = min(len(y), max(8, int(np.ceil(fraction * len(y)))))
+    spread = np.concatenate([e[:K] - e[:K].mean() for e in errs])
+    sd = float(np.std(np.concatenate([e[:K] for e in errs]), ddof=1))
+    return orders, errs, _q(spread, level), sd
+
+
+def rank_matched(P, y, v, m, level, fraction=0.125):
+    """The pick ranked k of m matched to the top ceil((k+1) n / m) out-of-fold runs (at least
+    one): their mean error, the spread of the best-predicted eighth, the shift's error."""
+    orders, errs, h, sd = _local(P, y, level, fraction)
+    n, out = len(y), []
+    for k, vk in enumerate(v):
+        c = max(1, int(np.ceil((k + 1) * n / m)))
+        s = np.mean([e[:c].mean() for e in errs])
+        d = len({int(i) for o in orders for i in o[:c]})
+        out.append((vk + s, np.sqrt(h**2 + (Z[level] * sd / np.sqrt(d)) ** 2)))
+    c, w = np.array(out).T
+    return c, c - w, c + w
+
+
+def isotonic(P, y, v, m, level, fraction=0.25):
+    """The measured value as an isotonic function of the out-of-fold prediction (constant
+    beyond the highest), the spread of the residuals of the nearest quarter, the block's
+    standard error."""
+    from sklearn.isotonic import IsotonicRegression
+
+    x, yy = P.reshape(-1), np.tile(y, len(P))
+    g = IsotonicRegression(out_of_bounds="clip").fit(x, yy)
+    fitted = g.predict(x)
+    res = yy - fitted
+    K = max(int(fraction * len(x)), 10)
+    c = g.predict(v)
+    w = []
+    for vi, ci in zip(v, c, strict=True):
+        near = np.argsort(np.abs(x - min(vi, x.max())))[:K]
+        h = _q(res[near], level)
+        block = np.isclose(fitted, ci)
+        se = yy[block].std(ddof=1) / np.sqrt(max(block.sum() / len(P), 1)) if block.sum() > 1 else h
+        w.append(np.sqrt(h**2 + (Z[level] * se) ** 2))
+    w = np.array(w)
+    return c, c - w, c + w
+
+
+def blend(P, y, v, m, level):
+    """The centre halfway between `isotonic` and `rank_matched`, widened by half their gap."""
+    c0, lo0, hi0 = isotonic(P, y, v, m, level)
+    c1, lo1, hi1 = rank_matched(P, y, v, m, level)
+    c = (c0 + c1) / 2
+    w = np.maximum((hi0 - lo0) / 2, (hi1 - lo1) / 2) + np.abs(c1 - c0) / 2
+    return c, c - w, c + w
+
+
+def linear_recalibration(P, y, v, m, level):
+    """The error as a linear function of the out-of-fold prediction (all runs), extrapolated."""
+    x, e = P.reshape(-1), (y[None, :] - P).reshape(-1)
+    b = np.cov(x, e)[0, 1] / np.var(x, ddof=1)
+    s = e.mean() + b * (v - x.mean())
+    r = e - (e.mean() + b * (x - x.mean()))
+    n = len(y)
+    se = np.sqrt(np.var(r, ddof=2) * (1 / n + (v - x.mean()) ** 2 / (n * np.var(x))))
+    w = np.sqrt(_q(r, level) ** 2 + (Z[level] * se) ** 2)
+    return v + s, v + s - w, v + s + w
+
+
+RULES: dict[str, Rule | None] = {
+    "unshifted": unshifted,
+    "top-k mean": top_k_mean,
+    "linear recalibration": linear_recalibration,
+    "isotonic": isotonic,
+    "rank-matched": rank_matched,
+    "blend": blend,
+    "selective": None,  # the deployed rule: `Conformal.selected`
 }
 
 
-def judge(rule: Rule, fit: Fit, weights: dict[str, float], targets: list[str]) -> dict:
+def judge(rule: str, fit: Fit, weights: dict[str, float], targets: list[str]) -> dict:
     obj = Objective.build(targets, weights, fit.Y, {t: "min" for t in targets})
     cal = Conformal(fit.Y, fit.oof_runs.mean(axis=0), fit.oof_runs, fit.folds)
     value = obj.value(fit.pred)
     order = np.argsort(-value, kind="stable")[:TOP]
     truth = obj.value(fit.truth[order])
+    active = obj.weights > 0
+    y = obj.value(np.where(active, fit.Y, obj.center))
+    P = np.stack([obj.value(np.where(active, p, obj.center)) for p in fit.oof_runs])
     out: dict[str, float] = {}
     for level in LEVELS:
-        centre, lo, hi = rule(cal, obj, fit.pred[order], len(value), level)
+        fn = RULES[rule]
+        if fn is None:
+            at = cal.selected(obj, fit.pred[order], level)
+            centre, lo, hi = at.objective, at.objective_lo, at.objective_hi
+        else:
+            centre, lo, hi = fn(P, y, value[order], len(value), level)
         inside = (truth >= lo) & (truth <= hi)
         out[f"best {level:.0%}"] = float(inside[0])
         out[f"top{TOP} {level:.0%}"] = float(inside.mean())
@@ -208,13 +302,13 @@ def main() -> None:
         sweep = sweeps.setdefault(sweep_name, SWEEPS[sweep_name]())
         fits = [cached(args.cache, sweep_name, sweep, s) for s in range(args.subsets)]
         for rule in args.rules.split(","):
-            rows = [judge(RULES[rule], f, weights, sweep.targets) for f in fits]
+            rows = [judge(rule, f, weights, sweep.targets) for f in fits]
             row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             row = {"case": case, "set": kind, "rule": rule} | row
             row["meets"] = verdict(row)
             result["rows"].append(row)
             print(
-                f"{case:22s} {rule:12s} best {row['best 80%']:.2f}/{row['best 95%']:.2f} "
+                f"{case:20s} {rule:20s} best {row['best 80%']:.2f}/{row['best 95%']:.2f} "
                 f"top{TOP} {row['top10 80%']:.3f}/{row['top10 95%']:.3f} "
                 f"error {row['best error']:+.3f} (unshifted {row['best error unshifted']:+.3f}) "
                 f"half-width {row['half-width 80%']:.3f} {'meets' if row['meets'] else ''}",

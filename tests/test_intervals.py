@@ -60,7 +60,11 @@ def test_objective_interval_sees_correlated_errors():
     assert independent < joint - 0.03
 
 
-def test_the_optimism_of_picking_is_the_error_at_the_best_ranked_out_of_fold_runs():
+def test_a_pick_is_calibrated_on_the_runs_the_same_selection_picks():
+    """The shift at a pick is the mean error of the out-of-fold runs predicted at least as
+    high as it (the best-predicted one when none is), whatever list it came from: a pick from
+    deeper in the predictions matches more runs, and a pick beyond all of them the best one
+    (the rule before took every single pick's shift from the best-ranked run)."""
     from automixer.solve import Objective
 
     Y = np.array([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]])
@@ -68,19 +72,17 @@ def test_the_optimism_of_picking_is_the_error_at_the_best_ranked_out_of_fold_run
     folds = np.array([[0, 0, 0, 1, 1, 1]])
     objective = Objective.build(["t_acc"], {"t_acc": 1.0}, Y)  # higher is better
     conformal = Conformal(Y, P, P[None], folds)
-    sel = conformal.selection(objective)
-    # ranked over all runs: run 2 (3.5, measured 3), run 4 (2.9, 2), run 1 (2.5, 2), ...; the
-    # k-th entry is the mean error over the k best. (Each fold's best alone, runs 2 and 4,
-    # would give -0.7 for one pick: a weaker selection than the solver's.)
-    assert sel is not None and sel.picks == 1
-    assert sel.targets[0] == pytest.approx(3 - 3.5)
-    assert sel.target_errors[:3, 0] == pytest.approx([-0.5, -0.7, (-0.5 - 0.9 - 0.5) / 3])
-    assert sel.objective == pytest.approx(sel.targets[0] / objective.scale[0])
-    at = conformal.selected(objective, np.array([[3.0]]), 0.8)
-    lo, _ = conformal.intervals(np.array([[3.0]]), 0.8)
-    assert at.targets[0, 0] == pytest.approx(3.0 + sel.targets[0])
-    assert at.targets_lo[0, 0] == pytest.approx(lo[0, 0] + sel.targets[0])
-    # a list of picks: each row by its own rank among them (the second best by the top two)
-    two = conformal.selected(objective, np.array([[2.0], [3.0]]), 0.8)
-    assert two.targets[:, 0] == pytest.approx([2.0 - 0.7, 3.0 - 0.5])
-    assert Conformal(Y, P).selection(objective) is None  # no folds, no optimism measured
+    # errors (measured - predicted): 0, -0.5, -0.5, -0.2, -0.9, +1.0
+    at = conformal.selected(objective, np.array([[4.0], [3.0], [2.6], [1.1]]), 0.8)
+    assert at.selection is not None and at.selection.picks == 1
+    assert at.selection.matched.tolist() == [1, 1, 2, 5]
+    expected = [-0.5, -0.5, (-0.5 - 0.9) / 2, (-0.5 - 0.9 - 0.5 + 1.0 - 0.2) / 5]
+    assert at.selection.targets[:, 0] == pytest.approx(expected)
+    assert at.targets[:, 0] == pytest.approx(np.array([4.0, 3.0, 2.6, 1.1]) + expected)
+    assert at.selection.objective == pytest.approx(np.array(expected) / objective.scale[0])
+    # centred, and wider where the shift rests on fewer runs
+    assert (at.targets_lo[:, 0] + at.targets_hi[:, 0]) / 2 == pytest.approx(at.targets[:, 0])
+    half = (at.objective_hi - at.objective_lo) / 2
+    assert half[0] == pytest.approx(half[1]) and half[1] > half[2] > half[3]
+    plain = Conformal(Y, P).selected(objective, np.array([[3.0]]), 0.8)
+    assert plain.selection is None and plain.targets[0, 0] == 3.0  # no folds: marginal

@@ -134,8 +134,9 @@ def predict_table(
 ) -> pl.DataFrame:
     """Predictions for the mixtures of a table, with conformal `level` intervals. With an
     `objective`, also its prediction, each mixture's rank by it (1 = best) and the value a new
-    run there is expected at once the optimism of picking at that rank is taken out, with its
-    shifted interval (`Conformal.selected`)."""
+    run there is expected at once the optimism of picking it is taken out (calibrated on the
+    out-of-fold runs predicted at least as high: `Conformal.selected`), with its interval;
+    `objective:unshifted:lo/hi` keep the marginal interval beside it."""
     X, ids = load_mixtures(mixtures, runs.domains)
     mean = np.asarray(model.predict(X)).reshape(len(X), -1)  # type: ignore[attr-defined]
     lo, hi = intervals.intervals(mean, level)
@@ -147,9 +148,12 @@ def predict_table(
     if objective is not None:
         value = objective.value(mean)
         ranks = ranks_of(value)
-        at = intervals.selected(objective, mean, level, ranks)
+        at = intervals.selected(objective, mean, level)
+        olo, ohi = intervals.objective_interval(objective, mean, level)
         cols |= {
             "objective": value,
+            "objective:lo": olo,
+            "objective:hi": ohi,
             "objective:rank": ranks + 1,
             "objective:expected": at.objective,
             "objective:expected:lo": at.objective_lo,
