@@ -25,7 +25,9 @@ import numpy as np
 
 from automixer.design import RUNS_PER_DOMAIN
 from automixer.errors import AutomixerError
+from automixer.solve.objective import Objective
 from automixer.surrogates.gp import GPSurrogate
+from automixer.surrogates.selection import cross_validate, mixture_groups
 
 
 def _fit(X: np.ndarray, y: np.ndarray, seed: int) -> GPSurrogate:
@@ -94,6 +96,47 @@ def measured_pick(X_seen: np.ndarray, y_seen: np.ndarray, seed: int) -> tuple[in
     mean = np.asarray(mean).reshape(-1)
     best = int(np.argmax(mean))
     return best, float(mean[best])
+
+
+@dataclass(frozen=True)
+class PickValue:
+    """What a new run at a recommended row is expected to measure: its out-of-fold prediction
+    calibrated for having been picked as the best (`Conformal.selected`), with the interval;
+    the GP's in-sample posterior mean there (fitted on that very run) is kept beside it."""
+
+    expected: float
+    lo: float
+    hi: float
+    level: float
+    out_of_fold: float
+    """The prediction at the row from models that never saw it (mean over repeats)."""
+    matched: int
+    """The distinct out-of-fold runs the calibration rests on."""
+
+
+def pick_value(
+    X_seen: np.ndarray, y_seen: np.ndarray, best: int, seed: int, level: float = 0.95
+) -> PickValue:
+    """The calibrated value at `X_seen[best]`, the row picked by the best posterior mean: the
+    GP's grouped out-of-fold predictions (5 folds, 3 repeats, as `automixer fit`), the pick's
+    own shifted by the optimism of the runs the same selection picks."""
+    y = np.asarray(y_seen, dtype=np.float64).reshape(-1, 1)
+    folds = min(5, len(np.unique(mixture_groups(X_seen))))
+    cv = cross_validate(
+        X_seen, y, {"gp": GPSurrogate(random_state=seed)}, folds=folds, repeats=3, seed=seed
+    )
+    identity = Objective(["objective"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
+    oof = float(cv.oof["gp"][best, 0])
+    at = cv.conformal(y).selected(identity, np.array([[oof]]), level)
+    matched = int(at.selection.matched[0]) if at.selection is not None else 0
+    return PickValue(
+        float(at.objective[0]),
+        float(at.objective_lo[0]),
+        float(at.objective_hi[0]),
+        level,
+        oof,
+        matched,
+    )
 
 
 @dataclass(frozen=True)

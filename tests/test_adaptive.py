@@ -113,6 +113,10 @@ def test_simulate_cli_writes_the_order_and_the_pick(tmp_path: Path):
     assert chosen["round"].to_list()[:8] == [0] * 8 and chosen["round"].max() == 3
     pick = json.loads((tmp_path / "o" / "pick.json").read_text())
     assert pick["id"] in set(chosen["id"]) and isinstance(pick["predicted"], float)  # measured
+    # the value reported is not the posterior mean at a run it was fitted on: the pick's
+    # out-of-fold prediction, calibrated for having been picked, with its interval
+    assert "in-sample" in pick["predicted_is"] and pick["lo"] < pick["expected"] < pick["hi"]
+    assert pick["expected"] != pick["predicted"] and "calibrated" in pick["interval_covers"]
     bad = CliRunner().invoke(app, [*args[:-2], "--budget", "500", "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "exceeds the pool's 120 rows" in bad.output
     assert "Traceback" not in bad.output

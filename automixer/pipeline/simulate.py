@@ -3,7 +3,9 @@
 The pool (a runs table, read with `automixer replay`'s conventions) acts as the oracle: only its
 rows can be chosen, and a row's metrics are revealed when it is chosen. Writes DIR/chosen.csv
 (the ids in the order they were chosen, with the round) and DIR/pick.json (the row the loop
-recommends: the chosen row with the best posterior mean, with that predicted objective).
+recommends: the chosen row with the best posterior mean; the value a new run there is expected
+at, its out-of-fold prediction calibrated for the pick, with its interval; and the in-sample
+posterior mean, labelled as such).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
-from automixer.adaptive import simulate
+from automixer.adaptive import pick_value, simulate
 from automixer.io import atomic_path, atomic_write_json
 from automixer.replay import load_runs
 from automixer.solve import Objective
@@ -89,6 +91,8 @@ def run_simulate(
     )
     used = len(trajectory.chosen)
     best, predicted = trajectory.pick(runs.X, oracle, used, seed)
+    seen = np.asarray(trajectory.chosen)
+    value = pick_value(runs.X[seen], oracle(seen), int(np.flatnonzero(seen == best)[0]), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = pl.DataFrame(
         {
@@ -101,7 +105,19 @@ def run_simulate(
         chosen.write_csv(tmp)
     pick = {
         "id": ids[best],
+        "expected": value.expected,
+        "lo": value.lo,
+        "hi": value.hi,
+        "interval_level": value.level,
+        "interval_covers": (
+            f"a new run of the picked row with probability {value.level:g}: its out-of-fold "
+            f"prediction ({value.out_of_fold:+.3f}) calibrated for having been picked as the "
+            f"best (the mean error of the {value.matched} out-of-fold runs predicted at least "
+            "as high), conformal"
+        ),
+        "out_of_fold": value.out_of_fold,
         "predicted": predicted,
+        "predicted_is": "the GP's posterior mean at the row, fitted on it (in-sample)",
         "runs": used,
         "budget": budget,
         "objective": weights,
@@ -109,8 +125,10 @@ def run_simulate(
     }
     atomic_write_json(out_dir / "pick.json", pick)
     console.print(
-        f"pick: {ids[best]} (predicted objective {predicted:+.3f}, the best of the {used} "
-        "chosen runs under the GP); "
+        f"pick: {ids[best]}, the best of the {used} chosen runs under the GP (posterior mean "
+        f"{predicted:+.3f}, fitted on it); a new run there is expected at {value.expected:+.3f} "
+        f"[{value.lo:+.3f}, {value.hi:+.3f}] ({value.level:.0%}: its out-of-fold prediction "
+        f"{value.out_of_fold:+.3f} calibrated for the pick); "
         f"{out_dir / 'chosen.csv'}, {out_dir / 'pick.json'}"
     )
     return pick
