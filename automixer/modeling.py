@@ -29,6 +29,7 @@ from automixer.schedule.solve import (
     ConstantSchedule,
     Phasing,
     constant_bounds,
+    null_gains,
     schedule_constraints,
 )
 from automixer.solve import Constraints, Objective, Solution, pareto_front, solve_mixture
@@ -406,23 +407,77 @@ def solve_runs(
 def constant_against(
     data: FitInputs, model: Any, objective: Objective, intervals: Conformal, sol: Solution
 ) -> Phasing:
-    """The best constant mix (one mixture in every phase) by the same surrogate, objective,
-    interval level and constraints (whole-run caps, the bounds of every phase at once), and
-    the predicted gain of the schedule `sol` over it, with its interval. The constant mix's
-    trust region is measured against the runs' token-weighted totals, which is no tighter
-    than against the schedules themselves: if anything, the gain is understated."""
+    """`gain_of_phasing` for a run directory's schedule `sol`: the config's solve section,
+    constraints (whole-run caps, the bounds of every phase at once for the constant mix) and
+    seed."""
     cfg = data.rd.config
-    phases = Phases.of(cfg)
-    constant = solve_section(
-        cfg.solve,
-        ConstantSchedule(model, phases),
+    return gain_of_phasing(
+        model,
         objective,
+        constraints_for(data),
         constraints_for(data, constant=True),
-        phases.totals(data.X),
+        data.X,
         data.Y,
         intervals,
+        Phases.of(cfg),
+        cfg.solve,
         cfg.run.seed,
+        sol,
     )
+
+
+def gain_of_phasing(
+    model: Any,
+    objective: Objective,
+    schedules: Constraints,
+    constants: Constraints,
+    X: np.ndarray,
+    Y: np.ndarray,
+    intervals: Conformal,
+    phases: Phases,
+    solve: SolveSection,
+    seed: int,
+    sol: Solution | None = None,
+) -> Phasing:
+    """The best schedule (`sol`, or solved now) against the best constant mix (one mixture in
+    every phase) by the same surrogate, objective and solver settings, the constant mix held
+    to the schedule's trust region in the per-phase space the surrogate sees; and the gain of
+    the one over the other: predicted, less the optimism of searching twice the dimensions
+    (`null_gains`: what the same fit and search predict on the runs with their phases
+    shuffled between them, totals kept),
+    with its interval widened by those draws' spread."""
+    from scipy.stats import norm
+
+    def best_constant(m: Any, radius: float | None, runs: np.ndarray) -> Solution:
+        return solve_mixture(
+            ConstantSchedule(m, phases),
+            objective,
+            constants,
+            X_runs=phases.totals(runs),
+            Y_runs=Y,
+            method=solve.method,
+            seed=seed,
+            intervals=intervals,
+            level=solve.interval_level,
+            lcb_k=lcb_k(solve.lcb_k, solve.interval_level),
+            trust_radius=radius,
+            trust_runs=runs,
+            embed=phases.expand,
+        )
+
+    def gain_of(m: Any, runs: np.ndarray) -> float:
+        s = solve_section(solve, m, objective, schedules, runs, Y, None, seed)
+        return s.objective - best_constant(m, s.trust_radius, runs).objective
+
+    if sol is None:
+        sol = solve_section(solve, model, objective, schedules, X, Y, intervals, seed)
+    constant = best_constant(model, sol.trust_radius, X)
     gain = sol.objective - constant.objective
-    lo, hi = intervals.difference_interval(objective, gain, cfg.solve.interval_level)
-    return Phasing(phases, sol, constant, gain, lo, hi, cfg.solve.interval_level)
+    null = null_gains(model, X, Y, phases, gain_of, seed=seed)
+    level = solve.interval_level
+    expected = gain - float(null.mean())
+    lo, hi = intervals.difference_interval(objective, expected, level)
+    widen = float(norm.ppf((1 + level) / 2)) * float(null.std(ddof=1))
+    lo = expected - float(np.hypot(expected - lo, widen))
+    hi = expected + float(np.hypot(hi - expected, widen))
+    return Phasing(phases, sol, constant, gain, lo, hi, level, null)

@@ -137,8 +137,9 @@ def schedule_html(schedule: dict) -> str:
         "<h2>Schedule</h2>"
         + _img(plots.schedule_bars(columns))
         + _table(table)
-        + f"<p>predicted gain of phasing over the best constant mix: <b>{gain['predicted']:+.3f}"
-        f"</b>{iv} (standardised objective; the interval covers "
+        + "<p>gain of phasing over the best constant mix: expected <b>"
+        f"{gain.get('expected', gain['predicted']):+.3f}</b>{iv} (predicted "
+        f"{gain['predicted']:+.3f}; standardised objective; the interval covers "
         f"{html.escape(str(gain.get('covers')))})</p>"
     )
 

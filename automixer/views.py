@@ -272,9 +272,16 @@ def print_phasing(phasing: Any, console: Console) -> None:
         if gain["lo"] is not None
         else " (no interval: too few runs)"
     )
+    null = (
+        f"; the same fit and search predict {gain['null_mean']:+.3f} on {gain['null_draws']} "
+        "sweeps without a phase effect, taken out"
+        if gain.get("null_mean") is not None
+        else ""
+    )
     console.print(
-        f"predicted gain of phasing over the best constant mix: {gain['predicted']:+.3f}{iv} "
-        f"(the constant mix predicts {data['constant']['objective']:+.3f})"
+        f"gain of phasing over the best constant mix: expected {gain['expected']:+.3f}{iv} "
+        f"(predicted {gain['predicted']:+.3f}{null}; the constant mix predicts "
+        f"{data['constant']['objective']:+.3f})"
     )
 
 

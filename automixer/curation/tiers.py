@@ -109,7 +109,9 @@ def reference_scores(
     return scores
 
 
-def halves_of(hashes: Sequence[str], cluster: Sequence[int] | None = None) -> np.ndarray:
+def halves_of(
+    hashes: Sequence[str], cluster: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
     """0 or 1 per document, from its hash (its text): the cross-fitting halves. With
     `cluster` (each document's near-duplicate cluster, named by one of its documents), every
     document takes its cluster's half, so no document is scored by a model that trained on a

@@ -275,7 +275,12 @@ def _score_fn(
     lcb_k: float = 0.0,
     X_runs: np.ndarray | None = None,
     trust_radius: float | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
+    """The solver's score: the objective (or its lower bound), less the penalty and the wall
+    beyond the trust region (distances from `embed(W)` to `X_runs` when `embed` is given: a
+    constant mix held to the trust region of the schedules the runs are)."""
+
     def score(W: np.ndarray) -> np.ndarray:
         W = np.atleast_2d(W)
         if lcb_k > 0:
@@ -285,7 +290,8 @@ def _score_fn(
             value = objective.value(_predict(model, W))
         value = value - constraints.penalty_value(W)
         if trust_radius is not None and X_runs is not None:
-            excess = np.clip(nearest_distance(W, X_runs) - trust_radius, 0.0, None)
+            where = embed(W) if embed is not None else W
+            excess = np.clip(nearest_distance(where, X_runs) - trust_radius, 0.0, None)
             value = value - TRUST_SLOPE * excess
         return np.asarray(value)
 
@@ -398,6 +404,8 @@ def solve_mixture(
     level: float = 0.95,
     lcb_k: float = 0.0,
     trust_radius: float | str | None = None,
+    trust_runs: np.ndarray | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Solution:
     """The best feasible mixture under `model`, with its interval and its distance from the runs.
 
@@ -410,17 +418,20 @@ def solve_mixture(
     `lcb_k` > 0 maximises mean - lcb_k * sd (the model needs `predict(..., return_std=True)`);
     `trust_radius` keeps the optimum within that total-variation distance of a trained run
     ("auto": `spread_radius` of the runs, their median nearest-neighbour distance).
+    `trust_runs` and `embed` measure that distance elsewhere: from `embed(w)` to `trust_runs`
+    (a constant mix against the schedules the runs are, in the space the surrogate sees).
     """
     if method not in SOLVERS:
         raise AutomixerError(unknown("solver", method, list(SOLVERS)), field="solve.method")
     rng = np.random.default_rng(seed)
     runs = None if X_runs is None or not len(X_runs) else np.asarray(X_runs, dtype=np.float64)
     radius = None
+    trusted = runs if trust_runs is None else np.asarray(trust_runs, dtype=np.float64)
     if trust_radius == "auto":
-        radius = spread_radius(runs) if runs is not None else None
+        radius = spread_radius(trusted) if trusted is not None else None
     elif trust_radius is not None:
         radius = float(trust_radius)
-    score = _score_fn(model, objective, constraints, lcb_k, runs, radius)
+    score = _score_fn(model, objective, constraints, lcb_k, trusted, radius, embed)
     starts = [
         constraints.project(constraints.prior),
         constraints.project(np.full(len(constraints.domains), 1 / len(constraints.domains))),
