@@ -292,9 +292,12 @@ class ProxySection(_Section):
     adam_lr: float = Field(default=3e-3, gt=0.0)
     """Peak learning rate of AdamW (embeddings, norms, router, head)."""
     warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
-    """Share of steps spent warming the learning rate up."""
+    """Share of the training tokens over which the learning rate warms up linearly (not rounded
+    to whole steps, so proxies and `validate`'s longer models follow the same curve)."""
     schedule: Literal["cosine", "wsd"] = "wsd"
-    """Learning-rate decay after warmup: cosine, or warmup-stable-decay."""
+    """Learning-rate decay after warmup: cosine, or warmup-stable-decay (linear to a tenth of
+    the peak over the last fifth of the steps; with phases, over the last phase). Both end at
+    exactly a tenth of the peak on the last step. Phases need wsd."""
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     """'auto' (CUDA when present, else CPU), 'cpu', 'mps', or 'cuda[:N]'."""
     pack_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
@@ -759,6 +762,12 @@ def _check_phases(config: Config) -> None:
     total = sum(p.share for p in phases)
     if abs(total - 1.0) > 1e-6:
         raise FieldIssue(f"phase shares sum to {total:.6g}, not 1", ("phases",))
+    if config.proxy.schedule != "wsd":
+        raise FieldIssue(
+            f"'{config.proxy.schedule}' has no anneal to put the last phase in; with phases use "
+            "wsd (the learning rate decays over the last phase)",
+            ("proxy", "schedule"),
+        )
     if config.sweep.rounds > 1:
         raise FieldIssue(
             "adaptive rounds do not plan schedules yet; use sweep.rounds: 1 with phases",

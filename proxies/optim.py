@@ -273,18 +273,23 @@ def lr_multiplier(
     decay_fraction: float = 0.2,
     decay_start: int | None = None,
 ) -> float:
-    """Warmup then cosine (to `final`) or warmup-stable-decay (linear to `final` over the last
-    `decay_fraction` of steps, or from step `decay_start` on: a schedule's last phase)."""
-    warmup = max(1, int(total * warmup_fraction)) if warmup_fraction > 0 else 0
-    if step < warmup:
-        return (step + 1) / warmup
+    """The learning rate's multiplier at `step` (0-based) of `total` steps: a warmup times a decay.
+
+    Warmup is linear over the first `warmup_fraction` of the steps, not rounded to whole steps
+    (w = warmup_fraction * total; step i runs at min(1, (i + 1) / w)), so a 24-step proxy and a
+    96-step validation model warm up over the same share of their tokens. The decay is cosine
+    from the end of warmup, or warmup-stable-decay: 1 until step d (`decay_start`, else the last
+    `decay_fraction` of the steps; with training phases the last phase's first step), then
+    linear, step i at 1 - (1 - final) (i + 1 - d) / (total - d): the first decay step already
+    below the peak, the last step exactly at `final`. Cosine ends exactly at `final` too."""
+    if schedule not in ("cosine", "wsd"):
+        raise ValueError(f"unknown schedule '{schedule}' (cosine or wsd)")
+    w = total * warmup_fraction
+    warm = min(1.0, (step + 1) / w) if w > 0 else 1.0
     if schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if schedule == "wsd":
-        if decay_start is None:
-            decay_start = int(total * (1 - decay_fraction))
-        if step < decay_start:
-            return 1.0
-        return 1.0 - (1.0 - final) * (step - decay_start) / max(1, total - decay_start)
-    raise ValueError(f"unknown schedule '{schedule}' (cosine or wsd)")
+        progress = min(1.0, max(0.0, (step + 1 - w) / max(total - w, 1e-9)))
+        return warm * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    d = int(total * (1 - decay_fraction)) if decay_start is None else decay_start
+    if step < d:
+        return warm
+    return warm * (1.0 - (1.0 - final) * (step + 1 - d) / max(1, total - d))

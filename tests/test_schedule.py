@@ -130,6 +130,9 @@ def test_bounds_no_schedule_can_meet_and_rounds(tmp_path: Path):
     assert "unknown domain" in e.message
     e = _err(tmp_path, phases=PHASES, sweep={"rounds": 2, "batch": 2, "n_runs": 12})
     assert "adaptive rounds" in e.message and e.field == "sweep.rounds"
+    # cosine has no anneal for the last phase to sit in: one line, not a silent flat schedule
+    e = _err(tmp_path, phases=PHASES, proxy={"schedule": "cosine"})
+    assert "'cosine' has no anneal" in e.message and e.field == "proxy.schedule"
 
 
 def test_one_phase_config_hash_and_names_unchanged(tmp_path: Path):
