@@ -333,8 +333,16 @@ class SweepSection(_Section):
     """Number of distinct mixtures to train (anchors included)."""
     replicates: int = Field(default=3, ge=0)
     """Extra seeds of one mixture, to measure seed noise against the spread between mixtures."""
-    design: Literal["dirichlet", "sobol"] = "dirichlet"
-    """Dirichlet sampling around the natural prior (RegMix), or Sobol points on the simplex."""
+    design: Literal["dirichlet", "sobol", "branched"] = "dirichlet"
+    """Dirichlet sampling around the natural prior (RegMix), Sobol points on the simplex, or
+    (with phases) branched schedules: `mains` main-phase mixtures each trained once to the last
+    phase's start and checkpointed in the run directory, then n_runs / mains anneal mixtures
+    trained from each checkpoint (a shared set, plus the main's own mixture kept). Branches
+    of one main share its training noise, so the anneal's effect is measured paired, and each
+    costs only the anneal's tokens."""
+    mains: int = Field(default=8, ge=2)
+    """With design: branched, the main-phase mixtures (natural and uniform among them); n_runs
+    must be a multiple of it."""
     concentration: tuple[float, float] = (0.1, 5.0)
     """Range of Dirichlet concentration multipliers, spread log-uniformly."""
     min_distance: float = Field(default=0.02, ge=0.0)
@@ -634,6 +642,11 @@ class Config(_Section):
                 )
         if self.phases:
             _check_phases(self)
+        elif self.sweep.design == "branched":
+            raise FieldIssue(
+                "a branched sweep branches anneals from main-phase checkpoints: give phases",
+                ("sweep", "design"),
+            )
         token_domains = [i for i, d in enumerate(self.domains) if d.tokens is not None]
         if token_domains and self.tokenizer.path is None:
             raise FieldIssue(
@@ -762,6 +775,18 @@ def _check_phases(config: Config) -> None:
     total = sum(p.share for p in phases)
     if abs(total - 1.0) > 1e-6:
         raise FieldIssue(f"phase shares sum to {total:.6g}, not 1", ("phases",))
+    if config.sweep.design == "branched" and config.sweep.n_runs % config.sweep.mains:
+        raise FieldIssue(
+            f"a branched sweep trains n_runs / mains anneals from each main: n_runs "
+            f"{config.sweep.n_runs} is not a multiple of mains {config.sweep.mains}",
+            ("sweep", "n_runs"),
+        )
+    if config.sweep.design == "branched" and config.sweep.n_runs // config.sweep.mains < 3:
+        raise FieldIssue(
+            "a branched sweep needs at least 3 anneals per main (n_runs >= 3 x mains): the main's "
+            "own mixture and two others",
+            ("sweep", "n_runs"),
+        )
     if config.proxy.schedule != "wsd":
         raise FieldIssue(
             f"'{config.proxy.schedule}' has no anneal to put the last phase in; with phases use "

@@ -48,6 +48,12 @@ class PlannedRun:
     weights: dict[str, float]
     seed: int
     replicate_of: str | None = None
+    stage: str = "full"
+    """'full': trained from the start to the end; with a branched design, 'main': trained to
+    the last phase's start and checkpointed (not a row of the runs table), 'branch': trained
+    from its parent's checkpoint through the last phase."""
+    parent: str | None = None
+    """A branch's main-phase run."""
 
 
 def _tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:

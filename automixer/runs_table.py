@@ -3,7 +3,8 @@
 Columns: `run_id`, `name` (natural, uniform, dirichlet-7, replicate-1, ...), `replicate_of`,
 `status` (done / failed), `seed`, `tokens`, `seconds`, `loss_first` and `loss_last` (the training
 loss curve's ends), `config_hash`, `commit`, `error`, one `weight:<domain>` column per domain
-and one column per metric. Metric names follow one scheme (see `automixer.evals.scoring`):
+and one column per metric; a branched sweep's table also has `parent` (a branch's main run).
+Metric names follow one scheme (see `automixer.evals.scoring`):
 `suite:<suite>:bpb`, `suite:<suite>:acc`, `ability:<ability>:bpb`, `domain:<domain>:bpb`, ...
 """
 
@@ -34,6 +35,8 @@ BASE_SCHEMA: dict[str, type[pl.DataType]] = {
     "commit": pl.String,
     "error": pl.String,
 }
+OPTIONAL_SCHEMA: dict[str, type[pl.DataType]] = {"parent": pl.String}
+"""Columns some sweeps have: a branched sweep's `parent` (the main-phase run of a branch)."""
 METRIC_KINDS = ("suite:", "ability:", "domain:")
 
 
@@ -53,6 +56,7 @@ def validate(
     missing = [c for c in want if c not in df.columns]
     if missing:
         raise AutomixerError(f"missing columns: {', '.join(missing)}", file=source)
+    want |= {c: t for c, t in OPTIONAL_SCHEMA.items() if c in df.columns}
     extra = [c for c in df.columns if c not in want and not c.startswith(METRIC_KINDS)]
     if extra:
         raise AutomixerError(f"unexpected columns: {', '.join(extra)}", file=source)

@@ -275,6 +275,61 @@ def _save_checkpoint(
     )
 
 
+def _slice_state(value: Any, p: int) -> Any:
+    """Proxy p's share of a saved pack: every tensor with a leading axis is the pack's (the
+    model's and the optimizers' states alike); a 0-d tensor (AdamW's step) is shared."""
+    if isinstance(value, torch.Tensor):
+        return value[p : p + 1].clone() if value.dim() else value.clone()
+    if isinstance(value, dict):
+        return {k: _slice_state(v, p) for k, v in value.items()}
+    return value
+
+
+def _stack_state(values: Sequence[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(values)) if first.dim() else first
+    if isinstance(first, dict):
+        return {k: _stack_state([v[k] for v in values]) for k in first}
+    return first
+
+
+def checkpoint_parts(path: Path) -> list[dict[str, Any]]:
+    """A pack's checkpoint cut into one checkpoint of one proxy each (what a branch resumes
+    from), in the pack's order."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    P = len(saved["seeds"])
+    per_proxy = ("curves", "val_curves", "status", "errors")
+    return [
+        {
+            **{k: v for k, v in saved.items() if k not in per_proxy and k != "seeds"},
+            "seeds": [saved["seeds"][p]],
+            "model": _slice_state(saved["model"], p),
+            "muon": _slice_state(saved["muon"], p),
+            "adamw": _slice_state(saved["adamw"], p),
+            **{k: _slice_state(saved[k], p) for k in ("active", "failed_at", "bad_loss")},
+            **{k: [saved[k][p]] for k in per_proxy},
+        }
+        for p in range(P)
+    ]
+
+
+def save_parts(path: Path, parts: Sequence[Mapping[str, Any]]) -> Path:
+    """One checkpoint of one proxy (from `checkpoint_parts`) per part, as a pack's checkpoint
+    that `train_pack` resumes: the parts must stand at the same step of the same length."""
+    if len({(p["step"], p["steps"]) for p in parts}) != 1:
+        raise ValueError("a pack resumes from parts at one step of one length")
+    lists = ("seeds", "curves", "val_curves", "status", "errors")
+    joined = {k: v for k, v in parts[0].items() if k not in lists}
+    for k in ("model", "muon", "adamw", "active", "failed_at", "bad_loss"):
+        joined[k] = _stack_state([p[k] for p in parts])
+    for k in lists:
+        joined[k] = [x for p in parts for x in p[k]]
+    joined["seconds"] = max(float(p["seconds"]) for p in parts)
+    atomic_save(path, joined)
+    return path
+
+
 def _resume(
     path: Path,
     model: PackedLM,
@@ -443,8 +498,8 @@ def train_pack(
 ) -> list[ProxyResult]:
     """Train P proxies (P = len(seeds)), proxy p on `loaders[p]` from seed `seeds[p]`.
 
-    `max_steps` stops early (for tests that interrupt a run); a later call with the same
-    checkpoint resumes.
+    `max_steps` stops early (a branched sweep's main phase, tests that interrupt a run), saving
+    `checkpoint` there; a later call with the same checkpoint resumes.
     """
     if len(loaders) != len(seeds):
         raise ValueError("one loader per seed")
@@ -516,7 +571,7 @@ def train_pack(
         if cfg.sdc_every and st.step % cfg.sdc_every == 0:
             check_replicas(model, step)
         save = cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.step < steps
-        if checkpoint is not None and save:
+        if checkpoint is not None and (save or st.step == end < steps):  # or stopped early
             _save_checkpoint(checkpoint, model, opt, st, seeds, steps)
     _read_status(st)
     finished = end == steps

@@ -4,6 +4,7 @@ a tenth of the peak at the last step, for a proxy's length and a validation mode
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -91,6 +92,6 @@ def test_one_phase_schedules_end_exactly_at_their_final_value():
         assert wsd[d - 1] == 1.0 and wsd[d] < 1.0
         assert math.isclose(wsd[-1], 0.1) and math.isclose(cosine[-1], 0.1)
         after_warmup = cosine[math.ceil(steps * 0.05) :]
-        assert all(x >= y for x, y in zip(after_warmup, after_warmup[1:], strict=False))
+        assert all(x >= y for x, y in itertools.pairwise(after_warmup))
     with pytest.raises(ValueError, match="unknown schedule"):
         lr_multiplier(0, 10, 0.05, "linear")

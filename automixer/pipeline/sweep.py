@@ -25,6 +25,7 @@ from automixer.pipeline.data import run_data
 from automixer.rundir import RunDir
 from automixer.runs_table import fit_arrays
 from automixer.schedule import Phases, plan_schedules
+from automixer.schedule.branched import plan_branched
 from automixer.sweep.executors import Job, run_executor
 from automixer.sweep.ledger import Ledger
 from automixer.sweep.training import data_bundle
@@ -56,7 +57,14 @@ def plan(rd: RunDir, bundle: DataBundle) -> list[PlannedRun]:
         groups=group_specs(config),
     )
     natural = bundle.natural_weights()
-    if config.phases:  # one mixture per phase (the loader's caps hold over the whole run)
+    if config.sweep.design == "branched":  # mains to the boundary, anneals branched off
+        planned = plan_branched(
+            Phases.of(config),
+            natural,
+            mains=config.sweep.mains,
+            **common,  # type: ignore[arg-type]
+        )
+    elif config.phases:  # one mixture per phase (the loader's caps hold over the whole run)
         planned = plan_schedules(Phases.of(config), natural, **common)  # type: ignore[arg-type]
     else:
         planned = plan_mixtures(natural, design=config.sweep.design, **common)  # type: ignore[arg-type]
@@ -76,6 +84,8 @@ def write_design(rd: RunDir, planned: list[PlannedRun], stopped: dict | None = N
                     "name": r.name,
                     "seed": r.seed,
                     "replicate_of": r.replicate_of,
+                    **({"stage": r.stage} if r.stage != "full" else {}),
+                    **({"parent": r.parent} if r.parent else {}),
                     "weights": r.weights,
                 }
                 for r in planned

@@ -297,6 +297,10 @@ class Claim:
     name: str
     weights: dict[str, float]
     seed: int
+    stage: str = "full"
+    """'full', or with a branched design 'main' or 'branch' (`PlannedRun.stage`)."""
+    parent: str | None = None
+    """A branch's main-phase run."""
 
 
 class Ledger:
@@ -417,6 +421,8 @@ class Ledger:
                         "weights": json.dumps(r.weights),
                         "seed": r.seed,
                         "replicate_of": r.replicate_of or "",
+                        **({"stage": r.stage} if r.stage != "full" else {}),
+                        **({"parent": r.parent} if r.parent else {}),
                     },
                     skip_if_exists=False,
                 )
@@ -445,11 +451,22 @@ class Ledger:
         with _quiet(), self._serial():
             fail_stale_trials(self.study)
             waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            parents: dict[str, str] | None = None  # read once, only where branches wait
             for t in sorted(waiting, key=lambda t: t.number):
                 if len(out) == n:
                     break
-                if "run_id" not in t.user_attrs:
+                attrs = t.user_attrs
+                if "run_id" not in attrs:
                     continue  # not a planned run (nothing of the ledger's makes one)
+                stage = attrs.get("stage", "full")
+                if out and stage != out[0].stage:
+                    continue  # a pack trains one stage: whole runs, mains or branches
+                if attrs.get("parent"):
+                    if parents is None:
+                        parents = {r: st for r, (st, _) in self._latest().items()}
+                    if parents.get(attrs["parent"]) in ("waiting", "running"):
+                        continue  # its main phase is not trained yet (a failed one: claimed,
+                        # and the worker fails the branch with the reason)
                 try:
                     popped = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -457,7 +474,6 @@ class Ledger:
                 if not popped:
                     continue  # another worker took it first
                 self.storage.record_heartbeat(t._trial_id)
-                attrs = t.user_attrs
                 out.append(
                     Claim(
                         t._trial_id,
@@ -465,6 +481,8 @@ class Ledger:
                         attrs["name"],
                         json.loads(attrs["weights"]),
                         int(attrs["seed"]),
+                        stage,
+                        attrs.get("parent") or None,
                     )
                 )
         return out

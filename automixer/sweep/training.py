@@ -71,8 +71,10 @@ def train_and_score(
     *,
     tcfg: Any = None,
     on_log: Callable[[int, list[float], float], None] | None = None,
+    checkpoint: Any = None,
 ) -> list[Scored]:
-    """Train a pack (one proxy per loader, from its seed) and score every proxy that finished."""
+    """Train a pack (one proxy per loader, from its seed, or resumed from `checkpoint`) and
+    score every proxy that finished."""
     from proxies.train import train_pack
 
     results = train_pack(
@@ -84,6 +86,7 @@ def train_and_score(
         token_bytes=bundle.token_bytes,
         evaluate=lambda model: score_suites(model, bundle.tokenizer, tasks, config),
         on_log=on_log,
+        checkpoint=checkpoint,
     )
     out = []
     for r in results:

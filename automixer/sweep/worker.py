@@ -25,6 +25,7 @@ from automixer.evals.suites import config_tasks
 from automixer.io import atomic_path, git_commit
 from automixer.rundir import RunDir
 from automixer.runs_table import weight_column, write_runs
+from automixer.sweep.branches import resume_point, train_mains
 from automixer.sweep.devices import resolve_sizes
 from automixer.sweep.ledger import Claim, Ledger
 from automixer.sweep.training import (
@@ -78,7 +79,15 @@ def run_pack(
     if not ok:
         return 0, 0
     cfg = get_preset(config.proxy.preset, vocab_size=bundle.tokenizer.get_vocab_size())
+    tcfg = train_config(config, micro_batch=micro_batch)
+    resume = None
     try:
+        if ok[0][0].stage == "main":  # a branched sweep's main phase: to the boundary, saved
+            return train_mains(config, cfg, ok, ledger, info, tcfg, on_log)
+        if ok[0][0].stage == "branch":  # from the parents' checkpoints through the anneal
+            ok, resume = resume_point(config, ok, ledger, info)
+            if not ok:
+                return 0, 0
         scored = train_and_score(
             config,
             bundle,
@@ -86,14 +95,18 @@ def run_pack(
             [lo for _, lo in ok],
             [c.seed for c, _ in ok],
             tasks,
-            tcfg=train_config(config, micro_batch=micro_batch),
+            tcfg=tcfg,
             on_log=on_log,
+            checkpoint=resume,
         )
     except Exception as e:  # the whole pack broke (out of memory, a bug): record, go on
         reason = f"{type(e).__name__}: {e}".strip()
         for c, _ in ok:
             ledger.fail(c, reason, {**info, "trace": traceback.format_exc()[-2000:]})
         return 0, 0
+    finally:
+        if resume is not None:
+            resume.unlink(missing_ok=True)
     done = 0
     tokens = 0
     folder = RunDir.for_config(config).file("proxies")
@@ -168,7 +181,9 @@ def worker_loop(
         if not claims:
             if ledger.finished():
                 return
-            time.sleep(ledger.heartbeat_s)  # runs held by others: wait, or for them to go stale
+            # runs held by others (or branches whose main is training): wait for them, or
+            # for them to go stale
+            time.sleep(min(ledger.heartbeat_s, 2.0))
             continue
         t0 = time.perf_counter()
         with ledger.heartbeat(claims):
@@ -238,8 +253,8 @@ def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
     rows = []
     curves: list[dict[str, Any]] = []
     for run_id, rec in sorted(ledger.records().items()):
-        if rec["status"] not in ("done", "failed"):
-            continue
+        if rec["status"] not in ("done", "failed") or rec.get("stage") == "main":
+            continue  # a branched sweep's main phases are the branches' parents, not rows
         weights = json.loads(rec["weights"])
         curves.extend(
             {"run_id": run_id, "step": int(s), "loss": float(v)} for s, v in rec.get("curve") or []
@@ -257,6 +272,7 @@ def export_runs(ledger: Ledger, config: Config, path: Path) -> pl.DataFrame:
             "config_hash": rec.get("config_hash"),
             "commit": rec.get("commit"),
             "error": rec.get("error"),
+            **({"parent": rec["parent"]} if rec.get("parent") else {}),
         }
         row.update({weight_column(d): float(weights.get(d, 0.0)) for d in domains})
         row.update(json.loads(rec.get("metrics", "{}")))
