@@ -261,6 +261,11 @@ def test_replay_reads_schedule_tables_and_compares_with_collapsed_totals(tmp_pat
     compared = json.loads((out / "replay.json").read_text())["phases_against_total"]
     assert compared["phases"] == pytest.approx({"main": 0.8, "anneal": 0.2})
     assert compared["mean_per_phase"] > 0.9 > compared["mean_collapsed"]
+    assert compared["standard_errors"] is None  # one repeat: no spread to read
+    twice = [*args[:-1], "2", "--out-dir", str(out), "-q", "--no-solve"]
+    assert CliRunner().invoke(app, twice).exit_code == 0
+    se = json.loads((out / "replay.json").read_text())["phases_against_total"]["standard_errors"]
+    assert 0 <= se["score_acc"]["difference"] < 0.2 and se["score_acc"]["per_phase"] >= 0
     solution = json.loads((out / "solution.json").read_text())["weights"]
     assert sum(v for k, v in solution.items() if k.endswith("@anneal")) == pytest.approx(0.2)
     own = _schedule_table(tmp_path, own=True)

@@ -102,12 +102,20 @@ def phases_against_total(
         return dict(zip(rows["target"], map(float, rows["spearman"]), strict=True))
 
     per_phase, collapsed = rho(cv), rho(total)
-    show = Table(title="per-phase features against collapsed totals (same folds)")
+    se = _paired_se(runs.Y, cv, total)
+    show = Table(
+        title="per-phase features against collapsed totals (same folds; standard errors over "
+        f"the {opts.repeats} repeats)"
+    )
     for col in ("target", "per-phase", "collapsed", "difference"):
         show.add_column(col, justify="left" if col == "target" else "right")
-    for t in runs.targets:
+    for j, t in enumerate(runs.targets):
+        p_se, c_se, d_se = se[j] if se is not None else (float("nan"),) * 3
         show.add_row(
-            t, f"{per_phase[t]:.4f}", f"{collapsed[t]:.4f}", f"{per_phase[t] - collapsed[t]:+.4f}"
+            t,
+            f"{per_phase[t]:.4f} +- {p_se:.4f}",
+            f"{collapsed[t]:.4f} +- {c_se:.4f}",
+            f"{per_phase[t] - collapsed[t]:+.4f} +- {d_se:.4f}",
         )
     console.print(show)
     mean_p = float(np.nanmean(list(per_phase.values())))
@@ -121,7 +129,30 @@ def phases_against_total(
         "collapsed": collapsed,
         "mean_per_phase": mean_p,
         "mean_collapsed": mean_c,
+        "standard_errors": (
+            {
+                t: dict(zip(("per_phase", "collapsed", "difference"), row, strict=True))
+                for t, row in zip(runs.targets, se.tolist(), strict=True)
+            }
+            if se is not None
+            else None
+        ),
     }
+
+
+def _paired_se(Y: np.ndarray, a: CVResult, b: CVResult) -> np.ndarray | None:
+    """Per target, the standard errors over repeats of each side's out-of-fold Spearman and of
+    their difference (paired: the same folds in each repeat); None with one repeat."""
+    A, B = a.oof_runs.get(a.deployed), b.oof_runs.get(b.deployed)
+    if A is None or B is None or len(A) < 2:
+        return None
+    out = np.full((Y.shape[1], 3), np.nan)
+    for j in range(Y.shape[1]):
+        ra = np.array([spearmanr(P[:, j], Y[:, j]).statistic for P in A])
+        rb = np.array([spearmanr(P[:, j], Y[:, j]).statistic for P in B])
+        root = np.sqrt(len(ra))
+        out[j] = [ra.std(ddof=1) / root, rb.std(ddof=1) / root, (ra - rb).std(ddof=1) / root]
+    return out
 
 
 def predict_table(
