@@ -172,17 +172,17 @@ def plan_mixtures(
         PlannedRun(f"m{i:03d}", name, dict(zip(domains, w.tolist(), strict=True)), seed + i)
         for i, (name, w) in enumerate(chosen)
     ]
-    for r in range(replicates):
-        runs.append(
-            PlannedRun(
-                f"r{r:03d}",
-                f"replicate-{r + 1}",
-                runs[0].weights,
-                seed + 10_000 + r,
-                replicate_of=runs[0].run_id,
-            )
-        )
-    return runs
+    return runs + replicate_runs(runs[0].weights, runs[0].run_id, seed, replicates)
+
+
+def replicate_runs(
+    weights: dict[str, float], of: str, seed: int, replicates: int
+) -> list[PlannedRun]:
+    """`replicates` extra seeds of the run `of` (its `weights`): the sweep's seed noise."""
+    return [
+        PlannedRun(f"r{r:03d}", f"replicate-{r + 1}", weights, seed + 10_000 + r, replicate_of=of)
+        for r in range(replicates)
+    ]
 
 
 def coverage(runs: Sequence[PlannedRun]) -> dict[str, float]:

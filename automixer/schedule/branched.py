@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from automixer.design import PlannedRun, plan_mixtures
+from automixer.design import PlannedRun, plan_mixtures, replicate_runs
 from automixer.schedule.phases import Phases
 from automixer.solve.constraints import GroupSpec
 
@@ -81,47 +81,28 @@ def plan_branched(
     trunk = draws(mains, 0, True)
     # natural and uniform lead every plan: the shared anneals are the draws after them
     drawn = draws(per_main + 1, ANNEAL_STREAM, False)[2:]
-    runs: list[PlannedRun] = []
-    for i, m in enumerate(trunk):
-        weights = _flat(phases, m.weights, m.weights)
-        runs.append(PlannedRun(f"t{i:03d}", f"main-{m.name}", weights, m.seed, stage="main"))
-    own = {}
+    mains_runs: list[PlannedRun] = []
     branches: list[PlannedRun] = []
     for i, m in enumerate(trunk):
-        parent = runs[i]
-        own[i] = f"b{i:03d}-own"
-        branches.append(
+        weights = _flat(phases, m.weights, m.weights)
+        parent = PlannedRun(f"t{i:03d}", f"main-{m.name}", weights, m.seed, stage="main")
+        mains_runs.append(parent)
+        anneals = [("own", "own", m.weights)]
+        anneals += [(f"a{a:02d}", f"anneal-{a}", x.weights) for a, x in enumerate(drawn)]
+        branches += [
             PlannedRun(
-                own[i],
-                f"{m.name}/own",
-                parent.weights,
-                parent.seed,
+                f"b{i:03d}-{key}",
+                f"{m.name}/{name}",
+                _flat(phases, m.weights, anneal),
+                m.seed,
                 stage="branch",
                 parent=parent.run_id,
             )
-        )
-        for a, anneal in enumerate(drawn):
-            branches.append(
-                PlannedRun(
-                    f"b{i:03d}-a{a:02d}",
-                    f"{m.name}/anneal-{a}",
-                    _flat(phases, m.weights, anneal.weights),
-                    parent.seed,
-                    stage="branch",
-                    parent=parent.run_id,
-                )
-            )
-    for r in range(replicates):
-        runs.append(
-            PlannedRun(
-                f"r{r:03d}",
-                f"replicate-{r + 1}",
-                runs[0].weights,
-                seed + 10_000 + r,
-                replicate_of=own[0],
-            )
-        )
-    return runs + branches
+            for key, name, anneal in anneals
+        ]
+    # the natural schedule is the natural main's own branch
+    extra = replicate_runs(mains_runs[0].weights, branches[0].run_id, seed, replicates)
+    return mains_runs + extra + branches
 
 
 def branch_cost(phases: Phases, n_runs: int, mains: int, replicates: int) -> dict[str, float]:

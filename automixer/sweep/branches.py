@@ -83,15 +83,18 @@ def resume_point(
 
     folder = branch_dir(config)
     ok, parts = [], []
+    read: dict[str, list[dict[str, Any]]] = {}  # each parent's file once, however many branch
     for c, lo in claims:
         path = folder / f"{c.parent}.pt"
-        if not looks_whole(path):
+        if c.parent not in read and not looks_whole(path):
             ledger.fail(
                 c, f"its main-phase run {c.parent} did not finish", {**info, "seconds": 0.0}
             )
             continue
+        if c.parent not in read:
+            read[str(c.parent)] = checkpoint_parts(path)
         ok.append((c, lo))
-        parts.extend(checkpoint_parts(path))
+        parts.extend(read[str(c.parent)])
     if not ok:
         return [], None
     pack_file = folder / f".branches-{ok[0][0].trial_id}.pt"
