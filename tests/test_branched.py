@@ -148,3 +148,14 @@ def test_anneal_effects_find_a_planted_anneal_effect_and_no_interaction():
     assert planted.anneal_lo <= anneal_effect.std(ddof=1) <= planted.anneal_hi + 0.1
     assert planted.interaction_sd < 0.2
     assert none.p_anneal > 0.01 and none.anneal_sd < 0.15
+
+
+def test_dry_run_counts_a_branched_sweeps_tokens_once_per_main(tmp_path: Path):
+    """4 mains x half the run, 16 branches x the other half, 1 replicate whole: 11 runs' tokens."""
+    cfg = small_config(tmp_path, phases=PHASES)
+    cfg["proxy"] = {"preset": "tiny", "tokens": 4096, "seq_len": 32, "batch_size": 8}
+    cfg["sweep"] = {"workers": 1, "design": "branched", "mains": 4, "n_runs": 16, "replicates": 1}
+    path = write_config(tmp_path / "b.yaml", cfg)
+    result = CliRunner().invoke(app, ["data", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"{int((4 * 0.5 + 16 * 0.5 + 1) * 4096):,} training tokens in all" in result.output

@@ -165,7 +165,16 @@ def _dry_run(config_path: Path, console: Console) -> None:
     runs = config.sweep.n_runs + config.sweep.replicates
     pack = config.proxy.pack_size
     packs = f"in {-(-runs // pack)} packs of up to {pack}" if pack != "auto" else "(packs: auto)"
-    tokens = runs * config.proxy.tokens
+    whole_runs = float(runs)
+    if config.sweep.design == "branched":  # mains to the boundary, each branch its anneal
+        from automixer.schedule import Phases
+        from automixer.schedule.branched import branch_cost
+
+        cost = branch_cost(
+            Phases.of(config), config.sweep.n_runs, config.sweep.mains, config.sweep.replicates
+        )
+        whole_runs = cost["branched"]
+    tokens = int(whole_runs * config.proxy.tokens)
     flops = tokens * preset.flops_per_token(config.proxy.seq_len)
     console.print(
         f"tokenizer: {tok}\n"
